@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# THE test command of streamlake:
+#
+#   scripts/test.sh                      setup + fmt + clippy + tests
+#   scripts/test.sh --setup-only         only install what the tests need (apt packages, .venv), then exit
+#   scripts/test.sh [CARGO_ARGS] [-- TEST_ARGS]
+#                                        e.g. scripts/test.sh --test e2e -- --nocapture
+#                                        => cargo test --release --test e2e -- --test-threads=2 --nocapture
+#
+# Works on a fresh Debian 12 machine (as root, or with sudo) that has Java 17, Maven, Rust (cargo with
+# rustfmt + clippy) and python3; installs everything else itself. See scripts/README.md.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+cd "$REPO_ROOT"
+
+VENV_DIR="$REPO_ROOT/.venv"
+REQUIREMENTS="$SCRIPT_DIR/requirements-test.txt"
+VENV_STAMP="$VENV_DIR/.requirements-test.stamp"
+TEST_KAFKA_STATE_DIR="${STREAMLAKE_TEST_KAFKA_STATE_DIR:-$REPO_ROOT/.kafka-test}"
+
+# Debian packages needed to build rdkafka (feature cmake-build: librdkafka via CMake, C and C++
+# compilers, zlib through libz-sys/pkg-config) and zstd-sys (C compiler).
+# librdkafka 2.12's CMake build includes <curl/curl.h> even with curl disabled, so the
+# headers must exist (seen: "fatal error: curl/curl.h: No such file or directory").
+APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev)
+
+T_ALL="$(date +%s)"
+CURRENT_STEP="setup"
+STARTED_KAFKA=0
+
+section() {
+    CURRENT_STEP="$1"
+    printf '\n==================== %s ====================\n' "$1"
+}
+info() { printf '[test.sh] %s\n' "$*"; }
+die() {
+    printf '[test.sh] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs a step, prints its duration.
+step() { # $1 = title, rest = command
+    local title="$1" t0 rc
+    shift
+    section "$title"
+    printf '$ %s\n' "$*"
+    t0="$(date +%s)"
+    set +e
+    "$@"
+    rc=$?
+    set -e
+    if ((rc != 0)); then
+        printf '[test.sh] FAILED: %s (exit %d, after %d s)\n' "$title" "$rc" "$(($(date +%s) - t0))" >&2
+        exit "$rc"
+    fi
+    printf '[test.sh] ok: %s (%d s)\n' "$title" "$(($(date +%s) - t0))"
+}
+
+as_root() {
+    if [[ "$(id -u)" == 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# setup (idempotent and quick when everything is already there)
+
+ensure_base_tools() {
+    local missing=()
+    for t in java mvn cargo python3; do
+        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+    done
+    ((${#missing[@]} == 0)) || die "missing preinstalled tool(s): ${missing[*]} (need Java 17+, Maven, Rust/cargo, python3)"
+}
+
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+ensure_apt_packages() {
+    local missing=() p
+    command -v dpkg-query >/dev/null 2>&1 || {
+        info "no dpkg (not Debian?): skipping system packages, make sure these exist: ${APT_PACKAGES[*]}"
+        return 0
+    }
+    for p in "${APT_PACKAGES[@]}"; do
+        pkg_installed "$p" || missing+=("$p")
+    done
+    # `python3 -m venv` needs ensurepip, which Debian's python3 only has with python3-venv.
+    if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        missing+=(python3-venv)
+    fi
+    if ((${#missing[@]} == 0)); then
+        info "system packages present: ${APT_PACKAGES[*]}"
+        return 0
+    fi
+    info "installing missing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+ensure_rust_tools() {
+    local need=()
+    command -v rustfmt >/dev/null 2>&1 && command -v cargo-fmt >/dev/null 2>&1 || need+=(rustfmt)
+    command -v cargo-clippy >/dev/null 2>&1 || need+=(clippy)
+    ((${#need[@]} == 0)) && { info "rustfmt and clippy present"; return 0; }
+    command -v rustup >/dev/null 2>&1 || die "missing Rust component(s) ${need[*]} and no rustup to add them"
+    info "adding Rust component(s): ${need[*]}"
+    rustup component add "${need[@]}" || die "rustup component add ${need[*]} failed"
+}
+
+venv_stamp_value() {
+    # The requirements' content and the interpreter's version: either changing => reinstall.
+    printf '%s %s\n' "$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)" \
+        "$("$VENV_DIR/bin/python" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || echo none)"
+}
+
+ensure_venv() {
+    if [[ -x "$VENV_DIR/bin/python" ]] && "$VENV_DIR/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        if [[ -f "$VENV_STAMP" && "$(cat "$VENV_STAMP")" == "$(venv_stamp_value)" ]]; then
+            info "python venv up to date: $VENV_DIR ($(head -c 12 "$VENV_STAMP")...)"
+            return 0
+        fi
+    else
+        info "creating python venv $VENV_DIR with $(command -v python3) ($(python3 --version 2>&1))"
+        rm -rf "$VENV_DIR"
+        python3 -m venv "$VENV_DIR" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    fi
+    info "installing $REQUIREMENTS into $VENV_DIR"
+    rm -f "$VENV_STAMP"
+    "$VENV_DIR/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        --only-binary=:all: -r "$REQUIREMENTS" \
+        || die "pip install -r $REQUIREMENTS failed"
+    "$VENV_DIR/bin/python" -c 'import pyarrow, pandas, duckdb' \
+        || die "the venv cannot import pyarrow/pandas/duckdb after install"
+    venv_stamp_value >"$VENV_STAMP"
+    info "venv ready: $("$VENV_DIR/bin/python" -c 'import sys, pyarrow, pandas, duckdb; print("python", sys.version.split()[0], "pyarrow", pyarrow.__version__, "pandas", pandas.__version__, "duckdb", duckdb.__version__)')"
+}
+
+setup() {
+    local t0
+    t0="$(date +%s)"
+    section "setup: tools, system packages, python venv"
+    ensure_base_tools
+    ensure_apt_packages
+    ensure_rust_tools
+    ensure_venv
+    info "setup done in $(($(date +%s) - t0)) s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+
+stop_kafka() {
+    if ((STARTED_KAFKA)); then
+        section "stopping the test Kafka broker"
+        KAFKA_STATE_DIR="$TEST_KAFKA_STATE_DIR" bash "$SCRIPT_DIR/kafka.sh" stop || true
+        STARTED_KAFKA=0
+    fi
+}
+
+on_exit() {
+    local rc=$? failed_step="$CURRENT_STEP"
+    trap '' INT TERM # let the cleanup finish
+    trap - EXIT
+    stop_kafka
+    if ((rc == 0)); then
+        printf '\n[test.sh] ALL STEPS PASSED in %d s\n' "$(($(date +%s) - T_ALL))"
+    else
+        printf '\n[test.sh] FAILED (step: %s, exit %d) after %d s\n' "$failed_step" "$rc" "$(($(date +%s) - T_ALL))" >&2
+    fi
+    exit "$rc"
+}
+
+start_kafka() {
+    section "Kafka broker"
+    if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+        info "using the given KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
+        return 0
+    fi
+    local out addr t0
+    t0="$(date +%s)"
+    STARTED_KAFKA=1 # set before starting: stop is harmless if nothing runs
+    # Fresh, empty cluster each run (KAFKA_FRESH wipes only when no broker of that state dir runs).
+    out="$(KAFKA_STATE_DIR="$TEST_KAFKA_STATE_DIR" KAFKA_FRESH="${STREAMLAKE_TEST_KAFKA_FRESH:-1}" \
+        bash "$SCRIPT_DIR/kafka.sh" start)" || die "could not start Kafka (scripts/kafka.sh start failed)"
+    addr="$(tail -n1 <<<"$out")"
+    [[ "$addr" =~ ^127\.0\.0\.1:[0-9]+$ ]] || die "unexpected address from kafka.sh start: '$addr'"
+    export KAFKA_BOOTSTRAP_SERVERS="$addr"
+    info "Kafka ready at $KAFKA_BOOTSTRAP_SERVERS ($(($(date +%s) - t0)) s)"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+    local setup_only=0
+    local cargo_args=() test_args=() seen_dd=0 a
+    for a in "$@"; do
+        if ((seen_dd)); then
+            test_args+=("$a")
+        elif [[ "$a" == "--" ]]; then
+            seen_dd=1
+        elif [[ "$a" == "--setup-only" ]]; then
+            setup_only=1
+        else
+            cargo_args+=("$a")
+        fi
+    done
+
+    trap on_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    setup
+    if ((setup_only)); then
+        info "--setup-only: done"
+        return 0
+    fi
+
+    export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+    step "cargo fmt --check" cargo fmt --check
+    step "cargo clippy (release, all targets, -D warnings)" \
+        cargo clippy --release --all-targets -- -D warnings
+
+    start_kafka
+    export STREAMLAKE_TEST_PYTHON="$VENV_DIR/bin/python"
+    export STREAMLAKE_REQUIRE_KAFKA=1
+    info "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
+    info "STREAMLAKE_TEST_PYTHON=$STREAMLAKE_TEST_PYTHON"
+    info "STREAMLAKE_REQUIRE_KAFKA=$STREAMLAKE_REQUIRE_KAFKA"
+
+    step "cargo test (release)" \
+        cargo test --release ${cargo_args[@]+"${cargo_args[@]}"} -- --test-threads=2 ${test_args[@]+"${test_args[@]}"}
+}
+
+main "$@"

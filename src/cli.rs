@@ -1,0 +1,259 @@
+//! Command-line definitions (clap only; validation and defaults that need I/O live in the commands).
+//!
+//! Every option that the original docker-compose platform configured through the environment keeps
+//! that variable name here (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `MSGS_PER_SEC`, `OUTPUT_PATH`,
+//! `RUN_ID`), so the same `.env` file drives both. A flag always wins over its variable.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// streamlake: Kafka → event-time window averages → exactly-once Parquet, on Timely Dataflow.
+///
+/// One program replaces the Kafka producer, the Spark Structured Streaming job and the Airflow
+/// validation DAG of the original platform. Start a local broker with `scripts/kafka.sh start`,
+/// create the topic with `streamlake topic create`, and feed it with `streamlake produce`.
+#[derive(Debug, Parser)]
+#[command(name = "streamlake", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v debug, -vv trace). `RUST_LOG` overrides this.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the Kafka topic (the original platform's `kafka-init` service).
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send synthetic events `{id, ts, value, source}` to the topic (the original producer).
+    Produce(ProduceArgs),
+    /// Run the streaming job: Kafka → window averages (console, Parquet) + raw Parquet, exactly once
+    /// (the original Spark job). Multi-worker and multi-process with timely's -w/-n/-p/-h flags.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Print help (`-h` is timely's hostfile flag here).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Kafka bootstrap servers (see `streamlake topic create --help`).
+    #[arg(long = "brokers", short = 'b', env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+
+    /// Topic to read; overrides the dataflow file's `topic`.
+    #[arg(long, env = "KAFKA_TOPIC")]
+    pub topic: Option<String>,
+
+    /// Pipeline definition (schema, key, window, watermark, trigger). Default: the original
+    /// platform's pipeline, `dataflows/events.toml`, built in.
+    #[arg(long, value_name = "FILE")]
+    pub dataflow: Option<std::path::PathBuf>,
+
+    /// Folder of the raw dataset; the run writes `OUTPUT_PATH/run_<RUN_ID>/id=<k>/part-*.parquet`
+    /// and final window rows to `OUTPUT_PATH/../aggregates/run_<RUN_ID>/`.
+    #[arg(long, env = "OUTPUT_PATH", default_value = "data/output/parquet")]
+    pub output: std::path::PathBuf,
+
+    /// Run identity. The same RUN_ID resumes from its checkpoint; a new one starts a new dataset.
+    #[arg(long, env = "RUN_ID", default_value = "local_run")]
+    pub run_id: String,
+
+    /// Worker threads per process (timely's -w).
+    #[arg(short = 'w', long = "workers", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+
+    /// Number of processes in the cluster (timely's -n).
+    #[arg(short = 'n', long = "processes", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub processes: u16,
+
+    /// Index of this process, 0..n-1 (timely's -p).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: u16,
+
+    /// File with one `host:port` line per process, in process order (timely's -h). Without it,
+    /// processes listen on localhost:2101, 2102, ...
+    #[arg(short = 'h', long = "hostfile", value_name = "FILE")]
+    pub hostfile: Option<std::path::PathBuf>,
+
+    /// Where to start partitions that have no checkpoint yet (the original uses latest).
+    #[arg(long, value_enum, default_value = "latest")]
+    pub starting_offsets: crate::operators::source::StartingOffsets,
+
+    /// Process everything up to the end offsets seen at start, emit the windows the watermark
+    /// has passed, commit and exit 0 (Spark's Trigger.AvailableNow). Open windows stay in the
+    /// checkpoint for the next run.
+    #[arg(long)]
+    pub available_now: bool,
+
+    /// With --available-now: treat the end of input as the end of event time, closing every open
+    /// window; later records for those windows count as late.
+    #[arg(long, requires = "available_now")]
+    pub flush_windows: bool,
+
+    /// A partition with no record for this long stops holding the watermark back (as Flink's
+    /// withIdleness); when all of a worker's partitions are idle, event time follows the clock.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Commit (close files, write the checkpoint) at least this often.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub roll_interval: Duration,
+
+    /// Commit when a partition has taken in this many MiB of payload since its last commit.
+    #[arg(long, default_value_t = 128, value_name = "MIB")]
+    pub roll_size_mib: u64,
+
+    /// Events dated further than this past the wall clock are quarantined, so one bad clock cannot
+    /// drag the watermark forward and make every later event late.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub max_future: Duration,
+
+    /// Console and progress trigger; overrides the dataflow file's `trigger`.
+    #[arg(long, value_parser = parse_duration)]
+    pub trigger: Option<Duration>,
+
+    /// Do not print the console table.
+    #[arg(long)]
+    pub no_console: bool,
+}
+
+/// How to reach Kafka and which topic to use; shared by every command that talks to the broker.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma separated. When neither this flag nor the variable is set,
+    /// the address of the local broker started by `scripts/kafka.sh` (`.kafka/address`) is used,
+    /// then 127.0.0.1:9092.
+    #[arg(long = "brokers", short = 'b', env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+
+    /// Topic to read or write.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "events")]
+    pub topic: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create the topic if it does not exist. Succeeds when it exists with the same partition
+    /// count, fails when the count differs. Fails within --timeout if no broker answers.
+    Create(TopicCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopicCreateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Number of partitions (the original platform uses 3).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+
+    /// Replication factor (1 on a single-broker cluster).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub replication_factor: i32,
+
+    /// How long to wait for the broker before giving up, e.g. `30s`, `2m`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Events per second; `max` (or 0) sends flat out, for loading benchmark topics.
+    #[arg(long, env = "MSGS_PER_SEC", default_value = "5", value_parser = parse_rate)]
+    pub rate: Rate,
+
+    /// Stop after this many events (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Number of distinct ids; events get ids 0..K-1 uniformly at random.
+    #[arg(long = "ids", value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ids: u32,
+
+    /// Seed for the random ids and values, for reproducible data (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// How long to wait for the broker at start and for the final flush, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Producer pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    PerSecond(u64),
+    Max,
+}
+
+/// Parses `max`, `0` or a positive number of events per second.
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<u64>() {
+        Ok(0) => Ok(Rate::Max),
+        Ok(n) => Ok(Rate::PerSecond(n)),
+        Err(_) => Err(format!("`{s}` is not a rate: give events per second (e.g. 5) or `max`")),
+    }
+}
+
+/// Parses durations such as `250ms`, `10s`, `5m`, `1h`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 =
+        num.parse().map_err(|_| format!("`{s}` is not a duration: use e.g. 500ms, 10s, 5m or 1h"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{s}` has an unknown unit `{unit}`: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("max").unwrap(), Rate::Max);
+        assert_eq!(parse_rate("0").unwrap(), Rate::Max);
+        assert_eq!(parse_rate("5").unwrap(), Rate::PerSecond(5));
+        assert!(parse_rate("-1").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

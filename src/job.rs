@@ -1,0 +1,221 @@
+//! `streamlake run`: builds the timely cluster and the dataflow, runs it, and reports.
+//!
+//! ```text
+//!  Kafka partitions ──(assign, per worker)──▶ KafkaSource ──▶ raw Parquet + checkpoint (local)
+//!                                                │ partial (sum, count) per (window, key)
+//!                                                ▼ exchange by key
+//!                                          WindowAverage ──(frontier passes window end)──▶ final rows
+//!                                                │ updates + finals, exchange to worker 0
+//!                                   ┌────────────┴────────────┐
+//!                             WriteAggregates               Console
+//!                          (Parquet, windows.json)      (update mode, every trigger)
+//! ```
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+use timely::{CommunicationConfig, WorkerConfig};
+
+use crate::cli::RunArgs;
+use crate::error::ConfigError;
+use crate::kafka::client::resolve_brokers;
+use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
+use crate::operators::console::ConsoleSink;
+use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
+use crate::operators::window::WindowAverage;
+use crate::signals::Shutdown;
+use crate::sink::checkpoint::CheckpointDir;
+use crate::spec::{Spec, EVENTS_TOML};
+
+/// What one process of a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub messages: u64,
+    pub rows: u64,
+    pub quarantined: u64,
+    pub late: u64,
+    pub files: u64,
+    pub commits: u64,
+    pub window_rows: u64,
+    pub closed_through_ms: u64,
+    pub elapsed: Duration,
+}
+
+/// Builds timely's communication config from -w/-n/-p/-h, as timely's own `from_args` would.
+pub fn timely_config(args: &RunArgs) -> Result<timely::Config, ConfigError> {
+    let threads = args.workers as usize;
+    let processes = args.processes as usize;
+    let process = args.process as usize;
+    if process >= processes {
+        return Err(ConfigError::Invalid(format!(
+            "-p {process} is out of range for -n {processes}: process indexes run from 0 to {}",
+            processes - 1
+        )));
+    }
+    let communication = if processes > 1 {
+        let addresses = match &args.hostfile {
+            Some(path) => read_hostfile(path, processes)?,
+            None => (0..processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+        };
+        CommunicationConfig::Cluster { threads, process, addresses, report: false, zerocopy: false }
+    } else if threads > 1 {
+        CommunicationConfig::Process(threads)
+    } else {
+        CommunicationConfig::Thread
+    };
+    Ok(timely::Config { communication, worker: WorkerConfig::default() })
+}
+
+fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid(format!("cannot read hostfile {}: {e}", path.display())))?;
+    let hosts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if hosts.len() < processes {
+        return Err(ConfigError::Invalid(format!(
+            "hostfile {} lists {} host(s) but -n is {processes}: give one `host:port` line per process",
+            path.display(),
+            hosts.len()
+        )));
+    }
+    if let Some(bad) =
+        hosts.iter().find(|h| h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none())
+    {
+        return Err(ConfigError::Invalid(format!("hostfile {}: `{bad}` is not `host:port`", path.display())));
+    }
+    Ok(hosts[..processes].to_vec())
+}
+
+/// Loads the dataflow file (or the built-in one) and applies command-line overrides.
+pub fn load_spec(args: &RunArgs) -> Result<Spec, ConfigError> {
+    let mut spec = match &args.dataflow {
+        Some(path) => Spec::load(path)?,
+        None => Spec::parse(EVENTS_TOML, Path::new("dataflows/events.toml"))?,
+    };
+    if let Some(topic) = &args.topic {
+        spec.topic = topic.clone();
+    }
+    if let Some(trigger) = args.trigger {
+        spec.trigger = trigger;
+    }
+    Ok(spec)
+}
+
+/// The folder of the aggregates dataset: beside the raw dataset, never inside it.
+pub fn aggregates_dir(output: &Path, run_id: &str) -> PathBuf {
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parent.join("aggregates").join(format!("run_{run_id}"))
+}
+
+/// Runs the job; returns this process's summary.
+pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
+    let spec = Arc::new(load_spec(&args)?);
+    let config = timely_config(&args)?;
+    if args.run_id.is_empty() || args.run_id.contains(['/', '\\']) {
+        anyhow::bail!("RUN_ID `{}` must be a non-empty name without slashes", args.run_id);
+    }
+    let run_dir = args.output.join(format!("run_{}", args.run_id));
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating output folder {}", run_dir.display()))?;
+    let checkpoint = CheckpointDir::new(&run_dir);
+    let windows = checkpoint.load_windows()?;
+    let settings = SourceSettings {
+        brokers: resolve_brokers(args.brokers.as_deref()),
+        topic: spec.topic.clone(),
+        spec: spec.clone(),
+        run_dir: run_dir.clone(),
+        run_id: args.run_id.clone(),
+        starting: args.starting_offsets,
+        available_now: args.available_now,
+        flush_windows: args.flush_windows,
+        idle_timeout: args.idle_timeout,
+        roll_interval: args.roll_interval,
+        roll_bytes: args.roll_size_mib.saturating_mul(1 << 20),
+        max_future: args.max_future,
+        max_batch: 4096,
+        metadata_timeout: Duration::from_secs(30),
+        shutdown: shutdown.clone(),
+    };
+    let agg_dir = aggregates_dir(&args.output, &args.run_id);
+    let console = !args.no_console;
+    tracing::info!(
+        topic = %spec.topic, brokers = %settings.brokers, run_dir = %run_dir.display(),
+        aggregates = %agg_dir.display(), closed_through_ms = windows.closed_through_ms,
+        workers = args.workers, processes = args.processes, process = args.process, "starting"
+    );
+    let counters = Arc::new(SourceCounters::default());
+    let started = Instant::now();
+    let worker_counters = counters.clone();
+    let guards = timely::execute(config, move |worker| -> Result<(u64, u64), String> {
+        let index = worker.index();
+        let peers = worker.peers();
+        let source = PreparedSource::prepare(settings.clone(), index, peers, windows.closed_through_ms)
+            .map_err(|e| e.to_string())?;
+        let probe = ProbeHandle::new();
+        let error = Rc::new(RefCell::new(None));
+        let report = Rc::new(RefCell::new(AggregatesReport::default()));
+        let target = AggregatesTarget {
+            dir: agg_dir.clone(),
+            checkpoint: CheckpointDir::new(&settings.run_dir),
+            key: spec.key_field().clone(),
+            window_ms: spec.window_ms,
+            restored: windows.clone(),
+        };
+        worker.dataflow::<u64, _, _>(|scope| {
+            let deltas =
+                kafka_source(scope.clone(), source, probe.clone(), worker_counters.clone(), error.clone());
+            let rows = deltas.window_average(windows.closed_through_ms);
+            if console {
+                rows.clone().console(spec.trigger, spec.window_ms, spec.key_field().name.clone());
+            }
+            rows.write_aggregates(target, report.clone()).probe_with(&probe);
+        });
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(100)));
+            if let Some(e) = error.borrow().as_ref() {
+                return Err(e.clone());
+            }
+            if let Some(e) = report.borrow().error.as_ref() {
+                return Err(e.clone());
+            }
+        }
+        let r = report.borrow();
+        Ok((r.rows, r.closed_through_ms))
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the timely cluster: {e}"))?;
+
+    let mut summary = RunSummary::default();
+    let mut errors = Vec::new();
+    for (i, result) in guards.join().into_iter().enumerate() {
+        match result {
+            Ok(Ok((rows, closed))) => {
+                summary.window_rows += rows;
+                summary.closed_through_ms = summary.closed_through_ms.max(closed);
+            }
+            Ok(Err(e)) => errors.push(format!("worker {i}: {e}")),
+            Err(e) => errors.push(format!("worker {i} panicked: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("the run stopped: {}", errors.join("; "));
+    }
+    summary.messages = counters.messages.load(Ordering::Relaxed);
+    summary.rows = counters.rows.load(Ordering::Relaxed);
+    summary.quarantined = counters.quarantined.load(Ordering::Relaxed);
+    summary.late = counters.late.load(Ordering::Relaxed);
+    summary.files = counters.files.load(Ordering::Relaxed);
+    summary.commits = counters.commits.load(Ordering::Relaxed);
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}

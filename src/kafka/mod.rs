@@ -1,0 +1,7 @@
+//! Everything that talks to Kafka: client settings, topic administration, the event producer,
+//! partition ownership and the timely source operator.
+
+pub mod admin;
+pub mod assignment;
+pub mod client;
+pub mod producer;

@@ -1,0 +1,18 @@
+//! streamlake: a Kafka → event-time windows → exactly-once Parquet pipeline on Timely Dataflow.
+//!
+//! The modules follow the data flow: [`kafka`] reads and writes the broker, [`parse`] turns JSON
+//! payloads into typed columns, [`operators`] holds the timely operators (source, windows, sinks),
+//! [`sink`] the Parquet writer and the commit protocol, and [`validate`] reads the result back.
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod job;
+pub mod kafka;
+pub mod logging;
+pub mod operators;
+pub mod parse;
+pub mod signals;
+pub mod sink;
+pub mod spec;
+pub mod validate;

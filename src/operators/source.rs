@@ -1,0 +1,619 @@
+//! The Kafka source: each worker reads the partitions it owns, writes their raw events to
+//! Parquet, pre-aggregates window sums, and turns event time into the timely frontier.
+//!
+//! Why the raw sink lives here rather than downstream: a Kafka partition's offsets, its raw
+//! files and its share of the window state must be committed together, and all three are local
+//! to the worker that reads the partition. Writing where we read keeps the hot path free of
+//! copies and channels, and makes each partition's commit a local, atomic step: files durable →
+//! checkpoint entry. Only the tiny partial sums cross workers.
+//!
+//! Frontier behaviour: the operator holds one capability, at the worker's watermark in ms:
+//! `min over its live partitions of (max event time − watermark delay)`, never lower than the
+//! restored `closed_through`. A partition that received nothing for `idle_timeout` stops holding
+//! it back (like Flink's `withIdleness`); when all of a worker's partitions are idle its watermark
+//! follows the wall clock minus the delay. A worker that owns no partition drops its capability
+//! at once. A record whose window ends at or before the capability time is late: written raw,
+//! counted, not aggregated. Deltas are sent at the capability's time, which is always before
+//! their window's end. At the end of input (`--available-now`) the operator commits and drops its
+//! capability; with `--flush-windows` it first moves to [`FLUSH_TIME`], waits until the
+//! aggregates probe shows every window written, and commits again. It never drops its
+//! capability because of an error: errors stop the process instead.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use super::{Delta, FLUSH_TIME};
+use crate::kafka::assignment::owned_partitions;
+use crate::kafka::client::{base_config, fetch_metadata, partition_count};
+use crate::parse::json::RecordParser;
+use crate::parse::{Key, KeyRef};
+use crate::signals::Shutdown;
+use crate::sink::aggregates::to_nanos;
+use crate::sink::checkpoint::{CheckpointDir, Partial, PartitionEntry};
+use crate::sink::raw::{remove_uncommitted, PartitionFiles, RawLayout};
+use crate::spec::Spec;
+
+/// Where to start a partition that has no checkpoint entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartingOffsets {
+    Earliest,
+    Latest,
+}
+
+/// Everything a source needs, shared by the workers of a process.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub spec: Arc<Spec>,
+    pub run_dir: PathBuf,
+    pub run_id: String,
+    pub starting: StartingOffsets,
+    pub available_now: bool,
+    pub flush_windows: bool,
+    pub idle_timeout: Duration,
+    pub roll_interval: Duration,
+    pub roll_bytes: u64,
+    pub max_future: Duration,
+    pub max_batch: usize,
+    pub metadata_timeout: Duration,
+    pub shutdown: Shutdown,
+}
+
+/// Process-wide counters for the run summary.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    pub messages: AtomicU64,
+    pub rows: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub late: AtomicU64,
+    pub commits: AtomicU64,
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Kafka(#[from] crate::error::KafkaError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(
+        "partition {partition} of topic `{topic}`: the checkpoint resumes at offset {next}, but the broker only \
+         has offsets {low}..{high}; records {missing} are gone (retention, or the topic was recreated). \
+         Nothing was read. Re-run with --on-data-loss=skip to continue from offset {resume} and record the \
+         skipped range, or use a new RUN_ID to start over"
+    )]
+    DataLoss { topic: String, partition: i32, next: i64, low: i64, high: i64, missing: String, resume: i64 },
+    #[error("partition {partition} of topic `{topic}`: {reason}")]
+    Read { topic: String, partition: i32, reason: String },
+}
+
+/// Per-partition read state.
+struct Part {
+    partition: i32,
+    files: PartitionFiles,
+    next_offset: i64,
+    end_offset: Option<i64>,
+    max_event_ms: Option<i64>,
+    last_message: Instant,
+    /// This partition's share of every window not yet known to be written.
+    partials: BTreeMap<(u64, Key), (i128, u64)>,
+    /// Deltas of the current poll batch, flushed to `partials` and the output after the batch.
+    batch_deltas: Vec<Delta>,
+    late_pending: u64,
+    totals: (i64, u64, u64, u64, u64), // first_offset, messages, rows, quarantined, late
+    done: bool,
+}
+
+/// A prepared source for one worker: partitions assigned, checkpoint restored, leftovers removed.
+pub struct PreparedSource {
+    settings: SourceSettings,
+    consumer: Option<BaseConsumer>,
+    parts: Vec<Part>,
+    /// Partition number → index in `parts`.
+    index: Vec<Option<usize>>,
+    closed_through: u64,
+    worker: usize,
+}
+
+impl PreparedSource {
+    /// Reads metadata and the checkpoint, cleans up after a crash, and assigns the worker's
+    /// partitions at their resume offsets.
+    pub fn prepare(
+        settings: SourceSettings,
+        worker: usize,
+        peers: usize,
+        closed_through: u64,
+    ) -> Result<Self, SourceError> {
+        let topic = settings.topic.clone();
+        let meta = fetch_metadata(&settings.brokers, Some(&topic), settings.metadata_timeout)?;
+        let partitions = partition_count(&meta, &topic).ok_or_else(|| {
+            crate::error::KafkaError::NoSuchTopic { topic: topic.clone(), brokers: settings.brokers.clone() }
+        })?;
+        let owned = owned_partitions(worker, peers, partitions);
+        let checkpoint = CheckpointDir::new(&settings.run_dir);
+        let spec = settings.spec.clone();
+        let layout = Arc::new(RawLayout::new(
+            settings.run_dir.clone(),
+            &topic,
+            &settings.run_id,
+            worker,
+            spec.schema.clone(),
+            spec.partition_col,
+        ));
+        if owned.is_empty() {
+            return Ok(PreparedSource {
+                settings,
+                consumer: None,
+                parts: Vec::new(),
+                index: Vec::new(),
+                closed_through,
+                worker,
+            });
+        }
+        let mut config = base_config(&settings.brokers);
+        config
+            .set("group.id", format!("streamlake-{}", settings.run_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // Never jump silently: an out-of-range position is reported as data loss.
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.min.messages", "200000")
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "10485760");
+        let consumer: BaseConsumer =
+            config.create().map_err(|e| crate::error::KafkaError::client("creating the consumer", e))?;
+        let mut tpl = TopicPartitionList::new();
+        let mut parts = Vec::new();
+        let mut index = vec![None; partitions];
+        for p in owned {
+            let entry = checkpoint.load_partition(p)?;
+            let (low, high) =
+                consumer.fetch_watermarks(&topic, p, settings.metadata_timeout).map_err(|e| {
+                    crate::error::KafkaError::client(format!("reading offsets of partition {p}"), e)
+                })?;
+            let start = match &entry {
+                Some(e) => {
+                    if e.next_offset < low || e.next_offset > high {
+                        let missing = if e.next_offset < low {
+                            format!("{}..{}", e.next_offset, low)
+                        } else {
+                            format!("{}..{} (beyond the end)", high, e.next_offset)
+                        };
+                        return Err(SourceError::DataLoss {
+                            topic,
+                            partition: p,
+                            next: e.next_offset,
+                            low,
+                            high,
+                            missing,
+                            resume: low,
+                        });
+                    }
+                    e.next_offset
+                }
+                None => match settings.starting {
+                    StartingOffsets::Earliest => low,
+                    StartingOffsets::Latest => high,
+                },
+            };
+            let removed =
+                remove_uncommitted(&settings.run_dir, p, entry.as_ref().map_or(i64::MIN, |e| e.next_offset))?;
+            for path in removed {
+                tracing::warn!(partition = p, path = %path.display(), "removed an uncommitted file left by an earlier run");
+            }
+            tpl.add_partition_offset(&topic, p, Offset::Offset(start))
+                .map_err(|e| crate::error::KafkaError::client("assigning partitions", e))?;
+            let partials = entry
+                .as_ref()
+                .map(|e| {
+                    e.partials
+                        .iter()
+                        .filter(|(end, ..)| *end > closed_through)
+                        .map(|(end, key, sum, count)| ((*end, key.clone()), (*sum, *count)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let totals = entry
+                .as_ref()
+                .map(|e| (e.first_offset, e.total_messages, e.total_rows, e.total_quarantined, e.total_late))
+                .unwrap_or((start, 0, 0, 0, 0));
+            tracing::info!(worker, partition = p, start, end = high, restored = entry.is_some(), "assigned");
+            index[p as usize] = Some(parts.len());
+            parts.push(Part {
+                partition: p,
+                files: PartitionFiles::new(layout.clone(), p, start),
+                next_offset: start,
+                end_offset: settings.available_now.then_some(high),
+                max_event_ms: entry.as_ref().and_then(|e| e.max_event_ms),
+                last_message: Instant::now(),
+                partials,
+                batch_deltas: Vec::new(),
+                late_pending: 0,
+                totals,
+                done: settings.available_now && start >= high,
+            });
+        }
+        consumer.assign(&tpl).map_err(|e| crate::error::KafkaError::client("assigning partitions", e))?;
+        Ok(PreparedSource { settings, consumer: Some(consumer), parts, index, closed_through, worker })
+    }
+}
+
+/// Where the operator is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Reading,
+    Flushing,
+    Finished,
+}
+
+/// A fatal error slot shared with the worker loop.
+pub type ErrorSlot = Rc<RefCell<Option<String>>>;
+
+/// Builds the source operator for one worker.
+pub fn kafka_source<'scope>(
+    scope: Scope<'scope, u64>,
+    mut src: PreparedSource,
+    probe: ProbeHandle<u64>,
+    counters: Arc<SourceCounters>,
+    error: ErrorSlot,
+) -> Stream<'scope, u64, Vec<Delta>> {
+    source(scope.clone(), "KafkaSource", move |capability: Capability<u64>, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(capability);
+        let mut phase = Phase::Reading;
+        let mut restored_sent = false;
+        let mut last_commit = Instant::now();
+        let spec = src.settings.spec.clone();
+        let mut parser = RecordParser::new(spec.schema.clone(), spec.key_col, spec.value_col, spec.time_col);
+        let checkpoint = CheckpointDir::new(&src.settings.run_dir);
+        let poll_idle = Duration::from_millis(20);
+
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            if error.borrow().is_some() {
+                return;
+            }
+            if !restored_sent {
+                restored_sent = true;
+                if src.parts.is_empty() {
+                    // Owns no partition: must not hold the frontier back.
+                    cap = None;
+                    return;
+                }
+                // Restored window shares go out at `end - 1`, before the capability moves up to
+                // the restored watermark, so the window operator sees them as on time.
+                for part in &src.parts {
+                    for ((end, key), (sum, count)) in &part.partials {
+                        let t = end.saturating_sub(1).max(*c.time());
+                        output.session(&c.delayed(&t)).give((*end, key.clone(), *sum, *count));
+                    }
+                }
+                let restored = src
+                    .parts
+                    .iter()
+                    .filter_map(|p| p.max_event_ms)
+                    .map(|m| (m - spec.watermark_ms as i64).max(0) as u64)
+                    .min()
+                    .unwrap_or(0);
+                let start = restored.max(src.closed_through);
+                if start > *c.time() {
+                    c.downgrade(&start);
+                }
+            }
+
+            let result = match phase {
+                Phase::Reading => read_batch(&mut src, &mut parser, c, output, &counters),
+                _ => Ok(0),
+            };
+            let got = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    *error.borrow_mut() = Some(e.to_string());
+                    return;
+                }
+            };
+
+            let closed = probe_closed(&probe);
+            let now = Instant::now();
+            let all_done = src.parts.iter().all(|p| p.done);
+            let stopping = src.settings.shutdown.requested();
+            let roll_due = now.duration_since(last_commit) >= src.settings.roll_interval
+                || src.parts.iter().any(|p| p.files.pending_bytes() >= src.settings.roll_bytes);
+
+            if phase == Phase::Reading && (roll_due || all_done || stopping) {
+                if let Err(e) = commit_all(&mut src, &checkpoint, closed, &counters, false) {
+                    *error.borrow_mut() = Some(e.to_string());
+                    return;
+                }
+                last_commit = now;
+                if all_done || stopping {
+                    if src.settings.flush_windows && all_done && !stopping {
+                        phase = Phase::Flushing;
+                        c.downgrade(&FLUSH_TIME);
+                    } else {
+                        phase = Phase::Finished;
+                    }
+                }
+            }
+            if phase == Phase::Flushing && !probe.less_than(&FLUSH_TIME) {
+                // Every window is written: record that none stays open.
+                if let Err(e) = commit_all(&mut src, &checkpoint, FLUSH_TIME, &counters, true) {
+                    *error.borrow_mut() = Some(e.to_string());
+                    return;
+                }
+                phase = Phase::Finished;
+            }
+            if phase == Phase::Finished {
+                tracing::info!(worker = src.worker, "source finished");
+                cap = None;
+                return;
+            }
+            if phase == Phase::Reading {
+                let wm = watermark(&src, &spec, *c.time());
+                if wm > *c.time() {
+                    c.downgrade(&wm);
+                }
+            }
+            if got > 0 {
+                activator.activate();
+            } else {
+                activator.activate_after(poll_idle);
+            }
+        }
+    })
+}
+
+/// The window end the aggregates probe has passed: every window ending before it is written.
+fn probe_closed(probe: &ProbeHandle<u64>) -> u64 {
+    probe.with_frontier(|f| f.iter().min().copied().map(|t| t.saturating_sub(1)).unwrap_or(0))
+}
+
+fn watermark(src: &PreparedSource, spec: &Spec, current: u64) -> u64 {
+    let now = Instant::now();
+    let idle = src.settings.idle_timeout;
+    let mut wm: Option<i64> = None;
+    let mut any_live = false;
+    for p in src.parts.iter().filter(|p| !p.done) {
+        if now.duration_since(p.last_message) >= idle {
+            continue;
+        }
+        any_live = true;
+        let w = p.max_event_ms.map_or(i64::MIN, |m| m - spec.watermark_ms as i64);
+        wm = Some(wm.map_or(w, |x| x.min(w)));
+    }
+    let wm = if any_live {
+        wm.unwrap_or(i64::MIN)
+    } else if src.settings.available_now {
+        // Finished partitions wait for the end-of-input commit; nothing to advance here.
+        i64::MIN
+    } else {
+        // Every partition is idle: event time follows the wall clock.
+        chrono::Utc::now().timestamp_millis() - spec.watermark_ms as i64
+    };
+    (wm.max(0) as u64).max(current).min(FLUSH_TIME - 1)
+}
+
+/// Polls up to `max_batch` messages, writes them, and sends the batch's window deltas.
+fn read_batch(
+    src: &mut PreparedSource,
+    parser: &mut RecordParser,
+    cap: &Capability<u64>,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        u64,
+        timely::container::CapacityContainerBuilder<Vec<Delta>>,
+    >,
+    counters: &SourceCounters,
+) -> Result<usize, SourceError> {
+    let Some(consumer) = src.consumer.as_ref() else { return Ok(0) };
+    let spec = src.settings.spec.clone();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let future_limit_ms = now_ms + src.settings.max_future.as_millis() as i64;
+    let time = *cap.time() as i64;
+    let mut got = 0usize;
+    let mut late = 0u64;
+    let mut quarantined = 0u64;
+    while got < src.settings.max_batch {
+        let msg = match consumer.poll(Duration::ZERO) {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                use rdkafka::types::RDKafkaErrorCode as C;
+                match e.rdkafka_error_code() {
+                    Some(C::AutoOffsetReset) | Some(C::OffsetOutOfRange) => {
+                        return Err(SourceError::Read {
+                            topic: src.settings.topic.clone(),
+                            partition: -1,
+                            reason: format!(
+                                "{e}: the next offset to read is gone (retention or a recreated topic). \
+                                 Nothing after it was read"
+                            ),
+                        })
+                    }
+                    _ => {
+                        tracing::warn!(error = %e, "kafka consumer error; retrying");
+                        break;
+                    }
+                }
+            }
+        };
+        let partition = msg.partition();
+        let Some(Some(pi)) = src.index.get(partition as usize).copied() else { continue };
+        let part = &mut src.parts[pi];
+        let offset = msg.offset();
+        if offset < part.next_offset || part.done {
+            continue; // before the resume point, or past the end of an --available-now run
+        }
+        if let Some(end) = part.end_offset {
+            if offset >= end {
+                part.done = true;
+                continue;
+            }
+        }
+        got += 1;
+        part.next_offset = offset + 1;
+        part.last_message = Instant::now();
+        let payload = msg.payload();
+        match parser.parse(payload) {
+            Ok(()) => {
+                let bytes = payload.unwrap_or_default();
+                let ts_ms = parser.event_micros().div_euclid(1000);
+                if ts_ms > future_limit_ms {
+                    part.files.quarantine(
+                        offset,
+                        payload,
+                        format!(
+                            "timestamp_in_future: event time {} is more than {:?} ahead of the wall clock",
+                            ts_ms, src.settings.max_future
+                        ),
+                    );
+                    quarantined += 1;
+                } else {
+                    part.files.append(parser, bytes)?;
+                    part.max_event_ms = Some(part.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)));
+                    let end = spec.window_end(ts_ms);
+                    if end <= time || end as u64 <= src.closed_through {
+                        late += 1;
+                        part.late_pending += 1;
+                    } else {
+                        add_delta(
+                            &mut part.batch_deltas,
+                            end as u64,
+                            parser.key(bytes),
+                            to_nanos(parser.value_f64()),
+                        );
+                    }
+                }
+            }
+            Err(reject) => {
+                part.files.quarantine(offset, payload, reject.to_string());
+                quarantined += 1;
+            }
+        }
+        if let Some(end) = part.end_offset {
+            if part.next_offset >= end {
+                part.done = true;
+            }
+        }
+    }
+    // An --available-now partition whose last offsets are not data records (transaction markers)
+    // never delivers them: the consumer's position tells us it is past the end.
+    if got == 0 && src.settings.available_now {
+        if let Ok(positions) = consumer.position() {
+            for part in src.parts.iter_mut().filter(|p| !p.done) {
+                if let (Some(end), Some(el)) =
+                    (part.end_offset, positions.find_partition(&src.settings.topic, part.partition))
+                {
+                    if let Offset::Offset(pos) = el.offset() {
+                        if pos >= end && part.files.pending_messages() == 0 || part.next_offset >= end {
+                            part.done = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut session = output.session(cap);
+    for part in &mut src.parts {
+        for (end, key, sum, count) in part.batch_deltas.drain(..) {
+            let acc = part.partials.entry((end, key.clone())).or_insert((0, 0));
+            acc.0 += sum;
+            acc.1 += count;
+            session.give((end, key, sum, count));
+        }
+    }
+    counters.messages.fetch_add(got as u64, Ordering::Relaxed);
+    counters.late.fetch_add(late, Ordering::Relaxed);
+    counters.quarantined.fetch_add(quarantined, Ordering::Relaxed);
+    Ok(got)
+}
+
+/// Adds one value to the batch's deltas; a batch touches few (window, key) pairs, so a linear
+/// scan beats hashing and allocates only for a new pair.
+#[inline]
+fn add_delta(deltas: &mut Vec<Delta>, end: u64, key: KeyRef<'_>, nanos: i128) {
+    for d in deltas.iter_mut().rev() {
+        if d.0 == end && key.matches(&d.1) {
+            d.2 += nanos;
+            d.3 += 1;
+            return;
+        }
+    }
+    deltas.push((end, key.to_owned_key(), nanos, 1));
+}
+
+/// Commits every partition with new messages (or all, when `force`): files durable, then the
+/// checkpoint entry with the partition's still-open window shares.
+fn commit_all(
+    src: &mut PreparedSource,
+    checkpoint: &CheckpointDir,
+    closed: u64,
+    counters: &SourceCounters,
+    force: bool,
+) -> Result<(), SourceError> {
+    for part in &mut src.parts {
+        if part.files.pending_messages() == 0 && part.late_pending == 0 && !force {
+            continue;
+        }
+        let stats = part.files.commit(part.next_offset)?;
+        part.partials.retain(|(end, _), _| *end > closed);
+        part.totals.1 += stats.messages;
+        part.totals.2 += stats.rows;
+        part.totals.3 += stats.quarantined;
+        part.totals.4 += part.late_pending;
+        let entry = PartitionEntry {
+            partition: part.partition,
+            start_offset: stats.start_offset,
+            next_offset: stats.next_offset,
+            messages: stats.messages,
+            rows: stats.rows,
+            quarantined: stats.quarantined,
+            late: part.late_pending,
+            rows_per_key: stats.rows_per_key,
+            quarantined_by_reason: stats.quarantined_by_reason,
+            first_offset: part.totals.0,
+            total_messages: part.totals.1,
+            total_rows: part.totals.2,
+            total_quarantined: part.totals.3,
+            total_late: part.totals.4,
+            max_event_ms: part.max_event_ms,
+            files: stats.files.clone(),
+            partials: part
+                .partials
+                .iter()
+                .map(|((e, k), (s, c))| -> Partial { (*e, k.clone(), *s, *c) })
+                .collect(),
+            worker: src.worker,
+            committed_at: chrono::Utc::now().to_rfc3339(),
+        };
+        checkpoint.write_partition(&entry)?;
+        part.late_pending = 0;
+        counters.rows.fetch_add(stats.rows, Ordering::Relaxed);
+        counters.files.fetch_add(stats.files.len() as u64, Ordering::Relaxed);
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            partition = part.partition,
+            start = stats.start_offset,
+            next = stats.next_offset,
+            rows = stats.rows,
+            quarantined = stats.quarantined,
+            "committed"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,501 @@
+//! A flat-JSON-object scanner bound to a declared schema.
+//!
+//! One [`RecordParser`] per source worker. [`RecordParser::parse`] fills a scratch row in place;
+//! accessors then read typed values out of it. Unknown fields are skipped (nested values
+//! included), as Spark's `from_json` does; a declared field with a value of the wrong JSON type is
+//! rejected, where Spark would silently null the whole row.
+
+use super::timestamp::{parse_iso8601_micros, TsError};
+use super::{KeyRef, Reject};
+use crate::spec::{ColumnType, Field};
+
+/// One parsed value. Strings point into the payload, or into the scratch buffer when unescaped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slot {
+    Absent,
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    /// Byte range in the payload (`scratch == false`) or in the unescape buffer.
+    Str {
+        start: u32,
+        end: u32,
+        scratch: bool,
+    },
+    TimestampMicros(i64),
+}
+
+/// The largest magnitude a window value may have: sums are exact in 128-bit fixed point with
+/// nine decimals, which leaves room for 2^31 values of this size per window.
+pub const MAX_ABS_VALUE: f64 = 1e18;
+/// Timestamps are kept from 1970 until year 9999 (window times are unsigned milliseconds).
+pub const MAX_TS_MICROS: i64 = 253_402_300_799_999_999;
+
+pub struct RecordParser {
+    fields: Vec<Field>,
+    key_col: usize,
+    value_col: usize,
+    time_col: usize,
+    slots: Vec<Slot>,
+    scratch: String,
+    payload_len: usize,
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+type R<T> = Result<T, Reject>;
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    #[inline]
+    fn expect(&mut self, c: u8, why: &'static str) -> R<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Reject::BadJson(why))
+        }
+    }
+    /// Scans a string whose opening quote was consumed. Returns (start, end, has_escapes).
+    #[inline]
+    fn string(&mut self) -> R<(usize, usize, bool)> {
+        let start = self.i;
+        let mut escaped = false;
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    let end = self.i;
+                    self.i += 1;
+                    return Ok((start, end, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                0..=0x1f => return Err(Reject::BadJson("control character inside a string")),
+                _ => self.i += 1,
+            }
+        }
+        Err(Reject::BadJson("unterminated string"))
+    }
+    fn literal(&mut self, word: &'static [u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Reject::BadJson("invalid literal"))
+        }
+    }
+    #[inline]
+    fn number(&mut self) -> R<(usize, usize, bool)> {
+        let start = self.i;
+        let mut is_float = false;
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'0'..=b'9' | b'-' | b'+' => {}
+                b'.' | b'e' | b'E' => is_float = true,
+                _ => break,
+            }
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(Reject::BadJson("expected a value"));
+        }
+        Ok((start, self.i, is_float))
+    }
+    /// Skips any JSON value (for fields the schema does not declare).
+    fn skip_value(&mut self) -> R<()> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(|_| ())
+            }
+            Some(b'{') | Some(b'[') => {
+                let mut depth = 0usize;
+                while let Some(c) = self.peek() {
+                    match c {
+                        b'"' => {
+                            self.i += 1;
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                Err(Reject::BadJson("unterminated object or array"))
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(_) => self.number().map(|_| ()),
+            None => Err(Reject::BadJson("unexpected end of input")),
+        }
+    }
+}
+
+fn unescape_into(raw: &[u8], out: &mut String) -> R<()> {
+    let mut i = 0;
+    let bad = Reject::BadJson("invalid escape sequence");
+    while i < raw.len() {
+        let c = raw[i];
+        if c != b'\\' {
+            // Copy the run up to the next escape in one go (the payload is valid UTF-8).
+            let next = raw[i..].iter().position(|&b| b == b'\\').map_or(raw.len(), |p| i + p);
+            out.push_str(std::str::from_utf8(&raw[i..next]).map_err(|_| Reject::NotUtf8)?);
+            i = next;
+            continue;
+        }
+        let e = *raw.get(i + 1).ok_or(bad.clone())?;
+        i += 2;
+        match e {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hex = |at: usize| -> R<u32> {
+                    let s = raw.get(at..at + 4).ok_or(Reject::BadJson("short \\u escape"))?;
+                    let s = std::str::from_utf8(s).map_err(|_| Reject::BadJson("bad \\u escape"))?;
+                    u32::from_str_radix(s, 16).map_err(|_| Reject::BadJson("bad \\u escape"))
+                };
+                let hi = hex(i)?;
+                i += 4;
+                let cp = if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i) != Some(&b'\\') || raw.get(i + 1) != Some(&b'u') {
+                        return Err(Reject::BadJson("unpaired surrogate in \\u escape"));
+                    }
+                    let lo = hex(i + 2)?;
+                    i += 6;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err(Reject::BadJson("unpaired surrogate in \\u escape"));
+                    }
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
+                };
+                out.push(char::from_u32(cp).ok_or(Reject::BadJson("invalid \\u code point"))?);
+            }
+            _ => return Err(bad),
+        }
+    }
+    Ok(())
+}
+
+impl RecordParser {
+    pub fn new(fields: Vec<Field>, key_col: usize, value_col: usize, time_col: usize) -> Self {
+        let n = fields.len();
+        RecordParser {
+            fields,
+            key_col,
+            value_col,
+            time_col,
+            slots: vec![Slot::Absent; n],
+            scratch: String::new(),
+            payload_len: 0,
+        }
+    }
+
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// Parses one payload into the scratch row. On success the accessors describe the record
+    /// until the next call. `None` (a Kafka tombstone) counts as an empty payload.
+    pub fn parse(&mut self, payload: Option<&[u8]>) -> R<()> {
+        let payload = match payload {
+            Some(p) if !p.is_empty() => p,
+            _ => return Err(Reject::EmptyPayload),
+        };
+        if std::str::from_utf8(payload).is_err() {
+            return Err(Reject::NotUtf8);
+        }
+        self.payload_len = payload.len();
+        self.scratch.clear();
+        for s in &mut self.slots {
+            *s = Slot::Absent;
+        }
+        let mut c = Cursor { b: payload, i: 0 };
+        c.ws();
+        c.expect(b'{', "the payload is not a JSON object")?;
+        c.ws();
+        if c.peek() == Some(b'}') {
+            c.i += 1;
+        } else {
+            loop {
+                c.ws();
+                c.expect(b'"', "expected a field name")?;
+                let (ks, ke, kesc) = c.string()?;
+                c.ws();
+                c.expect(b':', "expected ':' after a field name")?;
+                c.ws();
+                let name = &payload[ks..ke];
+                let idx = if kesc {
+                    let mut tmp = String::new();
+                    unescape_into(name, &mut tmp)?;
+                    self.fields.iter().position(|f| f.name == tmp)
+                } else {
+                    self.fields.iter().position(|f| f.name.as_bytes() == name)
+                };
+                match idx {
+                    Some(idx) => self.value(&mut c, payload, idx)?,
+                    None => c.skip_value()?,
+                }
+                c.ws();
+                match c.peek() {
+                    Some(b',') => c.i += 1,
+                    Some(b'}') => {
+                        c.i += 1;
+                        break;
+                    }
+                    _ => return Err(Reject::BadJson("expected ',' or '}' after a value")),
+                }
+            }
+        }
+        c.ws();
+        if c.i != payload.len() {
+            return Err(Reject::BadJson("trailing characters after the JSON object"));
+        }
+        self.check()
+    }
+
+    fn value(&mut self, c: &mut Cursor<'_>, payload: &[u8], idx: usize) -> R<()> {
+        let ty = self.fields[idx].ty;
+        let wrong =
+            |this: &Self| Reject::WrongType { field: this.fields[idx].name.clone(), expected: expected(ty) };
+        let slot = match c.peek() {
+            Some(b'n') => {
+                c.literal(b"null")?;
+                Slot::Null
+            }
+            Some(b't') | Some(b'f') => {
+                let v = c.peek() == Some(b't');
+                c.literal(if v { b"true" } else { b"false" })?;
+                if ty != ColumnType::Bool {
+                    return Err(wrong(self));
+                }
+                Slot::Bool(v)
+            }
+            Some(b'"') => {
+                c.i += 1;
+                let (s, e, esc) = c.string()?;
+                let (start, end, scratch, text): (usize, usize, bool, &[u8]) = if esc {
+                    let at = self.scratch.len();
+                    unescape_into(&payload[s..e], &mut self.scratch)?;
+                    (at, self.scratch.len(), true, &self.scratch.as_bytes()[at..])
+                } else {
+                    (s, e, false, &payload[s..e])
+                };
+                match ty {
+                    ColumnType::String => Slot::Str { start: start as u32, end: end as u32, scratch },
+                    ColumnType::Timestamp => match parse_iso8601_micros(text) {
+                        Ok(us) if (0..=MAX_TS_MICROS).contains(&us) => Slot::TimestampMicros(us),
+                        Ok(_) => return Err(Reject::TimestampOutOfRange(self.fields[idx].name.clone())),
+                        Err(TsError::NoOffset) => {
+                            return Err(Reject::TimestampNoOffset(self.fields[idx].name.clone()))
+                        }
+                        Err(TsError::Malformed) => return Err(wrong(self)),
+                    },
+                    _ => return Err(wrong(self)),
+                }
+            }
+            Some(b'{') | Some(b'[') => {
+                c.skip_value()?;
+                return Err(wrong(self));
+            }
+            Some(_) => {
+                let (s, e, is_float) = c.number()?;
+                // The bytes are ASCII digits and signs, already checked to be UTF-8.
+                let text = std::str::from_utf8(&payload[s..e]).map_err(|_| Reject::NotUtf8)?;
+                match ty {
+                    ColumnType::Int32 | ColumnType::Int64 if !is_float => {
+                        let v: i64 = text.parse().map_err(|_| wrong(self))?;
+                        if ty == ColumnType::Int32 && i32::try_from(v).is_err() {
+                            return Err(wrong(self));
+                        }
+                        Slot::Int(v)
+                    }
+                    ColumnType::Float64 => {
+                        let v: f64 = text.parse().map_err(|_| Reject::BadJson("malformed number"))?;
+                        Slot::Float(v)
+                    }
+                    _ => {
+                        text.parse::<f64>().map_err(|_| Reject::BadJson("malformed number"))?;
+                        return Err(wrong(self));
+                    }
+                }
+            }
+            None => return Err(Reject::BadJson("unexpected end of input")),
+        };
+        self.slots[idx] = slot;
+        Ok(())
+    }
+
+    fn check(&self) -> R<()> {
+        for (i, f) in self.fields.iter().enumerate() {
+            match self.slots[i] {
+                Slot::Absent | Slot::Null if i == self.key_col => {
+                    return Err(if self.slots[i] == Slot::Absent {
+                        Reject::MissingField(f.name.clone())
+                    } else {
+                        Reject::NullKey(f.name.clone())
+                    })
+                }
+                Slot::Absent if f.required => return Err(Reject::MissingField(f.name.clone())),
+                Slot::Null if f.required => return Err(Reject::NullField(f.name.clone())),
+                _ => {}
+            }
+        }
+        let v = self.value_f64();
+        if !v.is_finite() || v.abs() > MAX_ABS_VALUE {
+            return Err(Reject::ValueOutOfRange(self.fields[self.value_col].name.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn slot(&self, idx: usize) -> Slot {
+        self.slots[idx]
+    }
+
+    /// The string of a `Slot::Str` in the current record.
+    pub fn str_of<'p>(&'p self, payload: &'p [u8], slot: Slot) -> &'p str {
+        match slot {
+            Slot::Str { start, end, scratch: false } => {
+                std::str::from_utf8(&payload[start as usize..end as usize]).unwrap_or_default()
+            }
+            Slot::Str { start, end, scratch: true } => &self.scratch[start as usize..end as usize],
+            _ => "",
+        }
+    }
+
+    /// The record's key (valid after a successful `parse`).
+    pub fn key<'p>(&'p self, payload: &'p [u8]) -> KeyRef<'p> {
+        match self.slots[self.key_col] {
+            Slot::Int(v) => KeyRef::Int(v),
+            Slot::Bool(b) => KeyRef::Bool(b),
+            s @ Slot::Str { .. } => KeyRef::Str(self.str_of(payload, s)),
+            _ => KeyRef::Int(0),
+        }
+    }
+
+    pub fn event_micros(&self) -> i64 {
+        match self.slots[self.time_col] {
+            Slot::TimestampMicros(us) => us,
+            _ => 0,
+        }
+    }
+
+    pub fn value_f64(&self) -> f64 {
+        match self.slots[self.value_col] {
+            Slot::Float(v) => v,
+            Slot::Int(v) => v as f64,
+            _ => 0.0,
+        }
+    }
+
+    /// Length of the payload last parsed, in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+}
+
+fn expected(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Int32 => "an integer in the int32 range",
+        ColumnType::Int64 => "an integer in the int64 range",
+        ColumnType::Float64 => "a number",
+        ColumnType::String => "a string",
+        ColumnType::Bool => "true or false",
+        ColumnType::Timestamp => "an ISO-8601 timestamp string with offset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Spec, EVENTS_TOML};
+    use std::path::Path;
+
+    fn parser() -> RecordParser {
+        let s = Spec::parse(EVENTS_TOML, Path::new("events.toml")).unwrap();
+        RecordParser::new(s.schema.clone(), s.key_col, s.value_col, s.time_col)
+    }
+
+    #[test]
+    fn parses_the_original_event_shape() {
+        let mut p = parser();
+        let payload = br#"{"id": 3, "ts": "2025-11-24T22:33:04.123456+00:00", "value": 42.125, "source": "sim-producer"}"#;
+        p.parse(Some(payload)).unwrap();
+        assert_eq!(p.key(payload), KeyRef::Int(3));
+        assert_eq!(p.value_f64(), 42.125);
+        assert_eq!(p.event_micros(), 1_764_023_584_123_456);
+        assert_eq!(p.str_of(payload, p.slot(3)), "sim-producer");
+    }
+
+    #[test]
+    fn escapes_unknown_fields_and_null_optional() {
+        let mut p = parser();
+        let payload = br#" { "extra": {"a": [1, "}"]}, "source": "a\"b\u00e9\ud83d\ude00", "value": 1e2, "ts": "2025-01-01T00:00:00Z", "id": -7, "z": null } "#;
+        p.parse(Some(payload)).unwrap();
+        assert_eq!(p.str_of(payload, p.slot(3)), "a\"bé😀");
+        assert_eq!(p.value_f64(), 100.0);
+        assert_eq!(p.key(payload), KeyRef::Int(-7));
+        let payload = br#"{"id": 1, "ts": "2025-01-01T00:00:00Z", "value": 5, "source": null}"#;
+        p.parse(Some(payload)).unwrap();
+        assert_eq!(p.slot(3), Slot::Null);
+    }
+
+    #[test]
+    fn rejects_with_the_right_reason() {
+        let mut p = parser();
+        let cases: &[(Option<&[u8]>, &str)] = &[
+            (None, "empty_payload"),
+            (Some(b""), "empty_payload"),
+            (Some(b"\xff\xfe"), "not_utf8"),
+            (Some(b"{\"id\": 1,"), "bad_json"),
+            (Some(b"[1,2]"), "bad_json"),
+            (Some(br#"{"id": 1, "ts": "2025-01-01T00:00:00Z", "value": 1} x"#), "bad_json"),
+            (Some(br#"{"ts": "2025-01-01T00:00:00Z", "value": 1}"#), "missing_field"),
+            (Some(br#"{"id": 1, "value": 1}"#), "missing_field"),
+            (Some(br#"{"id": null, "ts": "2025-01-01T00:00:00Z", "value": 1}"#), "null_key"),
+            (Some(br#"{"id": 1, "ts": "2025-01-01T00:00:00Z", "value": null}"#), "null_field"),
+            (Some(br#"{"id": "one", "ts": "2025-01-01T00:00:00Z", "value": 1}"#), "wrong_type"),
+            (Some(br#"{"id": 1.5, "ts": "2025-01-01T00:00:00Z", "value": 1}"#), "wrong_type"),
+            (Some(br#"{"id": 3000000000, "ts": "2025-01-01T00:00:00Z", "value": 1}"#), "wrong_type"),
+            (Some(br#"{"id": 1, "ts": "tomorrow", "value": 1}"#), "wrong_type"),
+            (Some(br#"{"id": 1, "ts": "2025-01-01T00:00:00", "value": 1}"#), "timestamp_without_offset"),
+            (Some(br#"{"id": 1, "ts": "1960-01-01T00:00:00Z", "value": 1}"#), "timestamp_out_of_range"),
+            (Some(br#"{"id": 1, "ts": "2025-01-01T00:00:00Z", "value": "1"}"#), "wrong_type"),
+            (Some(br#"{"id": 1, "ts": "2025-01-01T00:00:00Z", "value": 1e300}"#), "value_out_of_range"),
+        ];
+        for (payload, code) in cases {
+            let err = p.parse(*payload).unwrap_err();
+            assert_eq!(err.code(), *code, "{:?} gave {err}", payload.map(String::from_utf8_lossy));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The checkpoint: per Kafka partition, what is durably written and where to resume.
+//!
+//! `_checkpoint/partitions/p=<P>/<NEXT_OFFSET>.json` is written after the files of the range it
+//! describes are durable, so the newest entry's `next_offset` (Kafka's convention: the next offset
+//! to read, not the last one read) never runs ahead of the data. Each entry also carries the
+//! partition's share of every still-open window (`partials`) and its event-time high mark, so a
+//! restart — with any worker count — rebuilds the window state exactly as it was at that offset.
+//! `windows.json` records up to which window end the final rows are written.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::durable::write_atomic;
+use super::{io_err, SinkError};
+use crate::parse::Key;
+
+/// A partition's contribution to one open window: (window end ms, key, sum in 1e-9 units, count).
+pub type Partial = (u64, Key, i128, u64);
+
+/// How many entries to keep per partition; older ones are pruned (the newest is what counts, the
+/// rest are history for people reading the folder).
+const KEEP_ENTRIES: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionEntry {
+    pub partition: i32,
+    /// First offset of the range this commit covers.
+    pub start_offset: i64,
+    /// Next offset to read: everything before it is durably written or quarantined.
+    pub next_offset: i64,
+    /// Kafka records in this commit's range.
+    pub messages: u64,
+    pub rows: u64,
+    pub quarantined: u64,
+    pub late: u64,
+    pub rows_per_key: BTreeMap<String, u64>,
+    pub quarantined_by_reason: BTreeMap<String, u64>,
+    /// Totals since the partition's first commit in this run.
+    pub first_offset: i64,
+    pub total_messages: u64,
+    pub total_rows: u64,
+    pub total_quarantined: u64,
+    pub total_late: u64,
+    /// Largest event time seen in the partition (ms), for the watermark.
+    pub max_event_ms: Option<i64>,
+    pub files: Vec<String>,
+    pub partials: Vec<Partial>,
+    pub worker: usize,
+    pub committed_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WindowsEntry {
+    /// Every window ending at or before this (ms) has its final row written.
+    pub closed_through_ms: u64,
+    pub files: Vec<String>,
+}
+
+/// The `_checkpoint` folder of one run.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    pub dir: PathBuf,
+}
+
+impl CheckpointDir {
+    pub fn new(run_dir: &Path) -> Self {
+        CheckpointDir { dir: run_dir.join("_checkpoint") }
+    }
+
+    fn partition_dir(&self, partition: i32) -> PathBuf {
+        self.dir.join("partitions").join(format!("p={partition}"))
+    }
+
+    fn windows_path(&self) -> PathBuf {
+        self.dir.join("windows.json")
+    }
+
+    /// The newest entry of `partition`, or `None` for a partition never committed.
+    ///
+    /// A damaged newest entry is an error, never a silent start from scratch. Leftover temp files
+    /// of an interrupted entry write were never renamed into place, so they were never committed:
+    /// they are removed.
+    pub fn load_partition(&self, partition: i32) -> Result<Option<PartitionEntry>, SinkError> {
+        let dir = self.partition_dir(partition);
+        let Ok(read) = fs::read_dir(&dir) else { return Ok(None) };
+        let mut newest: Option<(i64, PathBuf)> = None;
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let path = entry.path();
+                tracing::warn!(path = %path.display(), "removing an uncommitted checkpoint temp file");
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".json") else { continue };
+            let offset: i64 = stem.parse().map_err(|_| SinkError::DamagedCheckpoint {
+                path: entry.path(),
+                reason: "the file name is not an offset".into(),
+            })?;
+            if newest.as_ref().is_none_or(|(o, _)| offset > *o) {
+                newest = Some((offset, entry.path()));
+            }
+        }
+        let Some((offset, path)) = newest else { return Ok(None) };
+        let text = fs::read_to_string(&path).map_err(io_err("read checkpoint", &path))?;
+        let entry: PartitionEntry = serde_json::from_str(&text)
+            .map_err(|e| SinkError::DamagedCheckpoint { path: path.clone(), reason: e.to_string() })?;
+        if entry.next_offset != offset || entry.partition != partition {
+            return Err(SinkError::DamagedCheckpoint {
+                path,
+                reason: format!(
+                    "it describes partition {} up to offset {}, but its name says partition {partition} offset {offset}",
+                    entry.partition, entry.next_offset
+                ),
+            });
+        }
+        Ok(Some(entry))
+    }
+
+    /// Writes an entry durably and prunes old ones.
+    pub fn write_partition(&self, entry: &PartitionEntry) -> Result<(), SinkError> {
+        let dir = self.partition_dir(entry.partition);
+        let path = dir.join(format!("{:020}.json", entry.next_offset));
+        let bytes = serde_json::to_vec_pretty(entry).unwrap_or_default();
+        write_atomic(&path, &bytes)?;
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err("list", &dir))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect();
+        names.sort();
+        if names.len() > KEEP_ENTRIES {
+            for old in &names[..names.len() - KEEP_ENTRIES] {
+                let _ = fs::remove_file(dir.join(old));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn load_windows(&self) -> Result<WindowsEntry, SinkError> {
+        let path = self.windows_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| SinkError::DamagedCheckpoint { path: path.clone(), reason: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WindowsEntry::default()),
+            Err(e) => Err(SinkError::Io { doing: "read checkpoint", path, source: e }),
+        }
+    }
+
+    pub fn write_windows(&self, entry: &WindowsEntry) -> Result<(), SinkError> {
+        write_atomic(&self.windows_path(), &serde_json::to_vec_pretty(entry).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(p: i32, next: i64) -> PartitionEntry {
+        PartitionEntry {
+            partition: p,
+            start_offset: 0,
+            next_offset: next,
+            messages: next as u64,
+            rows: next as u64,
+            quarantined: 0,
+            late: 0,
+            rows_per_key: BTreeMap::new(),
+            quarantined_by_reason: BTreeMap::new(),
+            first_offset: 0,
+            total_messages: next as u64,
+            total_rows: next as u64,
+            total_quarantined: 0,
+            total_late: 0,
+            max_event_ms: Some(5),
+            files: vec![],
+            partials: vec![(10_000, Key::Int(1), 1_500_000_000, 2)],
+            worker: 0,
+            committed_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn newest_entry_wins_and_damage_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cp = CheckpointDir::new(tmp.path());
+        assert_eq!(cp.load_partition(0).unwrap(), None);
+        cp.write_partition(&entry(0, 10)).unwrap();
+        cp.write_partition(&entry(0, 120)).unwrap();
+        assert_eq!(cp.load_partition(0).unwrap().unwrap().next_offset, 120);
+        fs::write(cp.partition_dir(0).join(".00000000000000000200.json.tmp"), b"{").unwrap();
+        assert_eq!(cp.load_partition(0).unwrap().unwrap().next_offset, 120);
+        fs::write(cp.partition_dir(0).join("00000000000000000300.json"), b"{\"partition\": 0").unwrap();
+        let err = cp.load_partition(0).unwrap_err().to_string();
+        assert!(err.contains("00000000000000000300.json") && err.contains("damaged"), "{err}");
+    }
+}

@@ -1,0 +1,49 @@
+//! Parquet output and the commit protocol that makes it exactly once.
+//!
+//! [`raw::PartitionFiles`] writes the raw events of one Kafka partition, one file per key folder
+//! per commit; [`checkpoint`] records what is committed; [`durable`] holds the fsync/rename steps
+//! every commit goes through; [`aggregates`] writes final window rows.
+
+pub mod aggregates;
+pub mod checkpoint;
+pub mod durable;
+pub mod raw;
+
+/// Errors writing output.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(
+        "cannot {doing} {path}: {source}; check that the output folder is writable and the disk has room"
+    )]
+    Io {
+        doing: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write Parquet file {path}: {source}")]
+    Parquet {
+        path: std::path::PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("cannot build Arrow batch for {path}: {source}")]
+    Arrow {
+        path: std::path::PathBuf,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error(
+        "checkpoint file {path} is damaged ({reason}); nothing was started. To recover, move the damaged \
+         file away: the partition then resumes from the previous entry and the files after it are rewritten. \
+         Never delete the whole _checkpoint folder unless you also delete the run's output"
+    )]
+    DamagedCheckpoint { path: std::path::PathBuf, reason: String },
+}
+
+pub(crate) fn io_err<'a>(
+    doing: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io { doing, path: path.to_path_buf(), source }
+}

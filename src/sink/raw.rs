@@ -1,0 +1,531 @@
+//! The raw sink: every parsed event of one Kafka partition, as Parquet, one file per key folder
+//! per commit.
+//!
+//! Rows are appended to Arrow builders and handed to a streaming Parquet writer every
+//! `BATCH_ROWS` rows, so memory stays bounded however long a commit interval is. Files are written
+//! under hidden in-progress names and only renamed into `id=<k>/part-p<P>-o<START>-<END>-w<W>.parquet`
+//! by [`PartitionFiles::commit`], after which the caller records the checkpoint entry. The name is a
+//! function of the Kafka range it covers, so a replay of the same range produces the same names.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::durable::{create_dir_durable, publish, sync_dir};
+use super::{io_err, SinkError};
+use crate::parse::json::{RecordParser, Slot};
+use crate::parse::{Key, KeyRef};
+use crate::spec::{ColumnType, Field};
+
+/// Rows buffered in Arrow builders before they go to the Parquet writer.
+const BATCH_ROWS: usize = 8192;
+
+/// Everything about the raw dataset that does not change per partition.
+#[derive(Debug)]
+pub struct RawLayout {
+    pub run_dir: PathBuf,
+    pub topic: String,
+    pub run_id: String,
+    pub worker: usize,
+    pub fields: Vec<Field>,
+    pub partition_col: usize,
+    /// Schema of the files: the declared fields minus the partition column.
+    pub file_schema: SchemaRef,
+    pub quarantine_schema: SchemaRef,
+}
+
+fn arrow_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Int32 => DataType::Int32,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::String => DataType::Utf8,
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+    }
+}
+
+/// The Arrow type of a key column (for the aggregates dataset).
+pub fn key_arrow_type(ty: ColumnType) -> DataType {
+    arrow_type(ty)
+}
+
+impl RawLayout {
+    pub fn new(
+        run_dir: PathBuf,
+        topic: &str,
+        run_id: &str,
+        worker: usize,
+        fields: Vec<Field>,
+        partition_col: usize,
+    ) -> Self {
+        let file_fields: Vec<ArrowField> = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != partition_col)
+            .map(|(_, f)| ArrowField::new(&f.name, arrow_type(f.ty), !f.required))
+            .collect();
+        let quarantine = Schema::new(vec![
+            ArrowField::new("partition", DataType::Int32, false),
+            ArrowField::new("offset", DataType::Int64, false),
+            ArrowField::new("reason", DataType::Utf8, false),
+            ArrowField::new("payload", DataType::Binary, true),
+            ArrowField::new(
+                "ts_ingest",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]);
+        RawLayout {
+            run_dir,
+            topic: topic.to_string(),
+            run_id: run_id.to_string(),
+            worker,
+            fields,
+            partition_col,
+            file_schema: Arc::new(Schema::new(file_fields)),
+            quarantine_schema: Arc::new(quarantine),
+        }
+    }
+
+    /// The hive-style folder for a key: `id=3`. Characters that are unsafe in a path are
+    /// percent-encoded, as Hive and Spark do.
+    pub fn key_dir(&self, key: KeyRef<'_>) -> String {
+        let name = &self.fields[self.partition_col].name;
+        match key {
+            KeyRef::Int(v) => format!("{name}={v}"),
+            KeyRef::Bool(b) => format!("{name}={b}"),
+            KeyRef::Str(s) => {
+                let mut out = format!("{name}=");
+                for b in s.bytes() {
+                    if b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'_' | b'.' | b' ') && !(out.ends_with('=') && b == b'.')
+                    {
+                        out.push(b as char);
+                    } else {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.run_dir.join("_quarantine")
+    }
+}
+
+/// Name of the committed file for a partition range (without folder).
+pub fn part_file_name(partition: i32, start: i64, end: i64, worker: usize) -> String {
+    format!("part-p{partition:03}-o{start:012}-{end:012}-w{worker:03}.parquet")
+}
+
+/// Parses `part-p<P>-o<START>-<END>-w<W>.parquet` back into (partition, start, end).
+pub fn parse_part_file_name(name: &str) -> Option<(i32, i64, i64)> {
+    let rest = name.strip_prefix("part-p")?.strip_suffix(".parquet")?;
+    let (p, rest) = rest.split_once("-o")?;
+    let (start, rest) = rest.split_once('-')?;
+    let (end, _worker) = rest.split_once("-w")?;
+    Some((p.parse().ok()?, start.parse().ok()?, end.parse().ok()?))
+}
+
+enum ColBuilder {
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Str(StringBuilder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMicrosecondBuilder),
+}
+
+impl ColBuilder {
+    fn new(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::Int32 => ColBuilder::Int32(Int32Builder::with_capacity(BATCH_ROWS)),
+            ColumnType::Int64 => ColBuilder::Int64(Int64Builder::with_capacity(BATCH_ROWS)),
+            ColumnType::Float64 => ColBuilder::Float64(Float64Builder::with_capacity(BATCH_ROWS)),
+            ColumnType::String => ColBuilder::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+            ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
+            ColumnType::Timestamp => {
+                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"))
+            }
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, slot: Slot, text: &str) {
+        match (self, slot) {
+            (ColBuilder::Int32(b), Slot::Int(v)) => b.append_value(v as i32),
+            (ColBuilder::Int64(b), Slot::Int(v)) => b.append_value(v),
+            (ColBuilder::Float64(b), Slot::Float(v)) => b.append_value(v),
+            (ColBuilder::Float64(b), Slot::Int(v)) => b.append_value(v as f64),
+            (ColBuilder::Str(b), Slot::Str { .. }) => b.append_value(text),
+            (ColBuilder::Bool(b), Slot::Bool(v)) => b.append_value(v),
+            (ColBuilder::Ts(b), Slot::TimestampMicros(v)) => b.append_value(v),
+            (ColBuilder::Int32(b), _) => b.append_null(),
+            (ColBuilder::Int64(b), _) => b.append_null(),
+            (ColBuilder::Float64(b), _) => b.append_null(),
+            (ColBuilder::Str(b), _) => b.append_null(),
+            (ColBuilder::Bool(b), _) => b.append_null(),
+            (ColBuilder::Ts(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColBuilder::Int32(b) => Arc::new(b.finish()),
+            ColBuilder::Int64(b) => Arc::new(b.finish()),
+            ColBuilder::Float64(b) => Arc::new(b.finish()),
+            ColBuilder::Str(b) => Arc::new(b.finish()),
+            ColBuilder::Bool(b) => Arc::new(b.finish()),
+            ColBuilder::Ts(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// One in-progress file: the rows of one key in the current commit interval.
+struct KeyFile {
+    key: Key,
+    dir: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    builders: Vec<(usize, ColBuilder)>,
+    buffered: usize,
+    rows: u64,
+}
+
+impl KeyFile {
+    fn flush_batch(&mut self, schema: &SchemaRef) -> Result<(), SinkError> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|(_, b)| b.finish()).collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|source| SinkError::Arrow { path: self.tmp.clone(), source })?;
+        self.writer.write(&batch).map_err(|source| SinkError::Parquet { path: self.tmp.clone(), source })?;
+        self.buffered = 0;
+        Ok(())
+    }
+}
+
+struct QuarantinedRecord {
+    offset: i64,
+    reason: String,
+    payload: Option<Vec<u8>>,
+}
+
+/// What one commit of a partition wrote.
+#[derive(Debug, Clone, Default)]
+pub struct CommitStats {
+    pub start_offset: i64,
+    pub next_offset: i64,
+    pub messages: u64,
+    pub rows: u64,
+    pub quarantined: u64,
+    pub rows_per_key: BTreeMap<String, u64>,
+    pub quarantined_by_reason: BTreeMap<String, u64>,
+    /// Paths relative to the run folder.
+    pub files: Vec<String>,
+}
+
+/// The open files of one Kafka partition between two commits.
+pub struct PartitionFiles {
+    layout: Arc<RawLayout>,
+    partition: i32,
+    start_offset: i64,
+    files: Vec<KeyFile>,
+    quarantine: Vec<QuarantinedRecord>,
+    messages: u64,
+    bytes: u64,
+}
+
+fn writer_props(kind: &str) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_created_by(format!("streamlake {} ({kind})", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+impl PartitionFiles {
+    pub fn new(layout: Arc<RawLayout>, partition: i32, start_offset: i64) -> Self {
+        PartitionFiles {
+            layout,
+            partition,
+            start_offset,
+            files: Vec::new(),
+            quarantine: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn start_offset(&self) -> i64 {
+        self.start_offset
+    }
+
+    /// Payload bytes taken in since the last commit (for size-based rolling).
+    pub fn pending_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn pending_messages(&self) -> u64 {
+        self.messages
+    }
+
+    fn file_for(&mut self, key: KeyRef<'_>) -> Result<usize, SinkError> {
+        if let Some(i) = self.files.iter().position(|f| key.matches(&f.key)) {
+            return Ok(i);
+        }
+        let dir = self.layout.run_dir.join(self.layout.key_dir(key));
+        create_dir_durable(&dir)?;
+        let tmp = dir.join(format!(
+            ".part-p{:03}-o{:012}-w{:03}.parquet.inprogress",
+            self.partition, self.start_offset, self.layout.worker
+        ));
+        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let writer = ArrowWriter::try_new(file, self.layout.file_schema.clone(), Some(writer_props("raw")))
+            .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+        let builders = self
+            .layout
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.layout.partition_col)
+            .map(|(i, f)| (i, ColBuilder::new(f.ty)))
+            .collect();
+        self.files.push(KeyFile {
+            key: key.to_owned_key(),
+            dir,
+            tmp,
+            writer,
+            builders,
+            buffered: 0,
+            rows: 0,
+        });
+        Ok(self.files.len() - 1)
+    }
+
+    /// Appends the record `parser` holds (parsed from `payload`).
+    #[inline]
+    pub fn append(&mut self, parser: &RecordParser, payload: &[u8]) -> Result<(), SinkError> {
+        let idx = self.file_for(parser.key(payload))?;
+        let schema = self.layout.file_schema.clone();
+        let file = &mut self.files[idx];
+        for (col, builder) in file.builders.iter_mut() {
+            let slot = parser.slot(*col);
+            let text = if matches!(slot, Slot::Str { .. }) { parser.str_of(payload, slot) } else { "" };
+            builder.append(slot, text);
+        }
+        file.buffered += 1;
+        file.rows += 1;
+        self.messages += 1;
+        self.bytes += payload.len() as u64;
+        if file.buffered >= BATCH_ROWS {
+            file.flush_batch(&schema)?;
+        }
+        Ok(())
+    }
+
+    /// Records a message that did not fit the schema.
+    pub fn quarantine(&mut self, offset: i64, payload: Option<&[u8]>, reason: String) {
+        self.messages += 1;
+        self.bytes += payload.map_or(0, |p| p.len() as u64);
+        self.quarantine.push(QuarantinedRecord { offset, reason, payload: payload.map(<[u8]>::to_vec) });
+    }
+
+    /// Counts a message that produced no row and no quarantine entry (none today; kept so the
+    /// range accounting stays explicit if control records ever reach here).
+    pub fn skip(&mut self) {
+        self.messages += 1;
+    }
+
+    /// Closes every open file of the interval `[start_offset, next_offset)`, makes them durable under
+    /// their final names and returns what was written. The caller must write the checkpoint entry
+    /// next; until then the files are uncommitted and a restart deletes them.
+    pub fn commit(&mut self, next_offset: i64) -> Result<CommitStats, SinkError> {
+        let layout = self.layout.clone();
+        let name = part_file_name(self.partition, self.start_offset, next_offset, layout.worker);
+        let mut stats = CommitStats {
+            start_offset: self.start_offset,
+            next_offset,
+            messages: self.messages,
+            ..Default::default()
+        };
+        let meta = |rows: u64, kind: &str| {
+            vec![
+                ("streamlake.topic", layout.topic.clone()),
+                ("streamlake.partition", self.partition.to_string()),
+                ("streamlake.start_offset", self.start_offset.to_string()),
+                ("streamlake.end_offset", next_offset.to_string()),
+                ("streamlake.rows", rows.to_string()),
+                ("streamlake.range_messages", self.messages.to_string()),
+                ("streamlake.worker", layout.worker.to_string()),
+                ("streamlake.run_id", layout.run_id.clone()),
+                ("streamlake.kind", kind.to_string()),
+            ]
+        };
+        let mut dirs = Vec::new();
+        for mut file in self.files.drain(..) {
+            file.flush_batch(&layout.file_schema)?;
+            for (k, v) in meta(file.rows, "raw") {
+                file.writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+            }
+            let inner = file
+                .writer
+                .into_inner()
+                .map_err(|source| SinkError::Parquet { path: file.tmp.clone(), source })?;
+            inner.sync_all().map_err(io_err("fsync", &file.tmp))?;
+            drop(inner);
+            let dst = file.dir.join(&name);
+            fs::rename(&file.tmp, &dst).map_err(io_err("rename into place", &dst))?;
+            dirs.push(file.dir.clone());
+            let rel = format!("{}/{}", layout.key_dir(file.key.as_ref()), name);
+            stats.rows += file.rows;
+            stats.rows_per_key.insert(file.key.to_string(), file.rows);
+            stats.files.push(rel);
+        }
+        if !self.quarantine.is_empty() {
+            let dir = layout.quarantine_dir();
+            create_dir_durable(&dir)?;
+            let records = std::mem::take(&mut self.quarantine);
+            for r in &records {
+                let code = r.reason.split(':').next().unwrap_or("unknown").to_string();
+                *stats.quarantined_by_reason.entry(code).or_insert(0) += 1;
+            }
+            stats.quarantined = records.len() as u64;
+            let dst = dir.join(&name);
+            self.write_quarantine(&records, &dst, meta(records.len() as u64, "quarantine"))?;
+            dirs.push(dir);
+            stats.files.push(format!("_quarantine/{name}"));
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        self.start_offset = next_offset;
+        self.messages = 0;
+        self.bytes = 0;
+        Ok(stats)
+    }
+
+    fn write_quarantine(
+        &self,
+        records: &[QuarantinedRecord],
+        dst: &Path,
+        meta: Vec<(&str, String)>,
+    ) -> Result<(), SinkError> {
+        let tmp = dst.with_file_name(format!(
+            ".{}.inprogress",
+            dst.file_name().and_then(|n| n.to_str()).unwrap_or("q")
+        ));
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut partition = Int32Builder::new();
+        let mut offset = Int64Builder::new();
+        let mut reason = StringBuilder::new();
+        let mut payload = BinaryBuilder::new();
+        let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for r in records {
+            partition.append_value(self.partition);
+            offset.append_value(r.offset);
+            reason.append_value(&r.reason);
+            match &r.payload {
+                Some(p) => payload.append_value(p),
+                None => payload.append_null(),
+            }
+            ts.append_value(now);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(partition.finish()),
+            Arc::new(offset.finish()),
+            Arc::new(reason.finish()),
+            Arc::new(payload.finish()),
+            Arc::new(ts.finish()),
+        ];
+        let batch = RecordBatch::try_new(self.layout.quarantine_schema.clone(), columns)
+            .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
+        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props("quarantine")))
+            .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+        writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+        for (k, v) in meta {
+            writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+        }
+        let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+        inner.sync_all().map_err(io_err("fsync", &tmp))?;
+        drop(inner);
+        publish(&tmp, dst)
+    }
+
+    /// Drops the in-progress files without committing (used when shutting down on an error).
+    pub fn abandon(&mut self) {
+        for f in self.files.drain(..) {
+            let _ = fs::remove_file(&f.tmp);
+        }
+        self.quarantine.clear();
+    }
+}
+
+/// Deletes what a crash may have left for `partition`: in-progress files, and committed-looking
+/// files whose range starts at or after `next_offset` (the committed position), which a replay
+/// will write again. Returns the paths removed.
+pub fn remove_uncommitted(
+    run_dir: &Path,
+    partition: i32,
+    next_offset: i64,
+) -> Result<Vec<PathBuf>, SinkError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(run_dir) else { return Ok(removed) };
+    let prefix_tmp = format!(".part-p{partition:03}-");
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !dir.is_dir() || name.starts_with('.') || (name.starts_with('_') && name != "_quarantine") {
+            continue;
+        }
+        let Ok(files) = fs::read_dir(&dir) else { continue };
+        let mut changed = false;
+        for file in files.flatten() {
+            let fname = file.file_name().to_string_lossy().into_owned();
+            let stale_tmp = fname.starts_with(&prefix_tmp) && fname.ends_with(".inprogress");
+            let beyond = parse_part_file_name(&fname)
+                .is_some_and(|(p, start, _)| p == partition && start >= next_offset);
+            let stale_q =
+                fname.starts_with(&format!(".part-p{partition:03}-")) && fname.ends_with(".inprogress");
+            if stale_tmp || beyond || stale_q {
+                let path = file.path();
+                fs::remove_file(&path).map_err(io_err("remove uncommitted file", &path))?;
+                removed.push(path);
+                changed = true;
+            }
+        }
+        if changed {
+            sync_dir(&dir)?;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_names_round_trip() {
+        let n = part_file_name(2, 100, 250, 3);
+        assert_eq!(n, "part-p002-o000000000100-000000000250-w003.parquet");
+        assert_eq!(parse_part_file_name(&n), Some((2, 100, 250)));
+        assert_eq!(parse_part_file_name("part-0000.parquet"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! `streamlake validate`: reads the Parquet output back (placeholder until the module lands).
