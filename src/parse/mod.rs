@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 
 /// A group-by key value. Keys are few per window, so owning them is cheap where state is kept.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
 pub enum Key {
     Bool(bool),
     Int(i64),
