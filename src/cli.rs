@@ -35,6 +35,12 @@ pub enum Command {
     /// (the original Spark job). Multi-worker and multi-process with timely's -w/-n/-p/-h flags.
     #[command(disable_help_flag = true)]
     Run(RunArgs),
+    /// Read the Parquet output back (the original Airflow DAG): first 10 rows, count and mean of `value`
+    /// per `id`, total rows; with --audit, check exactly-once delivery from the files alone.
+    ///
+    /// Exit codes: 0 ok (also when the path or its files do not exist yet), 1 a file could not be read,
+    /// 2 the `id` or `value` column is missing, 3 the audit found a problem.
+    Validate(crate::validate::ValidateArgs),
 }
 
 #[derive(Debug, Args)]

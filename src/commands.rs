@@ -17,6 +17,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Topic(TopicCommand::Create(args)) => topic_create(args),
         Command::Produce(args) => produce_cmd(args),
         Command::Run(args) => run_cmd(args),
+        Command::Validate(args) => validate_cmd(args),
     }
 }
 
@@ -115,4 +116,14 @@ fn run_cmd(args: crate::cli::RunArgs) -> anyhow::Result<i32> {
         s.messages as f64 / secs.max(1e-9)
     );
     Ok(0)
+}
+
+fn validate_cmd(args: crate::validate::ValidateArgs) -> anyhow::Result<i32> {
+    // Only the --every loop checks the flag; a single run keeps the default Ctrl-C behaviour.
+    let shutdown = if args.every.is_some() {
+        Shutdown::install().context("installing the SIGINT/SIGTERM handler")?
+    } else {
+        Shutdown::never()
+    };
+    crate::validate::run(&args, &|| shutdown.requested())
 }

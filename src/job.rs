@@ -157,6 +157,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let counters = Arc::new(SourceCounters::default());
     let started = Instant::now();
     let worker_counters = counters.clone();
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
     let guards = timely::execute(config, move |worker| -> Result<(u64, u64), String> {
         let index = worker.index();
         let peers = worker.peers();
@@ -171,6 +172,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
             key: spec.key_field().clone(),
             window_ms: spec.window_ms,
             restored: windows.clone(),
+            is_writer: index == 0,
         };
         worker.dataflow::<u64, _, _>(|scope| {
             let deltas =
@@ -183,11 +185,17 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         });
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(100)));
-            if let Some(e) = error.borrow().as_ref() {
-                return Err(e.clone());
+            let local = error.borrow().clone().or_else(|| report.borrow().error.clone());
+            if let Some(e) = local {
+                // Tell this process's other workers, so none waits for a frontier that will
+                // never move again; peers in other processes see the connection close.
+                if let Ok(mut slot) = fatal.lock() {
+                    slot.get_or_insert_with(|| e.clone());
+                }
+                return Err(e);
             }
-            if let Some(e) = report.borrow().error.as_ref() {
-                return Err(e.clone());
+            if fatal.lock().map(|s| s.is_some()).unwrap_or(true) {
+                return Err("stopped because another worker failed".into());
             }
         }
         let r = report.borrow();

@@ -28,6 +28,8 @@ pub struct AggregatesTarget {
     pub key: Field,
     pub window_ms: u64,
     pub restored: WindowsEntry,
+    /// Only worker 0 receives rows and writes; the other workers' instances only pass the frontier.
+    pub is_writer: bool,
 }
 
 /// What the sink did, for the run summary; an error stops the run.
@@ -71,6 +73,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                 let mut windows = target.restored.clone();
                 report.borrow_mut().closed_through_ms = windows.closed_through_ms;
                 let mut max_written = windows.closed_through_ms;
+                let mut held: Vec<Capability<u64>> = Vec::new();
                 move |(input, frontier), _output| {
                     input.for_each(|cap, data| {
                         let Some(cap) = cap.retain_least(0) else { return };
@@ -82,7 +85,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                             stash.entry(time).or_insert_with(|| (cap.clone(), Vec::new())).1.push(row);
                         }
                     });
-                    if report.borrow().error.is_some() {
+                    if report.borrow().error.is_some() || !target.is_writer {
                         return;
                     }
                     let watermark = frontier.frontier().iter().min().copied();
@@ -109,7 +112,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                             }
                             Err(e) => {
                                 report.borrow_mut().error = Some(format!("writing final window rows: {e}"));
-                                std::mem::forget(caps);
+                                held.extend(caps); // the probe must never pass unwritten windows
                                 return;
                             }
                         }
@@ -127,7 +130,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                         windows.closed_through_ms = closed;
                         if let Err(e) = target.checkpoint.write_windows(&windows) {
                             report.borrow_mut().error = Some(format!("writing windows.json: {e}"));
-                            std::mem::forget(caps);
+                            held.extend(caps); // the probe must never pass unwritten windows
                             return;
                         }
                         report.borrow_mut().closed_through_ms = closed;

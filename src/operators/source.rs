@@ -350,6 +350,11 @@ pub fn kafka_source<'scope>(
                     }
                 }
             }
+            if phase == Phase::Flushing && stopping {
+                // Interrupted while waiting for the flush: what is committed stays valid; the
+                // windows not yet written are still in the checkpoint entries.
+                phase = Phase::Finished;
+            }
             if phase == Phase::Flushing && !probe.less_than(&FLUSH_TIME) {
                 // Every window is written: record that none stays open.
                 if let Err(e) = commit_all(&mut src, &checkpoint, FLUSH_TIME, &counters, true) {

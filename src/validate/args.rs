@@ -1,0 +1,112 @@
+//! Command-line options of `streamlake validate` (clap only), and the duration parser for `--every`.
+//!
+//! The options mirror what the Airflow DAG hard-coded: the folder it read (`OUTPUT_PATH`, as the
+//! rest of streamlake names it) and its schedule (`*/5 * * * *` becomes `--every 5m`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options of `streamlake validate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ValidateArgs {
+    /// Folder of the raw dataset to read: every committed `*.parquet` file below it, in all
+    /// `run_*` folders and all hive-style `name=value` partition folders (`id=0`, `id=1`, ...).
+    /// Hidden entries (`_*`, `.*`, such as `_checkpoint`, `_quarantine`, `_reports` and in-progress
+    /// files) are not data. Reports are written to `<PATH>/_reports/`.
+    #[arg(long, value_name = "DIR", env = "OUTPUT_PATH", default_value = "data/output/parquet")]
+    pub path: PathBuf,
+
+    /// Run again and again on the wall-clock grid instead of once, e.g. `5m` runs at :00, :05,
+    /// :10, ... (UTC-aligned, like the DAG's cron `*/5 * * * *`), `2s` on even seconds. The first
+    /// run starts at once; runs missed because one took too long are skipped, not caught up.
+    /// Stops at SIGINT/SIGTERM and exits with the last run's exit code. Units: ms, s, m, h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+    pub every: Option<Duration>,
+
+    /// Read only the files not seen by a previous run, whose per-file counts and sums are kept in
+    /// `<PATH>/_reports/_state.json`; totals are the same as a full scan's. If a file seen before
+    /// has disappeared, says so and scans everything again.
+    #[arg(long)]
+    pub incremental: bool,
+
+    /// Also audit exactly-once delivery from the files alone: per run and Kafka partition, the
+    /// files' offset ranges must tile the committed range of the newest checkpoint entry with no
+    /// gap, overlap, duplicate or file beyond it, and row counts must match the file metadata.
+    /// Exit code 3 when a problem is found.
+    #[arg(long)]
+    pub audit: bool,
+
+    /// Print the report as one JSON object (one line per run) instead of tables. The same JSON
+    /// is always written to `<PATH>/_reports/<UTC time>.json`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ValidateArgs {
+    /// Options for one run over `path` with every switch off (for tests and embedding).
+    pub fn for_path(path: impl Into<PathBuf>) -> Self {
+        ValidateArgs { path: path.into(), every: None, incremental: false, audit: false, json: false }
+    }
+}
+
+/// Parses `250ms`, `2s`, `5m`, `1h` (a whole number and a unit; a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        format!("`{text}` is not a duration: give a whole number and a unit, e.g. 500ms, 2s, 5m, 1h")
+    })?;
+    let millis = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        other => return Err(format!("`{text}` has an unknown unit `{other}`: use ms, s, m or h")),
+    };
+    millis.map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+/// `--every` needs a period the grid can be built on: at least one millisecond.
+fn parse_every(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("`{text}` is zero: --every needs a period of at least 1ms, e.g. 5m"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_every("0s").unwrap_err().contains("zero"));
+    }
+
+    #[test]
+    fn options_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            v: ValidateArgs,
+        }
+        let cli =
+            Cli::parse_from(["x", "--path", "/d", "--every", "5m", "--incremental", "--audit", "--json"]);
+        assert_eq!(cli.v.path, PathBuf::from("/d"));
+        assert_eq!(cli.v.every, Some(Duration::from_secs(300)));
+        assert!(cli.v.incremental && cli.v.audit && cli.v.json);
+        assert!(Cli::try_parse_from(["x", "--every", "0s"]).is_err());
+    }
+}

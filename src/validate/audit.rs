@@ -1,0 +1,706 @@
+//! `--audit`: checks exactly-once delivery from the files alone, with no broker.
+//!
+//! `streamlake run` writes, per commit of Kafka partition P, one raw file per key folder and at most
+//! one quarantine file, all named and tagged (Parquet key-value metadata) with the commit's offset
+//! range `[START, END)` and its record count; then the checkpoint entry whose `next_offset` is END
+//! (see docs/format.md). So, per run folder and partition, with `next_offset` from the newest entry:
+//!
+//! - every file must end at or before `next_offset` (otherwise: *outside*, an uncommitted leftover);
+//! - the ranges must tile `[first offset, next_offset)`: no *gap* (records lost), no *overlap*;
+//! - within one range, at most one file per folder, and raw rows + quarantined rows must equal the
+//!   range's record count (more: *duplicate*; fewer: a file is missing, a *gap*);
+//! - each file's `streamlake.rows` must equal its Parquet footer's row count, its name and folder
+//!   must agree with its metadata (otherwise: *invalid*).
+//!
+//! Only footers are read (in parallel), so the audit costs little more than listing the files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use parquet::file::metadata::ParquetMetaDataReader;
+use serde::{Deserialize, Serialize};
+
+use super::discover::{is_hidden, list_data_files};
+use super::error::ValidateError;
+use super::report::table;
+use super::scan::parallel_map;
+use crate::sink::raw::parse_part_file_name;
+
+const QUARANTINE_DIR: &str = "_quarantine";
+
+/// The kinds of problem, as counted in the summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Rows present twice: two files for one range in one folder, or more rows than records.
+    Duplicate,
+    /// Committed offsets no file covers, or a range whose files hold fewer rows than records.
+    Gap,
+    /// A file beyond the committed position (or of a partition with no checkpoint).
+    Outside,
+    /// Two ranges covering the same offsets.
+    Overlap,
+    /// A file or checkpoint entry that contradicts itself or cannot be read.
+    Invalid,
+}
+
+/// One finding, naming the files and offsets involved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub run: String,
+    pub partition: Option<i32>,
+    pub message: String,
+    /// Files involved, relative to the dataset root.
+    pub files: Vec<String>,
+}
+
+/// What was committed for one Kafka partition of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PartitionAudit {
+    pub run: String,
+    pub partition: i32,
+    /// First offset of the run's first commit (from the checkpoint, else the first file).
+    pub first_offset: Option<i64>,
+    /// Committed position: the next offset to read (newest checkpoint entry).
+    pub next_offset: Option<i64>,
+    /// The newest checkpoint entry, relative to the dataset root.
+    pub checkpoint: Option<String>,
+    pub files: u64,
+    pub ranges: u64,
+    /// Kafka records in the committed ranges (`streamlake.range_messages`).
+    pub messages: u64,
+    /// Raw rows in committed files.
+    pub written: u64,
+    /// Quarantined rows in committed files.
+    pub quarantined: u64,
+    /// Late records (checkpoint `total_late`, or the sum of `late` over the entries).
+    pub late: u64,
+}
+
+/// Problem counts of the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProblemCounts {
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub outside: u64,
+    pub overlaps: u64,
+    pub invalid: u64,
+}
+
+/// The audit's findings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AuditReport {
+    pub runs: Vec<String>,
+    pub partitions: Vec<PartitionAudit>,
+    pub messages: u64,
+    pub written: u64,
+    pub quarantined: u64,
+    pub late: u64,
+    pub counts: ProblemCounts,
+    pub problems: Vec<Problem>,
+    pub ok: bool,
+    /// `audit: partitions=… -> OK|FAILED`.
+    pub summary: String,
+}
+
+impl AuditReport {
+    /// The per-partition table, the problems and the summary line.
+    pub fn render_text(&self) -> String {
+        let mut out = String::from("=== Exactly-once audit ===\n");
+        let columns: Vec<String> =
+            ["run", "partition", "committed", "files", "messages", "written", "quarantined", "late"]
+                .map(String::from)
+                .to_vec();
+        let rows: Vec<Vec<String>> = self
+            .partitions
+            .iter()
+            .map(|p| {
+                let committed = match (p.first_offset, p.next_offset) {
+                    (Some(a), Some(b)) => format!("[{a}, {b})"),
+                    (None, Some(b)) => format!("[?, {b})"),
+                    _ => "none".to_string(),
+                };
+                vec![
+                    p.run.clone(),
+                    p.partition.to_string(),
+                    committed,
+                    p.files.to_string(),
+                    p.messages.to_string(),
+                    p.written.to_string(),
+                    p.quarantined.to_string(),
+                    p.late.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&columns, &rows));
+        if !self.problems.is_empty() {
+            let _ = writeln!(out, "problems:");
+            for p in &self.problems {
+                let _ = writeln!(out, "  {:?}: {}", p.kind, p.message);
+            }
+        }
+        let _ = writeln!(out, "{}", self.summary);
+        out
+    }
+}
+
+/// The streamlake key-value metadata of one file (see docs/format.md).
+#[derive(Debug, Clone)]
+struct FileMeta {
+    partition: i32,
+    start: i64,
+    end: i64,
+    rows: u64,
+    range_messages: u64,
+    kind: String,
+    run_id: Option<String>,
+    footer_rows: u64,
+}
+
+#[derive(Debug)]
+struct AuditFile {
+    /// Relative to the dataset root.
+    rel: String,
+    /// Folder inside the run (`id=3`, `_quarantine`).
+    folder: String,
+    path: PathBuf,
+    quarantine: bool,
+}
+
+fn read_meta(file: &AuditFile) -> Result<FileMeta, String> {
+    let f = File::open(&file.path).map_err(|e| format!("cannot open {}: {e}", file.rel))?;
+    let meta = ParquetMetaDataReader::new()
+        .parse_and_finish(&f)
+        .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", file.rel))?;
+    let fm = meta.file_metadata();
+    let kv: BTreeMap<&str, &str> = fm
+        .key_value_metadata()
+        .map(|kvs| kvs.iter().filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?))).collect())
+        .unwrap_or_default();
+    fn get<T: std::str::FromStr>(kv: &BTreeMap<&str, &str>, key: &str, rel: &str) -> Result<T, String> {
+        let raw = kv.get(key).ok_or_else(|| {
+            format!("{rel} has no `{key}` metadata: it was not written by `streamlake run`, so the audit cannot place it")
+        })?;
+        raw.parse().map_err(|_| format!("{rel} has `{key}` = `{raw}`, which is not a number"))
+    }
+    Ok(FileMeta {
+        partition: get(&kv, "streamlake.partition", &file.rel)?,
+        start: get(&kv, "streamlake.start_offset", &file.rel)?,
+        end: get(&kv, "streamlake.end_offset", &file.rel)?,
+        rows: get(&kv, "streamlake.rows", &file.rel)?,
+        range_messages: get(&kv, "streamlake.range_messages", &file.rel)?,
+        kind: kv.get("streamlake.kind").map_or_else(String::new, |k| k.to_string()),
+        run_id: kv.get("streamlake.run_id").map(|r| r.to_string()),
+        footer_rows: u64::try_from(fm.num_rows()).unwrap_or(0),
+    })
+}
+
+/// A checkpoint entry, read leniently: the fields the audit needs, totals when the writer has them.
+#[derive(Debug, Clone, Deserialize)]
+struct Entry {
+    partition: i32,
+    start_offset: i64,
+    next_offset: i64,
+    #[serde(default)]
+    messages: u64,
+    #[serde(default)]
+    late: u64,
+    #[serde(default)]
+    files: Vec<String>,
+    first_offset: Option<i64>,
+    total_messages: Option<u64>,
+    total_rows: Option<u64>,
+    total_quarantined: Option<u64>,
+    total_late: Option<u64>,
+}
+
+/// The entries of one partition folder, with the names they were read from.
+fn read_entries(dir: &Path) -> Vec<(String, Result<Entry, ValidateError>)> {
+    let Ok(read) = fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(String, Result<Entry, ValidateError>)> = read
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!is_hidden(&name) && name.ends_with(".json")).then_some((name, e.path()))
+        })
+        .map(|(name, path)| {
+            let entry = fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str::<Entry>(&text).map_err(|e| e.to_string()))
+                .map_err(|reason| ValidateError::Checkpoint { path, reason });
+            (name, entry)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The run folders below `root`: `run_*` children, or `root` itself when it holds a `_checkpoint`.
+fn run_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, ValidateError> {
+    if root.join("_checkpoint").is_dir() {
+        return Ok(vec![(".".to_string(), root.to_path_buf())]);
+    }
+    let read =
+        fs::read_dir(root).map_err(|source| ValidateError::ListDir { path: root.to_path_buf(), source })?;
+    let mut runs: Vec<(String, PathBuf)> = read
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| name.starts_with("run_"))
+        .collect();
+    runs.sort();
+    Ok(runs)
+}
+
+fn join_rel(run: &str, rel: &str) -> String {
+    if run == "." {
+        rel.to_string()
+    } else {
+        format!("{run}/{rel}")
+    }
+}
+
+/// Audits every run folder below `root`.
+pub fn audit(root: &Path) -> Result<AuditReport, ValidateError> {
+    let mut report = AuditReport::default();
+    for (run, dir) in run_folders(root)? {
+        audit_run(&run, &dir, &mut report)?;
+        report.runs.push(run);
+    }
+    for p in &report.partitions {
+        report.messages += p.messages;
+        report.written += p.written;
+        report.quarantined += p.quarantined;
+        report.late += p.late;
+    }
+    for p in &report.problems {
+        let c = &mut report.counts;
+        match p.kind {
+            ProblemKind::Duplicate => c.duplicates += 1,
+            ProblemKind::Gap => c.gaps += 1,
+            ProblemKind::Outside => c.outside += 1,
+            ProblemKind::Overlap => c.overlaps += 1,
+            ProblemKind::Invalid => c.invalid += 1,
+        }
+    }
+    report.ok = report.problems.is_empty();
+    let c = report.counts;
+    report.summary = format!(
+        "audit: partitions={} messages={} written={} quarantined={} late={} duplicates={} gaps={} outside={} \
+         overlaps={} invalid={} -> {}",
+        report.partitions.len(),
+        report.messages,
+        report.written,
+        report.quarantined,
+        report.late,
+        c.duplicates,
+        c.gaps,
+        c.outside,
+        c.overlaps,
+        c.invalid,
+        if report.ok { "OK" } else { "FAILED" }
+    );
+    Ok(report)
+}
+
+fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), ValidateError> {
+    let mut files: Vec<AuditFile> = list_data_files(dir)?
+        .files
+        .into_iter()
+        .map(|f| AuditFile {
+            folder: f.rel.rsplit_once('/').map_or_else(String::new, |(d, _)| d.to_string()),
+            rel: join_rel(run, &f.rel),
+            path: f.path,
+            quarantine: false,
+        })
+        .collect();
+    let qdir = dir.join(QUARANTINE_DIR);
+    if let Ok(read) = fs::read_dir(&qdir) {
+        let mut names: Vec<String> = read
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !is_hidden(n) && n.ends_with(".parquet"))
+            .collect();
+        names.sort();
+        for name in names {
+            files.push(AuditFile {
+                rel: join_rel(run, &format!("{QUARANTINE_DIR}/{name}")),
+                folder: QUARANTINE_DIR.to_string(),
+                path: qdir.join(&name),
+                quarantine: true,
+            });
+        }
+    }
+    let metas = parallel_map(&files, read_meta);
+
+    let mut problems = Vec::new();
+    let mut by_partition: BTreeMap<i32, Vec<(&AuditFile, FileMeta)>> = BTreeMap::new();
+    let run_id = run.strip_prefix("run_");
+    for (file, meta) in files.iter().zip(metas) {
+        let problem = |message: String| Problem {
+            kind: ProblemKind::Invalid,
+            run: run.to_string(),
+            partition: None,
+            message,
+            files: vec![file.rel.clone()],
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(reason) => {
+                problems.push(problem(reason));
+                continue;
+            }
+        };
+        let name = file.rel.rsplit('/').next().unwrap_or(&file.rel);
+        let mut bad = Vec::new();
+        if meta.rows != meta.footer_rows {
+            bad.push(format!(
+                "its metadata says streamlake.rows={} but the Parquet footer holds {} rows: the file was rewritten \
+                 or truncated",
+                meta.rows, meta.footer_rows
+            ));
+        }
+        let expected_kind = if file.quarantine { "quarantine" } else { "raw" };
+        if meta.kind != expected_kind {
+            bad.push(format!(
+                "it is tagged streamlake.kind=`{}` but lies in a {expected_kind} folder",
+                meta.kind
+            ));
+        }
+        if let Some((p, s, e)) = parse_part_file_name(name) {
+            if (p, s, e) != (meta.partition, meta.start, meta.end) {
+                bad.push(format!(
+                    "its name says partition {p} offsets [{s}, {e}) but its metadata says partition {} offsets [{}, {})",
+                    meta.partition, meta.start, meta.end
+                ));
+            }
+        }
+        if let (Some(folder_id), Some(file_id)) = (run_id, meta.run_id.as_deref()) {
+            if folder_id != file_id {
+                bad.push(format!("it was written by run `{file_id}`, not by this run `{folder_id}`"));
+            }
+        }
+        if meta.start >= meta.end {
+            bad.push(format!("its offset range [{}, {}) is empty", meta.start, meta.end));
+        }
+        for b in bad {
+            let mut p = problem(format!("{}: {b}", file.rel));
+            p.partition = Some(meta.partition);
+            problems.push(p);
+        }
+        by_partition.entry(meta.partition).or_default().push((file, meta));
+    }
+
+    // Partitions with a checkpoint but no file still count (all their files may be gone).
+    let partitions_dir = dir.join("_checkpoint").join("partitions");
+    let mut checkpoint_dirs: BTreeMap<i32, PathBuf> = BTreeMap::new();
+    if let Ok(read) = fs::read_dir(&partitions_dir) {
+        for e in read.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match name.strip_prefix("p=").map(str::parse::<i32>) {
+                Some(Ok(p)) => {
+                    checkpoint_dirs.insert(p, e.path());
+                }
+                _ if is_hidden(&name) => {}
+                _ => problems.push(Problem {
+                    kind: ProblemKind::Invalid,
+                    run: run.to_string(),
+                    partition: None,
+                    message: format!("{}: not a `p=<partition>` checkpoint folder", e.path().display()),
+                    files: vec![],
+                }),
+            }
+        }
+    }
+    let all: BTreeSet<i32> = by_partition.keys().chain(checkpoint_dirs.keys()).copied().collect();
+    for p in all {
+        let files = by_partition.remove(&p).unwrap_or_default();
+        let entries = checkpoint_dirs.get(&p).map(|d| read_entries(d)).unwrap_or_default();
+        let rel_entry = |name: &str| join_rel(run, &format!("_checkpoint/partitions/p={p}/{name}"));
+        let mut good: Vec<(String, Entry)> = Vec::new();
+        for (name, entry) in entries {
+            match entry {
+                Ok(e) if e.partition == p && format!("{:020}.json", e.next_offset) == name => {
+                    good.push((rel_entry(&name), e));
+                }
+                Ok(e) => problems.push(Problem {
+                    kind: ProblemKind::Invalid,
+                    run: run.to_string(),
+                    partition: Some(p),
+                    message: format!(
+                        "checkpoint entry {} describes partition {} up to offset {}, which its name or folder \
+                         contradicts",
+                        rel_entry(&name),
+                        e.partition,
+                        e.next_offset
+                    ),
+                    files: vec![rel_entry(&name)],
+                }),
+                Err(err) => problems.push(Problem {
+                    kind: ProblemKind::Invalid,
+                    run: run.to_string(),
+                    partition: Some(p),
+                    message: err.to_string(),
+                    files: vec![rel_entry(&name)],
+                }),
+            }
+        }
+        let (stats, found) = audit_partition(run, p, &files, &good);
+        report.partitions.push(stats);
+        problems.extend(found);
+    }
+    report.problems.extend(problems);
+    Ok(())
+}
+
+/// Checks one partition of one run; `entries` are its readable checkpoint entries.
+fn audit_partition(
+    run: &str,
+    partition: i32,
+    files: &[(&AuditFile, FileMeta)],
+    entries: &[(String, Entry)],
+) -> (PartitionAudit, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let add = |problems: &mut Vec<Problem>, kind: ProblemKind, message: String, files: Vec<String>| {
+        problems.push(Problem { kind, run: run.to_string(), partition: Some(partition), message, files });
+    };
+    let newest = entries.iter().max_by_key(|(_, e)| e.next_offset);
+    let next = newest.map(|(_, e)| e.next_offset);
+    let mut stats = PartitionAudit {
+        run: run.to_string(),
+        partition,
+        next_offset: next,
+        checkpoint: newest.map(|(name, _)| name.clone()),
+        late: match newest.and_then(|(_, e)| e.total_late) {
+            Some(total) => total,
+            None => entries.iter().map(|(_, e)| e.late).sum(),
+        },
+        ..Default::default()
+    };
+
+    // Files beyond the committed position.
+    let mut ranges: BTreeMap<(i64, i64), Vec<&(&AuditFile, FileMeta)>> = BTreeMap::new();
+    for item in files {
+        let (file, meta) = item;
+        match next {
+            None => add(
+                &mut problems,
+                ProblemKind::Outside,
+                format!(
+                    "{} covers offsets [{}, {}) of partition {partition}, which has no checkpoint entry: it was never \
+                     committed (a crash before the first commit); `streamlake run` deletes it on its next start",
+                    file.rel, meta.start, meta.end
+                ),
+                vec![file.rel.clone()],
+            ),
+            Some(n) if meta.end > n => add(
+                &mut problems,
+                ProblemKind::Outside,
+                format!(
+                    "{} covers offsets [{}, {}) of partition {partition}, beyond the committed position \
+                     next_offset={n}: an uncommitted leftover of a crash; `streamlake run` deletes it on its next start",
+                    file.rel, meta.start, meta.end
+                ),
+                vec![file.rel.clone()],
+            ),
+            Some(_) if meta.start < meta.end => ranges.entry((meta.start, meta.end)).or_default().push(item),
+            Some(_) => {}
+        }
+    }
+
+    // Within each range: one commit, so one file per folder and rows adding up to the records.
+    let entry_for = |s: i64, e: i64| entries.iter().find(|(_, x)| x.start_offset == s && x.next_offset == e);
+    for (&(s, e), group) in &ranges {
+        stats.ranges += 1;
+        stats.files += group.len() as u64;
+        let names = |g: &[&(&AuditFile, FileMeta)]| g.iter().map(|(f, _)| f.rel.clone()).collect::<Vec<_>>();
+        let expected: BTreeSet<u64> = group.iter().map(|(_, m)| m.range_messages).collect();
+        let expected_max = expected.iter().copied().max().unwrap_or(0);
+        if expected.len() > 1 {
+            add(
+                &mut problems,
+                ProblemKind::Invalid,
+                format!(
+                    "the files of range [{s}, {e}) of partition {partition} disagree on its record count \
+                     (streamlake.range_messages {:?}): {}",
+                    expected,
+                    names(group).join(", ")
+                ),
+                names(group),
+            );
+        }
+        stats.messages += expected_max;
+        let mut by_folder: BTreeMap<&str, Vec<&(&AuditFile, FileMeta)>> = BTreeMap::new();
+        for item in group {
+            by_folder.entry(item.0.folder.as_str()).or_default().push(item);
+            if item.0.quarantine {
+                stats.quarantined += item.1.rows;
+            } else {
+                stats.written += item.1.rows;
+            }
+        }
+        let mut duplicated = false;
+        let listed: BTreeSet<String> = entry_for(s, e)
+            .map(|(_, x)| x.files.iter().map(|f| join_rel(run, f)).collect())
+            .unwrap_or_default();
+        for (folder, dup) in by_folder.iter().filter(|(_, g)| g.len() > 1) {
+            duplicated = true;
+            let keep: Vec<String> = names(dup).into_iter().filter(|f| listed.contains(f)).collect();
+            let advice = match keep.as_slice() {
+                [one] => format!("the checkpoint lists {one}: keep it and move the others away"),
+                _ => "keep one and move the others away".to_string(),
+            };
+            add(
+                &mut problems,
+                ProblemKind::Duplicate,
+                format!(
+                    "duplicate: {} files in {folder}/ cover the same range [{s}, {e}) of partition {partition}, so \
+                     their rows count twice: {}; {advice}",
+                    dup.len(),
+                    names(dup).join(", ")
+                ),
+                names(dup),
+            );
+        }
+        if duplicated {
+            continue;
+        }
+        let rows: u64 = group.iter().map(|(_, m)| m.rows).sum();
+        if rows > expected_max {
+            add(
+                &mut problems,
+                ProblemKind::Duplicate,
+                format!(
+                    "duplicate: the files of range [{s}, {e}) of partition {partition} hold {rows} rows but the range \
+                     has {expected_max} records: {}",
+                    names(group).join(", ")
+                ),
+                names(group),
+            );
+        } else if rows < expected_max {
+            let present: BTreeSet<String> = group.iter().map(|(f, _)| f.rel.clone()).collect();
+            let missing: Vec<String> = entry_for(s, e)
+                .map(|(_, x)| {
+                    x.files.iter().map(|f| join_rel(run, f)).filter(|f| !present.contains(f)).collect()
+                })
+                .unwrap_or_default();
+            let which = if missing.is_empty() {
+                "a file of this commit is missing".to_string()
+            } else {
+                format!("missing: {}", missing.join(", "))
+            };
+            add(
+                &mut problems,
+                ProblemKind::Gap,
+                format!(
+                    "gap: the files of range [{s}, {e}) of partition {partition} hold {rows} of its {expected_max} \
+                     records ({which}); present: {}",
+                    names(group).join(", ")
+                ),
+                if missing.is_empty() { names(group) } else { missing },
+            );
+        }
+    }
+
+    // The ranges (plus commits that had no record, hence no file) must tile the committed offsets.
+    let mut covered: Vec<(i64, i64, Vec<String>)> =
+        ranges.iter().map(|(&(s, e), g)| (s, e, g.iter().map(|(f, _)| f.rel.clone()).collect())).collect();
+    covered.extend(
+        entries
+            .iter()
+            .filter(|(_, x)| x.messages == 0 && x.start_offset < x.next_offset)
+            .filter(|(_, x)| !ranges.contains_key(&(x.start_offset, x.next_offset)))
+            .map(|(name, x)| (x.start_offset, x.next_offset, vec![name.clone()])),
+    );
+    covered.sort();
+    let first = newest.and_then(|(_, e)| e.first_offset).or_else(|| covered.first().map(|c| c.0));
+    stats.first_offset = first;
+    if let (Some(first), Some(next)) = (first, next) {
+        // Files the checkpoint entries inside [a, b) list: what a gap lost.
+        let listed_in = |a: i64, b: i64| -> Vec<String> {
+            entries
+                .iter()
+                .filter(|(_, x)| x.start_offset >= a && x.next_offset <= b)
+                .flat_map(|(_, x)| x.files.iter().map(|f| join_rel(run, f)))
+                .collect()
+        };
+        let gap = |problems: &mut Vec<Problem>, a: i64, b: i64| {
+            let missing = listed_in(a, b);
+            let hint = if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; the checkpoint lists these files for them: {}", missing.join(", "))
+            };
+            add(
+                problems,
+                ProblemKind::Gap,
+                format!(
+                    "gap: offsets [{a}, {b}) of partition {partition} are committed (next_offset={next}) but no file \
+                     covers them{hint}"
+                ),
+                missing,
+            );
+        };
+        let mut cursor = first;
+        let mut previous: Option<&(i64, i64, Vec<String>)> = None;
+        for c in &covered {
+            let (s, e, names) = c;
+            if *s > cursor {
+                gap(&mut problems, cursor, *s);
+            } else if *s < cursor {
+                let mut involved = names.clone();
+                let before = match previous {
+                    Some((ps, pe, pnames)) => {
+                        involved.extend(pnames.iter().cloned());
+                        format!("range [{ps}, {pe}) ({})", pnames.join(", "))
+                    }
+                    None => format!("the partition's first committed offset {first}"),
+                };
+                add(
+                    &mut problems,
+                    ProblemKind::Overlap,
+                    format!(
+                        "overlap: range [{s}, {e}) of partition {partition} ({}) starts before the end of {before}, so \
+                         offsets [{s}, {}) are written twice",
+                        names.join(", "),
+                        cursor.min(*e)
+                    ),
+                    involved,
+                );
+            }
+            cursor = cursor.max(*e);
+            previous = Some(c);
+        }
+        if cursor < next {
+            gap(&mut problems, cursor, next);
+        }
+    }
+
+    // With the files consistent, they must also add up to the checkpoint's running totals.
+    if problems.is_empty() {
+        if let Some((name, e)) = newest {
+            let checks = [
+                ("total_messages", e.total_messages, stats.messages, "records"),
+                ("total_rows", e.total_rows, stats.written, "raw rows"),
+                ("total_quarantined", e.total_quarantined, stats.quarantined, "quarantined rows"),
+            ];
+            for (field, claimed, found, what) in checks {
+                if let Some(claimed) = claimed.filter(|c| *c != found) {
+                    add(
+                        &mut problems,
+                        ProblemKind::Invalid,
+                        format!(
+                            "checkpoint entry {name} says {field}={claimed} for partition {partition}, but its files \
+                             hold {found} {what}"
+                        ),
+                        vec![name.clone()],
+                    );
+                }
+            }
+        }
+    }
+    (stats, problems)
+}

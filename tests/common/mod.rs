@@ -1,0 +1,226 @@
+//! Helpers for whole-program tests: a real broker, unique topics, the real binary, and readers
+//! for what it writes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{Array, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+/// The broker the test command started. Under CI (or `STREAMLAKE_REQUIRE_KAFKA=1`) a missing
+/// broker fails the test; on a developer machine without one the test says so and returns.
+pub fn brokers() -> Option<String> {
+    match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            let required = std::env::var("STREAMLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1")
+                || std::env::var("CI").is_ok_and(|v| v == "true");
+            if required {
+                panic!("KAFKA_BOOTSTRAP_SERVERS is not set but a broker is required: run scripts/test.sh");
+            }
+            eprintln!("no broker: set KAFKA_BOOTSTRAP_SERVERS or run scripts/test.sh; not running this test");
+            None
+        }
+    }
+}
+
+pub fn unique(name: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamlake"));
+    cmd.env_remove("KAFKA_TOPIC").env_remove("OUTPUT_PATH").env_remove("RUN_ID").env_remove("MSGS_PER_SEC");
+    cmd.env("RUST_LOG", "streamlake=info,warn").env("RUST_BACKTRACE", "1");
+    cmd
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("starting streamlake");
+    assert!(
+        out.status.success(),
+        "command failed ({:?}): {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    run_ok(
+        bin()
+            .args(["topic", "create", "--brokers", brokers, "--topic", topic, "--partitions"])
+            .arg(partitions.to_string()),
+    );
+}
+
+/// Sends payloads to explicit partitions and waits until all are acknowledged.
+pub fn send(brokers: &str, topic: &str, records: &[(i32, Option<Vec<u8>>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (partition, payload) in records {
+        let mut rec: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic).partition(*partition);
+        if let Some(p) = payload {
+            rec = rec.payload(p.as_slice());
+        }
+        let mut rec = rec;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// A free TCP port on loopback (for timely cluster addresses).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every `*.parquet` file below `dir` that a reader should see (skipping hidden `_`/`.` names).
+pub fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(data_files(&p));
+        } else if name.ends_with(".parquet") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Raw rows as (id, ts_us, value bits) from the hive-partitioned dataset.
+pub fn read_raw(dir: &Path) -> Vec<(i64, i64, u64)> {
+    let mut rows = Vec::new();
+    for file in data_files(dir) {
+        let id: i64 = file
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("id="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no id= folder for {}", file.display()));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ts = batch
+                .column_by_name("ts")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            let v = batch.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                rows.push((id, ts.value(i), v.value(i).to_bits()));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Final window rows as (window_end_us, id) → (avg, count).
+pub fn read_aggregates(dir: &Path) -> BTreeMap<(i64, i64), (f64, i64)> {
+    let mut out = BTreeMap::new();
+    for file in data_files(dir) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let end = batch
+                .column_by_name("window_end")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            let id_col = batch.column_by_name("id").unwrap();
+            let avg =
+                batch.column_by_name("avg_value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+            let count = batch.column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                let id = if let Some(a) = id_col.as_any().downcast_ref::<Int32Array>() {
+                    a.value(i) as i64
+                } else {
+                    id_col.as_any().downcast_ref::<Int64Array>().unwrap().value(i)
+                };
+                let prev = out.insert((end.value(i), id), (avg.value(i), count.value(i)));
+                assert!(
+                    prev.is_none(),
+                    "window ({}, {id}) was written twice (in {})",
+                    end.value(i),
+                    file.display()
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Sum of a numeric field over the newest checkpoint entry of every partition.
+pub fn checkpoint_total(run_dir: &Path, field: &str) -> u64 {
+    let mut total = 0;
+    let parts = run_dir.join("_checkpoint").join("partitions");
+    for p in std::fs::read_dir(parts).unwrap().flatten() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        entries.sort();
+        if let Some(newest) = entries.last() {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap();
+            total += v[field].as_u64().unwrap();
+        }
+    }
+    total
+}
+
+/// The `key=value` pairs of the `run finished:` line(s) printed by `streamlake run`, summed over
+/// processes.
+pub fn run_totals(outputs: &[Output]) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    for out in outputs {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("run finished:")).expect("a run summary line");
+        for kv in line.trim_start_matches("run finished:").split_whitespace() {
+            if let Some((k, v)) = kv.split_once('=') {
+                if let Ok(n) = v.parse::<u64>() {
+                    *totals.entry(k.to_string()).or_insert(0) += n;
+                }
+            }
+        }
+    }
+    totals
+}
