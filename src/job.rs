@@ -175,8 +175,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
             is_writer: index == 0,
         };
         worker.dataflow::<u64, _, _>(|scope| {
-            let deltas =
-                kafka_source(scope.clone(), source, probe.clone(), worker_counters.clone(), error.clone());
+            let deltas = kafka_source(scope, source, probe.clone(), worker_counters.clone(), error.clone());
             let rows = deltas.window_average(windows.closed_through_ms);
             if console {
                 rows.clone().console(spec.trigger, spec.window_ms, spec.key_field().name.clone());

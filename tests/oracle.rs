@@ -51,7 +51,7 @@ fn batch(
     exp: &mut Expected,
 ) -> Vec<(i32, Option<Vec<u8>>)> {
     let mut out = Vec::new();
-    let mut event = |rng: &mut Lcg, ts_ms: i64, on_time: bool, exp: &mut Expected| {
+    let event = |rng: &mut Lcg, ts_ms: i64, on_time: bool, exp: &mut Expected| {
         let id = (rng.next() % 5) as i64;
         let value = (rng.next() % 100_001) as f64 / 1000.0;
         let micros = (rng.next() % 1000) as i64;

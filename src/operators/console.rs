@@ -57,10 +57,8 @@ fn print_batch(batch: u64, rows: &BTreeMap<(u64, Key), WindowRow>, window_ms: u6
 impl ConsoleSink for Stream<'_, u64, Vec<WindowOutput>> {
     fn console(self, trigger: Duration, window_ms: u64, key_name: String) {
         let scope = self.scope();
-        let mut builder = timely::dataflow::operators::generic::builder_rc::OperatorBuilder::new(
-            "Console".into(),
-            scope.clone(),
-        );
+        let mut builder =
+            timely::dataflow::operators::generic::builder_rc::OperatorBuilder::new("Console".into(), scope);
         let info = builder.operator_info();
         let activator = scope.activator_for(info.address);
         let mut input = builder.new_input(self, Exchange::new(|_: &WindowOutput| 0));

@@ -272,7 +272,7 @@ pub fn kafka_source<'scope>(
     counters: Arc<SourceCounters>,
     error: ErrorSlot,
 ) -> Stream<'scope, u64, Vec<Delta>> {
-    source(scope.clone(), "KafkaSource", move |capability: Capability<u64>, info| {
+    source(scope, "KafkaSource", move |capability: Capability<u64>, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(capability);
         let mut phase = Phase::Reading;

@@ -23,6 +23,9 @@ use crate::sink::aggregates::WindowRow;
 /// for an update of an open one (console, update mode).
 pub type WindowOutput = (WindowRow, bool);
 
+/// An open window: the capability to emit its final row at its end, and (sum, count) per key.
+type OpenWindow = (Capability<u64>, HashMap<Key, (i128, u64)>);
+
 pub trait WindowAverage<'scope> {
     /// Input: partial sums `(window_end, key, sum, count)` from the sources, at a time before
     /// `window_end` (a source never sends a delta for a window its own watermark has passed).
@@ -44,7 +47,7 @@ impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
     fn window_average(self, closed_through: u64) -> Stream<'scope, u64, Vec<WindowOutput>> {
         let route = Exchange::new(|d: &Delta| d.1.as_ref().route());
         self.unary_frontier(route, "WindowAverage", move |_cap, _info| {
-            let mut open: BTreeMap<u64, (Capability<u64>, HashMap<Key, (i128, u64)>)> = BTreeMap::new();
+            let mut open: BTreeMap<u64, OpenWindow> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let mut updates = Vec::with_capacity(data.len());
