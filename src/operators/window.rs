@@ -67,7 +67,12 @@ impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
                 });
                 // Close every window whose end the frontier has reached; an empty frontier means
                 // the sources stopped, not that event time ended, so nothing closes then.
-                let Some(&watermark) = frontier.frontier().iter().min() else { return };
+                let Some(&watermark) = frontier.frontier().iter().min() else {
+                    // Input ended: release the capabilities so the dataflow can finish; the open
+                    // windows' state lives on in the sources' checkpoint entries.
+                    open.clear();
+                    return;
+                };
                 while let Some(entry) = open.first_entry() {
                     if *entry.key() > watermark {
                         break;

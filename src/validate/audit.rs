@@ -157,6 +157,8 @@ struct FileMeta {
     range_messages: u64,
     kind: String,
     run_id: Option<String>,
+    /// `streamlake.worker`: the worker that wrote the file (the `w<WWW>` of its name).
+    worker: Option<u64>,
     footer_rows: u64,
 }
 
@@ -194,6 +196,7 @@ fn read_meta(file: &AuditFile) -> Result<FileMeta, String> {
         range_messages: get(&kv, "streamlake.range_messages", &file.rel)?,
         kind: kv.get("streamlake.kind").map_or_else(String::new, |k| k.to_string()),
         run_id: kv.get("streamlake.run_id").map(|r| r.to_string()),
+        worker: kv.get("streamlake.worker").and_then(|w| w.parse().ok()),
         footer_rows: u64::try_from(fm.num_rows()).unwrap_or(0),
     })
 }
@@ -253,6 +256,21 @@ fn run_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, ValidateError> {
         .collect();
     runs.sort();
     Ok(runs)
+}
+
+/// The last path component of a relative path.
+fn base_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+/// `part-p<P>-o<A>-<B>-w*.parquet`: the names of the files of commit `[a, b)` of partition `p`.
+fn part_file_name_pattern(p: i32, a: i64, b: i64) -> String {
+    format!("part-p{p:03}-o{a:012}-{b:012}-w*.parquet")
+}
+
+/// The worker index `WWW` of a `part-…-w<WWW>.parquet` name.
+fn name_worker(name: &str) -> Option<u64> {
+    name.strip_suffix(".parquet")?.rsplit_once("-w")?.1.parse().ok()
 }
 
 fn join_rel(run: &str, rel: &str) -> String {
@@ -335,6 +353,20 @@ fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), Vali
         }
     }
     let metas = parallel_map(&files, read_meta);
+
+    // The key folders of the run (`id=3`), also those left empty: where a commit's files can be.
+    let mut key_folders: BTreeSet<String> =
+        files.iter().filter(|f| !f.quarantine).map(|f| f.folder.clone()).collect();
+    if let Ok(read) = fs::read_dir(dir) {
+        key_folders.extend(
+            read.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !is_hidden(n) && n.contains('=')),
+        );
+    }
+    let has_quarantine = files.iter().any(|f| f.quarantine);
+    let folders = Folders { keys: key_folders, quarantine: has_quarantine };
 
     let mut problems = Vec::new();
     let mut by_partition: BTreeMap<i32, Vec<(&AuditFile, FileMeta)>> = BTreeMap::new();
@@ -448,12 +480,20 @@ fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), Vali
                 }),
             }
         }
-        let (stats, found) = audit_partition(run, p, &files, &good);
+        let (stats, found) = audit_partition(run, p, &files, &good, &folders);
         report.partitions.push(stats);
         problems.extend(found);
     }
     report.problems.extend(problems);
     Ok(())
+}
+
+/// Where the files of one commit can lie in a run folder.
+struct Folders {
+    /// Key folders (`id=3`), relative to the run folder.
+    keys: BTreeSet<String>,
+    /// Whether the run has quarantine files at all.
+    quarantine: bool,
 }
 
 /// Checks one partition of one run; `entries` are its readable checkpoint entries.
@@ -462,6 +502,7 @@ fn audit_partition(
     partition: i32,
     files: &[(&AuditFile, FileMeta)],
     entries: &[(String, Entry)],
+    folders: &Folders,
 ) -> (PartitionAudit, Vec<Problem>) {
     let mut problems = Vec::new();
     let add = |problems: &mut Vec<Problem>, kind: ProblemKind, message: String, files: Vec<String>| {
@@ -549,8 +590,21 @@ fn audit_partition(
         for (folder, dup) in by_folder.iter().filter(|(_, g)| g.len() > 1) {
             duplicated = true;
             let keep: Vec<String> = names(dup).into_iter().filter(|f| listed.contains(f)).collect();
-            let advice = match keep.as_slice() {
-                [one] => format!("the checkpoint lists {one}: keep it and move the others away"),
+            // Without the commit's checkpoint entry (pruned, or replaced by a later empty commit with
+            // the same next_offset), the writer's worker index tells the original from a renamed copy.
+            let named_right: Vec<(String, u64)> = dup
+                .iter()
+                .filter_map(|(f, m)| {
+                    let w = m.worker?;
+                    (name_worker(base_name(&f.rel)) == Some(w)).then(|| (f.rel.clone(), w))
+                })
+                .collect();
+            let advice = match (keep.as_slice(), named_right.as_slice()) {
+                ([one], _) => format!("the checkpoint lists {one}: keep it and move the others away"),
+                ([], [(one, w)]) => format!(
+                    "only {one} is named after the worker that wrote it (streamlake.worker={w}), the others are \
+                     copies: keep it and move the others away"
+                ),
                 _ => "keep one and move the others away".to_string(),
             };
             add(
@@ -582,16 +636,40 @@ fn audit_partition(
             );
         } else if rows < expected_max {
             let present: BTreeSet<String> = group.iter().map(|(f, _)| f.rel.clone()).collect();
-            let missing: Vec<String> = entry_for(s, e)
+            let entry = entry_for(s, e);
+            let mut missing: Vec<String> = entry
                 .map(|(_, x)| {
                     x.files.iter().map(|f| join_rel(run, f)).filter(|f| !present.contains(f)).collect()
                 })
                 .unwrap_or_default();
-            let which = if missing.is_empty() {
+            let mut which = if missing.is_empty() {
                 "a file of this commit is missing".to_string()
             } else {
                 format!("missing: {}", missing.join(", "))
             };
+            if entry.is_none() {
+                // The commit's checkpoint entry is gone (pruned, or replaced by a later empty commit
+                // with the same next_offset): all files of one commit share one name, so the missing
+                // one is that name in a folder that has none for this range.
+                let name = base_name(&group[0].0.rel);
+                let have: BTreeSet<&str> = group.iter().map(|(f, _)| f.folder.as_str()).collect();
+                let mut guess: Vec<String> = folders
+                    .keys
+                    .iter()
+                    .filter(|k| !have.contains(k.as_str()))
+                    .map(|k| join_rel(run, &format!("{k}/{name}")))
+                    .collect();
+                if guess.is_empty() && folders.quarantine && !have.contains(QUARANTINE_DIR) {
+                    guess.push(join_rel(run, &format!("{QUARANTINE_DIR}/{name}")));
+                }
+                if !guess.is_empty() {
+                    which = format!(
+                        "probably missing, as no file of this range is in its folder: {}",
+                        guess.join(", ")
+                    );
+                    missing = guess;
+                }
+            }
             add(
                 &mut problems,
                 ProblemKind::Gap,
@@ -630,7 +708,10 @@ fn audit_partition(
         let gap = |problems: &mut Vec<Problem>, a: i64, b: i64| {
             let missing = listed_in(a, b);
             let hint = if missing.is_empty() {
-                String::new()
+                format!(
+                    "; if one commit covered them, its files were named {}",
+                    part_file_name_pattern(partition, a, b)
+                )
             } else {
                 format!("; the checkpoint lists these files for them: {}", missing.join(", "))
             };
@@ -703,4 +784,19 @@ fn audit_partition(
         }
     }
     (stats, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(name_worker("part-p001-o000000000000-000000006667-w012.parquet"), Some(12));
+        assert_eq!(name_worker("part-p001-o000000000000-000000006667-w000 (copy).parquet"), None);
+        assert_eq!(name_worker("part-1.parquet"), None);
+        assert_eq!(base_name("run_x/id=1/a.parquet"), "a.parquet");
+        assert_eq!(base_name("a.parquet"), "a.parquet");
+        assert_eq!(part_file_name_pattern(2, 5, 17), "part-p002-o000000000005-000000000017-w*.parquet");
+    }
 }
