@@ -94,7 +94,8 @@ print(json.dumps({"pandas": pandas, "duckdb": duck, "total": len(df)}))
     (v["pandas"].clone(), v["duckdb"].clone())
 }
 
-/// Produce, run and get SIGKILLed mid-run (with frequent commits), restart to completion: every
+/// Produce, run and get SIGKILLed mid-run (with frequent commits), restart to completion with 3
+/// workers instead of 1: every
 /// event exactly once in the raw data, every window once with the oracle's average, and the seed
 /// DAG's pandas reader and DuckDB agree with the oracle.
 #[test]
@@ -128,7 +129,8 @@ fn sigkill_mid_run_then_restart_is_exactly_once() {
     let committed = checkpoint_total(&out.join("run_t"), "total_messages");
     assert!(committed < n as u64, "killed mid-run: {committed} of {n} committed");
 
-    let second = run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    // Restart with a different worker count: ownership moves, the checkpoint is per partition.
+    let second = run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "3"]));
     let totals = run_totals(&[second]);
     assert_eq!(totals["messages"] + committed, n as u64, "the restart read exactly what was not committed");
 
