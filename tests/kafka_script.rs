@@ -42,7 +42,10 @@ fn start_twice_then_stop_leaves_no_broker() {
     assert_eq!(addr1, addr2, "a second start reports the running broker");
     let status = script(&state, "status");
     assert!(status.status.success());
-    assert!(String::from_utf8_lossy(&status.stdout).contains(&addr1) || String::from_utf8_lossy(&status.stderr).contains(&addr1));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&addr1)
+            || String::from_utf8_lossy(&status.stderr).contains(&addr1)
+    );
     let stop = script(&state, "stop");
     assert!(stop.status.success(), "stop failed: {}", String::from_utf8_lossy(&stop.stderr));
     assert!(!pid_alive(&pid), "broker pid {pid} still alive after stop");

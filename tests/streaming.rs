@@ -130,7 +130,8 @@ fn sigkill_mid_run_then_restart_is_exactly_once() {
     assert!(committed < n as u64, "killed mid-run: {committed} of {n} committed");
 
     // Restart with a different worker count: ownership moves, the checkpoint is per partition.
-    let second = run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "3"]));
+    let second =
+        run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "3"]));
     let totals = run_totals(&[second]);
     assert_eq!(totals["messages"] + committed, n as u64, "the restart read exactly what was not committed");
 

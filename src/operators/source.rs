@@ -115,6 +115,9 @@ struct Part {
     batch_deltas: Vec<Delta>,
     late_pending: u64,
     totals: (i64, u64, u64, u64, u64), // first_offset, messages, rows, quarantined, late
+    /// The newest checkpoint entry, so a commit with no new messages (the end of a flush) can
+    /// update it in place without losing the file list of the commit it describes.
+    last_entry: Option<PartitionEntry>,
     done: bool,
 }
 
@@ -245,6 +248,7 @@ impl PreparedSource {
                 batch_deltas: Vec::new(),
                 late_pending: 0,
                 totals,
+                last_entry: entry,
                 done: settings.available_now && start >= high,
             });
         }
@@ -581,32 +585,43 @@ fn commit_all(
         part.totals.2 += stats.rows;
         part.totals.3 += stats.quarantined;
         part.totals.4 += part.late_pending;
-        let entry = PartitionEntry {
-            partition: part.partition,
-            start_offset: stats.start_offset,
-            next_offset: stats.next_offset,
-            messages: stats.messages,
-            rows: stats.rows,
-            quarantined: stats.quarantined,
-            late: part.late_pending,
-            rows_per_key: stats.rows_per_key,
-            quarantined_by_reason: stats.quarantined_by_reason,
-            first_offset: part.totals.0,
-            total_messages: part.totals.1,
-            total_rows: part.totals.2,
-            total_quarantined: part.totals.3,
-            total_late: part.totals.4,
-            max_event_ms: part.max_event_ms,
-            files: stats.files.clone(),
-            partials: part
-                .partials
-                .iter()
-                .map(|((e, k), (s, c))| -> Partial { (*e, k.clone(), *s, *c) })
-                .collect(),
-            worker: src.worker,
-            committed_at: chrono::Utc::now().to_rfc3339(),
+        let partials: Vec<Partial> =
+            part.partials.iter().map(|((e, k), (s, c))| -> Partial { (*e, k.clone(), *s, *c) }).collect();
+        let entry = match part.last_entry.take() {
+            // Nothing new since the last entry: it keeps describing its range and files; only
+            // the window state, the watermark and the late count move.
+            Some(mut prev) if stats.messages == 0 && prev.next_offset == stats.next_offset => {
+                prev.late += part.late_pending;
+                prev.total_late = part.totals.4;
+                prev.partials = partials;
+                prev.max_event_ms = part.max_event_ms;
+                prev.committed_at = chrono::Utc::now().to_rfc3339();
+                prev
+            }
+            _ => PartitionEntry {
+                partition: part.partition,
+                start_offset: stats.start_offset,
+                next_offset: stats.next_offset,
+                messages: stats.messages,
+                rows: stats.rows,
+                quarantined: stats.quarantined,
+                late: part.late_pending,
+                rows_per_key: stats.rows_per_key,
+                quarantined_by_reason: stats.quarantined_by_reason,
+                first_offset: part.totals.0,
+                total_messages: part.totals.1,
+                total_rows: part.totals.2,
+                total_quarantined: part.totals.3,
+                total_late: part.totals.4,
+                max_event_ms: part.max_event_ms,
+                files: stats.files.clone(),
+                partials,
+                worker: src.worker,
+                committed_at: chrono::Utc::now().to_rfc3339(),
+            },
         };
         checkpoint.write_partition(&entry)?;
+        part.last_entry = Some(entry);
         part.late_pending = 0;
         counters.rows.fetch_add(stats.rows, Ordering::Relaxed);
         counters.files.fetch_add(stats.files.len() as u64, Ordering::Relaxed);

@@ -1,0 +1,693 @@
+//! Whole-program tests of `streamlake validate` on datasets written by the streaming job itself:
+//! `streamlake produce` into a fresh 3-partition topic, `streamlake run --available-now
+//! --flush-windows`, then the real binary's `validate` (report, `--json`, `--audit`, `--every`,
+//! `--incremental`). The reference for counts and means is the original platform's pandas code
+//! (`tests/py/dag_validate.py`), run on the same folder with `STREAMLAKE_TEST_PYTHON`.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use common::*;
+use parquet::arrow::ArrowWriter;
+use serde_json::Value;
+
+const PARTITIONS: i32 = 3;
+const RUN_ID: &str = "e2e";
+
+/// A topic and an output folder of its own.
+struct Lake {
+    tmp: tempfile::TempDir,
+    brokers: String,
+    topic: String,
+}
+
+impl Lake {
+    fn new(brokers: &str, name: &str) -> Lake {
+        let topic = unique(name);
+        create_topic(brokers, &topic, PARTITIONS);
+        Lake { tmp: tempfile::tempdir().unwrap(), brokers: brokers.to_string(), topic }
+    }
+
+    /// The dataset folder `validate --path` reads (`DIR/parquet`).
+    fn parquet(&self) -> PathBuf {
+        self.tmp.path().join("parquet")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.parquet().join(format!("run_{RUN_ID}"))
+    }
+
+    /// `streamlake produce --count N --rate max --seed S` (with `--ids K`).
+    fn produce(&self, count: u64, seed: u64, ids: u32) {
+        run_ok(bin().args(["produce", "--brokers", &self.brokers, "--topic", &self.topic]).args([
+            "--count",
+            &count.to_string(),
+            "--rate",
+            "max",
+            "--seed",
+            &seed.to_string(),
+            "--ids",
+            &ids.to_string(),
+        ]));
+    }
+
+    /// The streaming job over everything in the topic, as a command (to add options or spawn).
+    fn run_cmd(&self) -> Command {
+        let mut c = bin();
+        c.args(["run", "--brokers", &self.brokers, "--topic", &self.topic])
+            .args(["--starting-offsets", "earliest", "--available-now", "--flush-windows", "--no-console"])
+            .arg("--output")
+            .arg(self.parquet())
+            .args(["--run-id", RUN_ID]);
+        c
+    }
+
+    fn run(&self) -> Output {
+        run_ok(&mut self.run_cmd())
+    }
+}
+
+/// `streamlake validate --path PATH --json EXTRA...`: exit code and the printed report.
+fn validate_json(path: &Path, extra: &[&str]) -> (i32, Value) {
+    let out = bin().arg("validate").arg("--path").arg(path).arg("--json").args(extra).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "validate --json printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report["exit_code"], exit_code(out.status), "{report:#}");
+    (exit_code(out.status), report)
+}
+
+/// `streamlake validate --path PATH EXTRA...` as people see it: exit code, stdout, stderr.
+fn validate_text(path: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = bin().arg("validate").arg("--path").arg(path).args(extra).output().unwrap();
+    (
+        exit_code(out.status),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| panic!("killed by a signal: {status:?}"))
+}
+
+fn python() -> Option<String> {
+    match std::env::var("STREAMLAKE_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("STREAMLAKE_TEST_PYTHON is not set under CI: run scripts/test.sh");
+            }
+            eprintln!(
+                "STREAMLAKE_TEST_PYTHON is not set (python with pandas + pyarrow); not comparing with pandas"
+            );
+            None
+        }
+    }
+}
+
+/// The DAG's pandas code on `path`: exit code and its JSON line (None without a python).
+fn dag(path: &Path) -> Option<(i32, Value)> {
+    let python = python()?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
+    let out = Command::new(python).arg(script).arg(path).output().expect("running python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "dag_validate.py printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Some((exit_code(out.status), json))
+}
+
+/// Relative closeness for means. pandas computes a group mean with its own (Kahan-compensated,
+/// row-order) summation of all rows of the group, while `validate` sums each file on its own and
+/// then adds the per-file sums in path order; over a few hundred thousand values the two roundings
+/// differ in the last bits (about 1e-13 relative here), so bit equality would test the summation
+/// order, not the result.
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Asserts that `validate --json` and the DAG's pandas code report the same total, the same ids
+/// with the same counts and means, and the same first rows.
+fn assert_agrees_with_dag(report: &Value, dag: &Value) {
+    assert_eq!(dag["status"], "ok", "{dag}");
+    assert_eq!(report["status"], "ok", "{report:#}");
+    assert_eq!(report["total_rows"], dag["total"], "total rows");
+    let dag_ids = dag["per_id"].as_object().unwrap();
+    let ours = report["per_id"].as_array().unwrap();
+    assert_eq!(ours.len(), dag_ids.len(), "ids: validate {ours:?} vs pandas {dag_ids:?}");
+    for s in ours {
+        let id = s["id"].to_string();
+        let d = dag_ids.get(&id).unwrap_or_else(|| panic!("pandas has no id {id}: {dag_ids:?}"));
+        assert_eq!(s["count"], d["count"], "count of id {id}");
+        let (m, dm) = (s["mean"].as_f64().unwrap(), d["mean"].as_f64().unwrap());
+        assert!(close(m, dm), "mean of id {id}: validate {m} vs pandas {dm}");
+    }
+    // The preview: the same rows (ids, instants, values) in the same order.
+    let head = &report["head"];
+    let col = |name: &str| head["columns"].as_array().unwrap().iter().position(|c| c == name).unwrap();
+    let (id_c, ts_c, value_c) = (col("id"), col("ts"), col("value"));
+    let rows = head["rows"].as_array().unwrap();
+    let dag_head = dag["head"].as_array().unwrap();
+    assert_eq!(rows.len(), dag_head.len(), "head rows");
+    let instant = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    for (row, d) in rows.iter().zip(dag_head) {
+        assert_eq!(row[id_c], d["id"], "head: {row} vs {d}");
+        assert_eq!(instant(&row[ts_c]), instant(&d["ts"]), "head: {row} vs {d}");
+        assert!(close(row[value_c].as_f64().unwrap(), d["value"].as_f64().unwrap()), "head: {row} vs {d}");
+    }
+}
+
+/// `validate`'s text output shows `count` and `mean` for every id and the total, as the DAG's log.
+fn assert_text_matches(text: &str, report: &Value) {
+    assert!(text.contains("=== Count per id ==="), "{text}");
+    for s in report["per_id"].as_array().unwrap() {
+        let line = format!("{}  {}  {:.6}", s["id"], s["count"], s["mean"].as_f64().unwrap());
+        assert!(
+            text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join("  ") == line),
+            "no line `{line}` in:\n{text}"
+        );
+    }
+    let total = format!("[validate] Total rows: {} in {} files", report["total_rows"], report["files"]);
+    assert!(text.contains(&total), "no `{total}` in:\n{text}");
+}
+
+/// Copies a folder tree (the dataset), to damage the copy.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Committed raw files of `run_dir`, relative to the dataset root `root`.
+fn raw_files(root: &Path, run_dir: &Path) -> Vec<String> {
+    data_files(run_dir)
+        .iter()
+        .map(|f| f.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"))
+        .collect()
+}
+
+/// Report files in `<dataset>/_reports/` (not the incremental state or temp files).
+fn report_files(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(root.join("_reports"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        name.ends_with(".json") && !name.starts_with('_') && !name.starts_with('.')
+    });
+    v.sort();
+    v
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn problems(report: &Value) -> &Vec<Value> {
+    report["audit"]["problems"].as_array().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report: the same numbers as the DAG's pandas code.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn report_matches_the_dags_pandas_code() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-dag");
+    // 12 ids: `id=10` and `id=11` sort before `id=2` as folder names, after it as numbers.
+    lake.produce(30_000, 11, 12);
+    lake.run();
+    let root = lake.parquet();
+
+    let (code, report) = validate_json(&root, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["total_rows"], 30_000);
+    assert_eq!(report["per_id"].as_array().unwrap().len(), 12);
+    assert_eq!(report["files"], raw_files(&root, &lake.run_dir()).len());
+    assert_eq!(report["columns"], serde_json::json!(["id", "ts", "value", "source"]));
+    let counted: u64 =
+        report["per_id"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 30_000);
+    // The saved report is the printed one.
+    let saved: Value =
+        serde_json::from_str(&fs::read_to_string(report["report_file"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(saved["per_id"], report["per_id"]);
+
+    let (code, text, _) = validate_text(&root, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert_text_matches(&text, &report);
+
+    // `_reports/` (written above), `_checkpoint/` and the aggregates next door are not data to pandas.
+    if let Some((dag_code, dag)) = dag(&root) {
+        assert_eq!(dag_code, 0, "{dag}");
+        assert_agrees_with_dag(&report, &dag);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What goes wrong: messages and exit codes.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn missing_path_and_empty_folder_exit_zero_as_the_dag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("parquet");
+    let (code, text, _) = validate_text(&missing, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("[validate] Path does not exist yet: {}", missing.display())), "{text}");
+    let (code, report) = validate_json(&missing, &["--audit"]);
+    assert_eq!((code, report["status"].as_str()), (0, Some("path_missing")), "{report:#}");
+    assert!(!missing.exists(), "validate must not create the path it waits for");
+    if let Some((dag_code, dag)) = dag(&missing) {
+        assert_eq!((dag_code, dag["status"].as_str()), (0, Some("path_missing")));
+    }
+
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(empty.join("run_x/id=0")).unwrap();
+    let (code, text, _) = validate_text(&empty, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("[validate] No .parquet files found under: {}", empty.display())),
+        "{text}"
+    );
+    let (code, report) = validate_json(&empty, &[]);
+    assert_eq!(
+        (code, report["status"].as_str(), &report["total_rows"]),
+        (0, Some("no_files"), &Value::from(0))
+    );
+    assert_eq!(report_files(&empty).len(), 2, "each run saves its report");
+    if let Some((dag_code, dag)) = dag(&empty) {
+        assert_eq!((dag_code, dag["status"].as_str()), (0, Some("no_files")));
+    }
+
+    // A file where the folder should be is a usage error.
+    let file = tmp.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let (code, _, stderr) = validate_text(&file, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not a folder"), "{stderr}");
+}
+
+#[test]
+fn missing_value_column_exits_2_naming_the_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("parquet");
+    let file = root.join("id=0/part-0.parquet");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("reading", DataType::Float64, false),
+    ]));
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Float64Array::from(vec![0.5, 1.5, 2.5]))];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut w = ArrowWriter::try_new(fs::File::create(&file).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let (code, text, _) = validate_text(&root, &[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(
+            "[validate] Expected columns 'id' and 'value' not found in the dataset (missing: 'value')"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"[validate] Columns present: ["id", "ts", "reading"]"#), "{text}");
+    assert!(!text.contains("=== Count per id ==="), "no aggregate without the column:\n{text}");
+    let (code, report) = validate_json(&root, &[]);
+    assert_eq!((code, report["status"].as_str()), (2, Some("missing_columns")));
+    assert_eq!(report["total_rows"], 3);
+    if let Some((dag_code, dag)) = dag(&root) {
+        assert_eq!((dag_code, dag["status"].as_str()), (2, Some("missing_columns")), "{dag}");
+        assert_eq!(dag["total"], report["total_rows"]);
+        let mut theirs: Vec<String> =
+            dag["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        let mut ours: Vec<String> =
+            report["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        theirs.sort();
+        ours.sort();
+        assert_eq!(ours, theirs, "the same columns (pandas puts partition columns last)");
+    }
+}
+
+#[test]
+fn corrupt_files_exit_1_naming_the_file() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-corrupt");
+    lake.produce(20_000, 5, 5);
+    lake.run();
+    let (code, clean) = validate_json(&lake.parquet(), &[]);
+    assert_eq!(code, 0);
+
+    // A committed file cut in half (in a copy of the dataset).
+    let root = lake.tmp.path().join("truncated");
+    copy_tree(&lake.parquet(), &root);
+    let victim = raw_files(&lake.parquet(), &lake.run_dir())[2].clone();
+    let len = fs::metadata(root.join(&victim)).unwrap().len();
+    fs::OpenOptions::new().write(true).open(root.join(&victim)).unwrap().set_len(len / 2).unwrap();
+    let (code, text, _) = validate_text(&root, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("[validate] 1 file(s) could not be read:"), "{text}");
+    assert!(text.contains(&format!("  {victim}: cannot read Parquet file")), "{text}");
+    let (code, report) = validate_json(&root, &[]);
+    assert_eq!((code, report["status"].as_str()), (1, Some("unreadable_files")));
+    let unreadable = report["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0]["file"], victim.as_str());
+    assert!(unreadable[0]["reason"].as_str().unwrap().contains("truncated"), "{unreadable:?}");
+    // The other files still count.
+    let lost = clean["total_rows"].as_u64().unwrap() - report["total_rows"].as_u64().unwrap();
+    assert!(lost > 0 && lost < 20_000, "lost {lost} rows");
+    // The audit names it too; its exit code (3) is the more severe one.
+    let (code, report) = validate_json(&root, &["--audit"]);
+    assert_eq!((code, report["status"].as_str()), (3, Some("audit_failed")), "{report:#}");
+    assert!(
+        problems(&report).iter().any(|p| p["kind"] == "invalid" && p["files"] == serde_json::json!([victim])),
+        "{:#?}",
+        problems(&report)
+    );
+
+    // Garbage with a `.parquet` name.
+    let root = lake.tmp.path().join("garbage");
+    copy_tree(&lake.parquet(), &root);
+    let garbage = format!("run_{RUN_ID}/id=0/notes.parquet");
+    fs::write(root.join(&garbage), b"this is not a parquet file\n").unwrap();
+    let (code, text, _) = validate_text(&root, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("  {garbage}: cannot read Parquet file")), "{text}");
+    let (code, report) = validate_json(&root, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(report["unreadable"][0]["file"], garbage.as_str());
+    assert_eq!(report["total_rows"], clean["total_rows"], "every real file is still read");
+    assert_eq!(report["per_id"], clean["per_id"]);
+    // (The DAG's pandas code dies on such a file: pyarrow cannot build the dataset at all.)
+    if let Some(python) = python() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
+        let out = Command::new(python).arg(script).arg(&root).output().unwrap();
+        assert!(!out.status.success(), "pandas read a garbage file?");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly-once audit.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn audit_passes_on_a_clean_run() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-audit-clean");
+    lake.produce(20_000, 3, 5);
+    // Malformed records go to the quarantine, which the audit counts and the report does not.
+    let bad: Vec<(i32, Option<Vec<u8>>)> = (0..PARTITIONS)
+        .flat_map(|p| [(p, None), (p, Some(b"{not json".to_vec())), (p, Some(br#"{"id": 1}"#.to_vec()))])
+        .collect();
+    send(&brokers, &lake.topic, &bad);
+    lake.produce(1_000, 4, 5);
+    let out = lake.run();
+    let totals = run_totals(&[out]);
+    assert_eq!((totals["messages"], totals["rows"], totals["quarantined"]), (21_009, 21_000, 9));
+
+    let (code, text, _) = validate_text(&lake.parquet(), &["--audit"]);
+    assert_eq!(code, 0, "{text}");
+    let summary =
+        "audit: partitions=3 messages=21009 written=21000 quarantined=9 late=0 duplicates=0 gaps=0 \
+                   outside=0 overlaps=0 invalid=0 -> OK";
+    assert!(text.lines().any(|l| l == summary), "no `{summary}` in:\n{text}");
+    let (code, report) = validate_json(&lake.parquet(), &["--audit"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["total_rows"], 21_000);
+    assert_eq!(report["audit"]["ok"], true);
+    assert_eq!(report["audit"]["summary"], summary);
+    let parts = report["audit"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    for p in parts {
+        assert_eq!(p["first_offset"], 0, "{p}");
+        assert_eq!(p["messages"], p["next_offset"], "every offset of {p} is accounted for");
+    }
+    // pandas does not read `_quarantine/` either.
+    if let Some((_, dag)) = dag(&lake.parquet()) {
+        assert_agrees_with_dag(&report, &dag);
+    }
+}
+
+#[test]
+fn audit_passes_after_a_killed_run_is_restarted() {
+    const COUNT: u64 = 2_000_000;
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-audit-kill");
+    let t = Instant::now();
+    lake.produce(COUNT, 21, 5);
+    eprintln!("produced {COUNT} events in {:.1?}", t.elapsed());
+
+    // Commit often, and SIGKILL the job once it has committed something.
+    let t = Instant::now();
+    let mut child = lake
+        .run_cmd()
+        .args(["--roll-interval", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partitions = lake.run_dir().join("_checkpoint/partitions");
+    let committed_any = || {
+        fs::read_dir(&partitions).into_iter().flatten().flatten().any(|p| {
+            fs::read_dir(p.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+    };
+    while !committed_any() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first commit");
+        assert!(t.elapsed() < Duration::from_secs(120), "no commit after 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // About 1 s in, and some time after the first commit so that more commits follow.
+    std::thread::sleep(
+        Duration::from_millis(1000).saturating_sub(t.elapsed()).max(Duration::from_millis(300)),
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run finished within {:.1?}, before it could be killed: produce more events",
+        t.elapsed()
+    );
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let killed_after = t.elapsed();
+    let committed = checkpoint_total(&lake.run_dir(), "total_messages");
+    eprintln!("killed after {killed_after:.1?} with {committed} of {COUNT} messages committed");
+    assert!(committed > 0 && committed < COUNT, "killed mid-run: {committed} of {COUNT} committed");
+
+    // The crashed state: files beyond the checkpoint are uncommitted leftovers, and nothing else
+    // may be wrong.
+    let (_, crashed) = validate_json(&lake.parquet(), &["--audit"]);
+    let c = &crashed["audit"]["counts"];
+    assert_eq!(
+        (&c["duplicates"], &c["gaps"], &c["overlaps"], &c["invalid"]),
+        (&Value::from(0), &Value::from(0), &Value::from(0), &Value::from(0)),
+        "{:#?}",
+        problems(&crashed)
+    );
+    eprintln!("after the kill: {}", crashed["audit"]["summary"]);
+    assert_eq!(crashed["audit"]["messages"], committed);
+    for p in problems(&crashed) {
+        assert_eq!(p["kind"], "outside", "{p}");
+    }
+
+    // Restarted, the job reads exactly what was not committed, and the audit passes.
+    let t = Instant::now();
+    let out = lake.run_cmd().args(["--roll-interval", "200ms"]).output().unwrap();
+    assert!(out.status.success(), "restart failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("restarted run took {:.1?}", t.elapsed());
+    let totals = run_totals(&[out]);
+    assert_eq!(totals["messages"] + committed, COUNT, "the restart re-read or skipped records");
+
+    let (code, text, _) = validate_text(&lake.parquet(), &["--audit"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(" duplicates=0 gaps=0 outside=0 overlaps=0 invalid=0 -> OK"), "{text}");
+    let (code, report) = validate_json(&lake.parquet(), &["--audit"]);
+    assert_eq!(code, 0, "{:#?}", problems(&report));
+    assert_eq!(report["total_rows"], COUNT);
+    assert_eq!(report["audit"]["messages"], COUNT);
+    assert_eq!(report["audit"]["written"], COUNT);
+    if let Some((dag_code, dag)) = dag(&lake.parquet()) {
+        assert_eq!(dag_code, 0);
+        assert_eq!(dag["total"], COUNT);
+        assert_agrees_with_dag(&report, &dag);
+    }
+}
+
+#[test]
+fn audit_names_a_duplicated_file_and_a_deleted_file() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-audit-damage");
+    lake.produce(20_000, 8, 5);
+    lake.run();
+    let files = raw_files(&lake.parquet(), &lake.run_dir());
+    let (code, _) = validate_json(&lake.parquet(), &["--audit"]);
+    assert_eq!(code, 0);
+
+    // A committed raw file copied to a second name in the same folder (as another worker's file).
+    let root = lake.tmp.path().join("duplicate");
+    copy_tree(&lake.parquet(), &root);
+    let original = files.iter().find(|f| f.contains("/id=1/part-p000-")).unwrap().clone();
+    assert!(original.ends_with("-w000.parquet"), "{original}");
+    let copy = original.replace("-w000.parquet", "-w001.parquet");
+    fs::copy(root.join(&original), root.join(&copy)).unwrap();
+    let (code, text, _) = validate_text(&root, &["--audit"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("duplicates=1 gaps=0 outside=0 overlaps=0 invalid=0 -> FAILED"), "{text}");
+    let (code, report) = validate_json(&root, &["--audit"]);
+    assert_eq!((code, report["status"].as_str()), (3, Some("audit_failed")));
+    let found = problems(&report);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["kind"], "duplicate");
+    assert_eq!(found[0]["partition"], 0);
+    assert_eq!(found[0]["files"], serde_json::json!([original, copy]));
+    let message = found[0]["message"].as_str().unwrap();
+    assert!(message.contains(&copy) && message.contains(&original), "{message}");
+    // The newest checkpoint entry lists the commit's files, so the audit names the one to keep.
+    assert!(message.contains(&format!("the checkpoint lists {original}: keep it")), "{message}");
+    // The report counts the copy's rows twice, as any reader would.
+    assert!(report["total_rows"].as_u64().unwrap() > 20_000);
+
+    // One committed raw file deleted.
+    let root = lake.tmp.path().join("gap");
+    copy_tree(&lake.parquet(), &root);
+    let deleted = files.iter().find(|f| f.contains("/id=2/part-p001-")).unwrap().clone();
+    fs::remove_file(root.join(&deleted)).unwrap();
+    let (code, text, _) = validate_text(&root, &["--audit"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("duplicates=0 gaps=1 outside=0 overlaps=0 invalid=0 -> FAILED"), "{text}");
+    assert!(text.contains(&deleted), "the deleted file is not named:\n{text}");
+    let (code, report) = validate_json(&root, &["--audit"]);
+    assert_eq!(code, 3);
+    let found = problems(&report);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((&found[0]["kind"], &found[0]["partition"]), (&Value::from("gap"), &Value::from(1)));
+    assert_eq!(found[0]["files"], serde_json::json!([deleted]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// --every and --incremental.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_runs_on_schedule_and_stops_on_sigterm() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-every");
+    lake.produce(10_000, 13, 5);
+    lake.run();
+    let root = lake.parquet();
+    let stdout_path = lake.tmp.path().join("every.out");
+    let mut child = bin()
+        .arg("validate")
+        .arg("--path")
+        .arg(&root)
+        .args(["--every", "1s", "--json"])
+        .stdout(fs::File::create(&stdout_path).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while report_files(&root).len() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "validate --every exited by itself");
+        assert!(t.elapsed() < Duration::from_secs(30), "fewer than two reports after 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let two_after = t.elapsed();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("validate --every did not stop within 10 s of SIGTERM");
+    });
+    let stop_after = t.elapsed();
+    eprintln!("two reports after {two_after:.1?}; stopped {stop_after:.2?} after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(stop_after < Duration::from_secs(3), "slow to stop: {stop_after:?}");
+
+    let printed = fs::read_to_string(&stdout_path).unwrap();
+    let reports: Vec<Value> = printed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(reports.len() >= 2, "{printed}");
+    let saved = report_files(&root);
+    assert_eq!(saved.len(), reports.len(), "one saved report per printed one: {saved:?}");
+    for r in &reports {
+        assert_eq!(r["total_rows"], 10_000);
+        assert_eq!(r["per_id"], reports[0]["per_id"]);
+        assert!(saved.iter().any(|s| Path::new(r["report_file"].as_str().unwrap()) == s));
+    }
+}
+
+#[test]
+fn incremental_after_a_second_run_matches_a_full_scan() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-incremental");
+    let root = lake.parquet();
+    lake.produce(20_000, 31, 5);
+    lake.run();
+    let first_files = raw_files(&root, &lake.run_dir()).len() as u64;
+    let (code, first) = validate_json(&root, &["--incremental"]);
+    assert_eq!(code, 0);
+    assert_eq!(first["incremental"]["full_scan_reason"], "no state yet");
+    assert_eq!(first["incremental"]["files_read"], first_files);
+
+    lake.produce(25_000, 32, 5);
+    lake.run();
+    let all_files = raw_files(&root, &lake.run_dir()).len() as u64;
+    assert!(all_files > first_files);
+    let (code, inc) = validate_json(&root, &["--incremental", "--audit"]);
+    assert_eq!(code, 0, "{inc:#}");
+    let info = &inc["incremental"];
+    assert_eq!(info["full_scan_reason"], Value::Null, "{info}");
+    assert_eq!(info["files_reused"], first_files, "{info}");
+    assert_eq!(info["files_read"], all_files - first_files, "{info}");
+    assert_eq!(inc["total_rows"], 45_000);
+
+    let (code, full) = validate_json(&root, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(full["incremental"], Value::Null);
+    // Bit for bit: both fold the same per-file sums in the same (path) order.
+    for field in ["per_id", "total_rows", "files", "columns", "head", "rows_without_id", "status"] {
+        assert_eq!(inc[field], full[field], "{field}");
+    }
+    if let Some((_, dag)) = dag(&root) {
+        assert_agrees_with_dag(&inc, &dag);
+    }
+}
