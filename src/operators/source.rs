@@ -176,6 +176,8 @@ impl PreparedSource {
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "100")
             .set("queued.min.messages", "200000")
+            // Bound the client's prefetch per partition (default 64 MiB each).
+            .set("queued.max.messages.kbytes", "16384")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "10485760");
         let consumer: BaseConsumer =
@@ -434,6 +436,8 @@ fn read_batch(
     let now_ms = chrono::Utc::now().timestamp_millis();
     let future_limit_ms = now_ms + src.settings.max_future.as_millis() as i64;
     let time = *cap.time() as i64;
+    // One clock read per batch: per-record clock calls showed up at 7% of a profile.
+    let batch_now = Instant::now();
     let mut got = 0usize;
     let mut late = 0u64;
     let mut quarantined = 0u64;
@@ -476,7 +480,7 @@ fn read_batch(
         }
         got += 1;
         part.next_offset = offset + 1;
-        part.last_message = Instant::now();
+        part.last_message = batch_now;
         let payload = msg.payload();
         match parser.parse(payload) {
             Ok(()) => {

@@ -256,6 +256,9 @@ fn writer_props(kind: &str) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_created_by(format!("streamlake {} ({kind})", env!("CARGO_PKG_VERSION")))
+        // The writer buffers a whole row group per open file; one file is open per key and
+        // partition, so bound it to keep memory flat however large a commit grows.
+        .set_max_row_group_row_count(Some(128 * 1024))
         .build()
 }
 
