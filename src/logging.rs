@@ -1,6 +1,8 @@
 //! Log setup: structured `tracing` lines on stderr, so stdout stays free for data (console sink,
 //! reports) that people and scripts read.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` wins over the `-v` count.
@@ -15,5 +17,7 @@ pub fn init(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colour only for people: log files and pipes get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -12,8 +12,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use common::*;
 use parquet::arrow::ArrowWriter;
@@ -690,4 +690,134 @@ fn incremental_after_a_second_run_matches_a_full_scan() {
     if let Some((_, dag)) = dag(&root) {
         assert_agrees_with_dag(&inc, &dag);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --audit: window completeness (on time, late-dropped, open) from the files alone.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn audit_reports_on_time_late_and_open_records_per_window() {
+    let Some(brokers) = brokers() else { return };
+    let lake = Lake::new(&brokers, "validate-late");
+    let root = lake.parquet();
+    let t0: i64 = 1_750_000_000_000; // ms, a multiple of 10 s
+    let ev = |id: i64, ms: i64, v: f64| -> (i32, Option<Vec<u8>>) {
+        let ts = chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+        ((ms % 3) as i32, Some(format!(r#"{{"id": {id}, "ts": "{ts}", "value": {v:?}}}"#).into_bytes()))
+    };
+    // Run 1: three records of id 1 in [t0, t0+10s); the flush closes the window.
+    send(&brokers, &lake.topic, &[ev(1, t0 + 1_000, 10.0), ev(1, t0 + 2_001, 20.0), ev(1, t0 + 3_002, 60.0)]);
+    lake.run();
+    // Run 2: two more for that (closed) window are late; one in a new window is on time.
+    send(
+        &brokers,
+        &lake.topic,
+        &[ev(1, t0 + 4_000, 1000.0), ev(1, t0 + 5_000, 1.0), ev(1, t0 + 100_000, 7.0)],
+    );
+    lake.run();
+    // Run 3, no flush: a record of id 2 in a window that stays open.
+    send(&brokers, &lake.topic, &[ev(2, t0 + 200_000, 3.0)]);
+    let mut no_flush = bin();
+    no_flush
+        .args(["run", "--brokers", &lake.brokers, "--topic", &lake.topic])
+        .args(["--starting-offsets", "earliest", "--available-now", "--no-console", "--run-id", RUN_ID])
+        .arg("--output")
+        .arg(&root);
+    run_ok(&mut no_flush);
+    let checkpoint_late = checkpoint_total(&lake.run_dir(), "total_late");
+    assert_eq!(checkpoint_late, 2);
+
+    let (code, report) = validate_json(&root, &["--audit"]);
+    assert_eq!((code, report["status"].as_str()), (0, Some("ok")), "{report:#}");
+    let audit = &report["audit"];
+    let windows = audit["windows"].as_array().unwrap();
+    let brief: Vec<(i64, i64, u64, u64, Value, u64, &str)> = windows
+        .iter()
+        .map(|w| {
+            (
+                w["window_end_ms"].as_i64().unwrap() - t0,
+                w["key"].as_i64().unwrap(),
+                w["raw"].as_u64().unwrap(),
+                w["on_time"].as_u64().unwrap(),
+                w["late_dropped"].clone(),
+                w["open"].as_u64().unwrap(),
+                w["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            (10_000, 1, 5, 3, Value::from(2), 0, "closed"),
+            (110_000, 1, 1, 1, Value::from(0), 0, "closed"),
+            (210_000, 2, 1, 0, Value::Null, 1, "open"),
+        ],
+        "{windows:#?}"
+    );
+    let start = chrono::DateTime::from_timestamp_millis(t0).unwrap();
+    assert_eq!(windows[0]["window_start"], start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    assert_eq!((audit["on_time"].as_u64(), audit["late_dropped"].as_i64()), (Some(4), Some(2)));
+    assert_eq!(audit["late_dropped"], checkpoint_late);
+    assert_eq!(audit["late"], checkpoint_late);
+    assert_eq!(audit["open"], 1);
+    assert_eq!(audit["warnings"], serde_json::json!([]), "late-dropped agrees with the checkpoint");
+
+    let (code, text, _) = validate_text(&root, &["--audit"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("=== Window completeness ==="), "{text}");
+    let row = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let start_text = start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let line = text.lines().map(row).find(|r| r.first() == Some(&start_text)).expect("the late window's row");
+    assert_eq!(line[2..], ["1", "5", "3", "2", "closed"], "{text}");
+    assert!(
+        text.contains(
+            "completeness: windows=3 closed=2 open=1 on_time=4 late_dropped=2 open_rows=1 quarantined=0"
+        ),
+        "{text}"
+    );
+
+    // A final row counting records that are not in the raw files: an overcount, exit 3.
+    let copy = lake.tmp.path().join("overcount");
+    copy_tree(&root, &copy.join("parquet"));
+    copy_tree(&lake.tmp.path().join("aggregates"), &copy.join("aggregates"));
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+        Field::new("id", DataType::Int32, false),
+        Field::new("avg_value", DataType::Float64, false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("sum", DataType::Float64, false),
+    ]));
+    let us = |ms: i64| (ms * 1000);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMicrosecondArray::from(vec![us(t0 + 20_000)]).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(vec![us(t0 + 30_000)]).with_timezone("UTC")),
+        Arc::new(Int32Array::from(vec![1])),
+        Arc::new(Float64Array::from(vec![1.0])),
+        Arc::new(Int64Array::from(vec![2])),
+        Arc::new(Float64Array::from(vec![2.0])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let forged = copy.join(format!("aggregates/run_{RUN_ID}/windows-forged.parquet"));
+    let mut w = ArrowWriter::try_new(fs::File::create(&forged).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let (code, report) = validate_json(&copy.join("parquet"), &["--audit"]);
+    assert_eq!((code, report["status"].as_str()), (3, Some("audit_failed")), "{report:#}");
+    let found = problems(&report);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["kind"], "overcount");
+    assert!(found[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("aggregated 2 records but the raw files hold only 0"));
+    assert!(report["audit"]["summary"].as_str().unwrap().ends_with("invalid=0 overcounts=1 -> FAILED"));
+    // Late-dropped (now 2 - 2 = 0) no longer matches the checkpoint: a warning, not a failure.
+    let warnings = report["audit"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].as_str().unwrap().contains("differ from the checkpoint's total_late (2)"));
 }

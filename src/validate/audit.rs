@@ -12,7 +12,9 @@
 //! - each file's `streamlake.rows` must equal its Parquet footer's row count, its name and folder
 //!   must agree with its metadata (otherwise: *invalid*).
 //!
-//! Only footers are read (in parallel), so the audit costs little more than listing the files.
+//! Only footers are read (in parallel) for that. Window completeness ([`super::completeness`]) then
+//! reads the timestamp column of the committed raw files and the run's aggregates: per (window, key)
+//! the records aggregated on time, dropped late, or waiting in an open window.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use parquet::file::metadata::ParquetMetaDataReader;
 use serde::{Deserialize, Serialize};
 
+use super::completeness::{self, RunInput, WindowCompleteness, WindowStatus};
 use super::discover::{is_hidden, list_data_files};
 use super::error::ValidateError;
 use super::report::table;
@@ -44,6 +47,8 @@ pub enum ProblemKind {
     Overlap,
     /// A file or checkpoint entry that contradicts itself or cannot be read.
     Invalid,
+    /// A closed window that aggregated more records than the raw files hold in it.
+    Overcount,
 }
 
 /// One finding, naming the files and offsets involved.
@@ -88,6 +93,7 @@ pub struct ProblemCounts {
     pub outside: u64,
     pub overlaps: u64,
     pub invalid: u64,
+    pub overcounts: u64,
 }
 
 /// The audit's findings.
@@ -99,6 +105,16 @@ pub struct AuditReport {
     pub written: u64,
     pub quarantined: u64,
     pub late: u64,
+    /// Per (run, window, key), oldest first: records on time, late-dropped, open.
+    pub windows: Vec<WindowCompleteness>,
+    /// Records aggregated in final window rows (sum of `on_time`).
+    pub on_time: u64,
+    /// Records of closed windows not aggregated (sum of `late_dropped`).
+    pub late_dropped: i64,
+    /// Raw rows in windows still open.
+    pub open: u64,
+    /// Findings that are not failures (e.g. late-dropped differing from the checkpoint's late count).
+    pub warnings: Vec<String>,
     pub counts: ProblemCounts,
     pub problems: Vec<Problem>,
     pub ok: bool,
@@ -136,6 +152,10 @@ impl AuditReport {
             })
             .collect();
         out.push_str(&table(&columns, &rows));
+        self.render_windows(&mut out);
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         if !self.problems.is_empty() {
             let _ = writeln!(out, "problems:");
             for p in &self.problems {
@@ -145,7 +165,59 @@ impl AuditReport {
         let _ = writeln!(out, "{}", self.summary);
         out
     }
+
+    /// The newest [`WINDOWS_SHOWN`] windows as a table, how many are left out, and the totals.
+    fn render_windows(&self, out: &mut String) {
+        let mut newest: Vec<&WindowCompleteness> = self.windows.iter().collect();
+        newest.sort_by(|a, b| (a.window_end_ms, &a.run, &a.key).cmp(&(b.window_end_ms, &b.run, &b.key)));
+        let omitted = newest.len().saturating_sub(WINDOWS_SHOWN);
+        let shown = &newest[omitted..];
+        let _ = writeln!(out, "=== Window completeness ===");
+        if shown.is_empty() {
+            let _ = writeln!(out, "no windows: no raw row has a timestamp and no window was aggregated");
+        } else {
+            let columns: Vec<String> =
+                ["window_start", "window_end", "id", "raw", "on_time", "late_dropped", "status"]
+                    .map(String::from)
+                    .to_vec();
+            let rows: Vec<Vec<String>> = shown
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.window_start.clone(),
+                        w.window_end.clone(),
+                        w.key.to_string(),
+                        w.raw.to_string(),
+                        w.on_time.to_string(),
+                        w.late_dropped.map_or_else(|| "-".to_string(), |l| l.to_string()),
+                        match w.status {
+                            WindowStatus::Closed => "closed".to_string(),
+                            WindowStatus::Open => "open".to_string(),
+                        },
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&columns, &rows));
+            if omitted > 0 {
+                let _ = writeln!(out, "({omitted} older window(s) not shown; --json lists all)");
+            }
+        }
+        let closed = self.windows.iter().filter(|w| w.status == WindowStatus::Closed).count();
+        let _ = writeln!(
+            out,
+            "completeness: windows={} closed={closed} open={} on_time={} late_dropped={} open_rows={} quarantined={}",
+            self.windows.len(),
+            self.windows.len() - closed,
+            self.on_time,
+            self.late_dropped,
+            self.open,
+            self.quarantined
+        );
+    }
 }
+
+/// Windows the text report lists (the newest); `--json` has all.
+pub const WINDOWS_SHOWN: usize = 20;
 
 /// The streamlake key-value metadata of one file (see docs/format.md).
 #[derive(Debug, Clone)]
@@ -294,6 +366,11 @@ pub fn audit(root: &Path) -> Result<AuditReport, ValidateError> {
         report.quarantined += p.quarantined;
         report.late += p.late;
     }
+    for w in &report.windows {
+        report.on_time += w.on_time;
+        report.late_dropped += w.late_dropped.unwrap_or(0);
+        report.open += w.open;
+    }
     for p in &report.problems {
         let c = &mut report.counts;
         match p.kind {
@@ -302,13 +379,16 @@ pub fn audit(root: &Path) -> Result<AuditReport, ValidateError> {
             ProblemKind::Outside => c.outside += 1,
             ProblemKind::Overlap => c.overlaps += 1,
             ProblemKind::Invalid => c.invalid += 1,
+            ProblemKind::Overcount => c.overcounts += 1,
         }
     }
     report.ok = report.problems.is_empty();
     let c = report.counts;
+    // `overcounts` only when there are some, so the line stays as scripts already parse it.
+    let overcounts = if c.overcounts > 0 { format!(" overcounts={}", c.overcounts) } else { String::new() };
     report.summary = format!(
         "audit: partitions={} messages={} written={} quarantined={} late={} duplicates={} gaps={} outside={} \
-         overlaps={} invalid={} -> {}",
+         overlaps={} invalid={}{overcounts} -> {}",
         report.partitions.len(),
         report.messages,
         report.written,
@@ -369,6 +449,7 @@ fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), Vali
     let folders = Folders { keys: key_folders, quarantine: has_quarantine };
 
     let mut problems = Vec::new();
+    let mut unreadable_raw = 0u64;
     let mut by_partition: BTreeMap<i32, Vec<(&AuditFile, FileMeta)>> = BTreeMap::new();
     let run_id = run.strip_prefix("run_");
     for (file, meta) in files.iter().zip(metas) {
@@ -383,6 +464,7 @@ fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), Vali
             Ok(m) => m,
             Err(reason) => {
                 problems.push(problem(reason));
+                unreadable_raw += u64::from(!file.quarantine);
                 continue;
             }
         };
@@ -447,6 +529,8 @@ fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), Vali
             }
         }
     }
+    let mut committed_raw: Vec<(PathBuf, String)> = Vec::new();
+    let mut checkpoint_late = 0u64;
     let all: BTreeSet<i32> = by_partition.keys().chain(checkpoint_dirs.keys()).copied().collect();
     for p in all {
         let files = by_partition.remove(&p).unwrap_or_default();
@@ -481,10 +565,28 @@ fn audit_run(run: &str, dir: &Path, report: &mut AuditReport) -> Result<(), Vali
             }
         }
         let (stats, found) = audit_partition(run, p, &files, &good, &folders);
+        committed_raw.extend(
+            files
+                .iter()
+                .filter(|(f, m)| !f.quarantine && stats.next_offset.is_some_and(|n| m.end <= n))
+                .map(|(f, _)| (f.path.clone(), f.folder.clone())),
+        );
+        checkpoint_late += stats.late;
         report.partitions.push(stats);
         problems.extend(found);
     }
+    let windows = completeness::run_completeness(&RunInput {
+        run,
+        dir,
+        raw_files: committed_raw,
+        unreadable_raw,
+        audit_clean: problems.is_empty(),
+        checkpoint_late,
+    });
+    report.windows.extend(windows.windows);
+    report.warnings.extend(windows.warnings);
     report.problems.extend(problems);
+    report.problems.extend(windows.problems);
     Ok(())
 }
 
@@ -788,6 +890,7 @@ fn audit_partition(
 
 #[cfg(test)]
 mod tests {
+    use super::super::discover::PartValue;
     use super::*;
 
     #[test]
@@ -798,5 +901,32 @@ mod tests {
         assert_eq!(base_name("run_x/id=1/a.parquet"), "a.parquet");
         assert_eq!(base_name("a.parquet"), "a.parquet");
         assert_eq!(part_file_name_pattern(2, 5, 17), "part-p002-o000000000005-000000000017-w*.parquet");
+    }
+
+    #[test]
+    fn text_lists_the_newest_windows_and_the_totals() {
+        let raw: BTreeMap<(i64, PartValue), u64> =
+            (1..=25).map(|i| ((i * 10_000, PartValue::Int(i % 2)), 3)).collect();
+        let on_time: BTreeMap<(i64, PartValue), u64> =
+            (1..=24).map(|i| ((i * 10_000, PartValue::Int(i % 2)), 2)).collect();
+        let windows = completeness::tally("run_x", 10_000, Some(240_000), &raw, &on_time);
+        let mut report = AuditReport { windows, ..Default::default() };
+        for w in &report.windows {
+            report.on_time += w.on_time;
+            report.late_dropped += w.late_dropped.unwrap_or(0);
+            report.open += w.open;
+        }
+        let text = report.render_text();
+        assert!(text.contains("(5 older window(s) not shown; --json lists all)"), "{text}");
+        assert!(
+            text.contains("completeness: windows=25 closed=24 open=1 on_time=48 late_dropped=24 open_rows=3"),
+            "{text}"
+        );
+        let last = text.lines().find(|l| l.contains("1970-01-01T00:04:00Z")).unwrap();
+        assert_eq!(
+            last.split_whitespace().collect::<Vec<_>>(),
+            ["1970-01-01T00:04:00Z", "1970-01-01T00:04:10Z", "1", "3", "0", "-", "open"]
+        );
+        assert!(!text.contains("1970-01-01T00:00:40Z  "), "older windows are left out:\n{text}");
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod completeness;
 pub mod discover;
 pub mod error;
 pub mod incremental;

@@ -1,0 +1,249 @@
+//! The raw limit for `scripts/bench/run.sh`: how fast can one process read a topic from this
+//! broker, doing nothing with the records?
+//!
+//! A minimal rdkafka consumer: it reads the end offsets (high watermarks) of every partition at
+//! start, assigns all partitions from the beginning (no consumer group, no commits), and consumes
+//! until every partition reaches the end offset it saw at start, counting messages and bytes
+//! (key + payload). Nothing is parsed, nothing is written.
+//!
+//! Polling is batched: `--poll batch` (default) calls librdkafka's `rd_kafka_consume_batch_queue`
+//! on the consumer queue, up to `--batch` messages per call; `--poll single` uses rdkafka's
+//! `BaseConsumer::poll`, one message per call, as a cross-check of the batch path.
+//! `--consumers K` runs K consumers on K threads, consumer `i` reading the partitions `p` with
+//! `p % K == i` (as streamlake spreads partitions over workers): the limit for K workers.
+//!
+//! ```sh
+//! cargo build --release --example raw_consume
+//! target/release/examples/raw_consume --topic bench --bootstrap-servers 127.0.0.1:9092
+//! # raw_consume: messages=1000000 bytes=... elapsed_s=0.91 events_per_s=... mb_per_s=...
+//! ```
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use rdkafka::bindings as rdsys;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PollMode {
+    /// `rd_kafka_consume_batch_queue`, many messages per call
+    Batch,
+    /// `BaseConsumer::poll`, one message per call
+    Single,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Count every message of a topic, from the beginning to the end offsets seen at start")]
+struct Args {
+    /// Topic to read.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "events")]
+    topic: String,
+    /// Bootstrap servers (default: `.kafka/address`, else 127.0.0.1:9092).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// How to poll.
+    #[arg(long, value_enum, default_value = "batch")]
+    poll: PollMode,
+    /// Messages per batch call.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Consumers, each on its own thread with its own connection; consumer `i` reads the partitions
+    /// `p` with `p % consumers == i` (streamlake's rule for workers). 1 = a single consumer.
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Print the result as one JSON object instead of a key=value line.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Progress {
+    /// Per partition: the end offset seen at start, and the next offset to read.
+    end: Vec<i64>,
+    next: Vec<i64>,
+    remaining: usize,
+    messages: u64,
+    bytes: u64,
+}
+
+impl Progress {
+    fn record(&mut self, partition: i32, offset: i64, len: usize) {
+        let p = partition as usize;
+        self.messages += 1;
+        self.bytes += len as u64;
+        let was_open = self.next[p] < self.end[p];
+        self.next[p] = offset + 1;
+        if was_open && self.next[p] >= self.end[p] {
+            self.remaining -= 1;
+        }
+    }
+}
+
+fn brokers(explicit: Option<String>) -> String {
+    explicit
+        .filter(|b| !b.trim().is_empty())
+        .or_else(|| std::fs::read_to_string(".kafka/address").ok().map(|s| s.trim().to_string()))
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9092".to_string())
+}
+
+type SetUp = (BaseConsumer, Progress, usize);
+
+/// Creates a consumer, reads the end offsets of the partitions `own` selects and assigns them
+/// from the beginning. Returns the consumer, its progress and the topic's partition count.
+fn set_up(args: &Args, brokers: &str, own: &dyn Fn(usize) -> bool) -> Result<SetUp> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "raw_consume")
+        .set("group.id", "raw_consume") // required by librdkafka; never joined (assign, no commits)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("broker.address.family", "v4")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.min.messages", "200000")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("log_level", "3")
+        .create()
+        .context("creating the consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
+        .with_context(|| format!("metadata of {} from {brokers}", args.topic))?;
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == args.topic && t.error().is_none() && !t.partitions().is_empty())
+        .with_context(|| format!("topic {} not found on {brokers}", args.topic))?;
+    let partitions = topic.partitions().len();
+    let mut progress =
+        Progress { end: vec![0; partitions], next: vec![0; partitions], remaining: 0, messages: 0, bytes: 0 };
+    let mut assignment = TopicPartitionList::new();
+    for p in (0..partitions).filter(|p| own(*p)) {
+        let (low, high) = consumer
+            .fetch_watermarks(&args.topic, p as i32, Duration::from_secs(10))
+            .with_context(|| format!("end offset of partition {p}"))?;
+        progress.next[p] = low;
+        progress.end[p] = high;
+        if low < high {
+            progress.remaining += 1;
+        }
+        assignment.add_partition_offset(&args.topic, p as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment).context("assigning the partitions")?;
+    Ok((consumer, progress, partitions))
+}
+
+/// Reads the partitions `own` selects from their start to the end offsets seen at start, after
+/// every consumer is set up (the barrier). Returns (messages, bytes, partitions of the topic).
+fn consume(
+    args: &Args,
+    brokers: &str,
+    own: &dyn Fn(usize) -> bool,
+    barrier: &Barrier,
+) -> Result<(u64, u64, usize)> {
+    // Wait at the barrier even when the set-up fails, so the other threads are not stuck.
+    let setup = set_up(args, brokers, own);
+    barrier.wait();
+    let (consumer, mut progress, partitions) = setup?;
+    match args.poll {
+        PollMode::Single => {
+            while progress.remaining > 0 {
+                match consumer.poll(Duration::from_millis(100)) {
+                    None => {}
+                    Some(Err(e)) => bail!("consume error: {e}"),
+                    Some(Ok(m)) => {
+                        let len = m.payload_len() + m.key().map_or(0, <[u8]>::len);
+                        progress.record(m.partition(), m.offset(), len);
+                    }
+                }
+            }
+        }
+        PollMode::Batch => {
+            // SAFETY: the queue and the messages come from librdkafka, are used only on this
+            // thread while `consumer` is alive, and are each destroyed exactly once.
+            unsafe {
+                let queue = rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr());
+                if queue.is_null() {
+                    bail!("no consumer queue");
+                }
+                let mut buf: Vec<*mut rdsys::rd_kafka_message_t> =
+                    vec![std::ptr::null_mut(); args.batch.max(1)];
+                let mut failure = None;
+                while progress.remaining > 0 && failure.is_none() {
+                    let n = rdsys::rd_kafka_consume_batch_queue(queue, 100, buf.as_mut_ptr(), buf.len());
+                    if n < 0 {
+                        failure = Some("rd_kafka_consume_batch_queue failed".to_string());
+                        break;
+                    }
+                    for &msg in &buf[..n as usize] {
+                        let m = &*msg;
+                        if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                            progress.record(m.partition, m.offset, m.len + m.key_len);
+                        } else if m.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
+                            && failure.is_none()
+                        {
+                            failure = Some(format!("consume error: {:?}", m.err));
+                        }
+                        rdsys::rd_kafka_message_destroy(msg);
+                    }
+                }
+                rdsys::rd_kafka_queue_destroy(queue);
+                if let Some(f) = failure {
+                    bail!(f);
+                }
+            }
+        }
+    }
+    Ok((progress.messages, progress.bytes, partitions))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let brokers = brokers(args.bootstrap_servers.clone());
+    let n = args.consumers.max(1);
+    // Every consumer fetches metadata and end offsets and assigns first; the clock starts when
+    // all are ready.
+    let barrier = Barrier::new(n + 1);
+    let (results, elapsed) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (args, brokers, barrier) = (&args, &brokers, &barrier);
+                scope.spawn(move || consume(args, brokers, &|p| p % n == i, barrier))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results: Vec<_> =
+            handles.into_iter().map(|h| h.join().expect("consumer thread panicked")).collect();
+        (results, start.elapsed().as_secs_f64())
+    });
+    let (mut messages, mut bytes, mut partitions) = (0u64, 0u64, 0usize);
+    for r in results {
+        let (m, b, p) = r?;
+        messages += m;
+        bytes += b;
+        partitions = p;
+    }
+    let progress = Progress { end: Vec::new(), next: Vec::new(), remaining: 0, messages, bytes };
+    let eps = progress.messages as f64 / elapsed.max(1e-9);
+    let mbps = progress.bytes as f64 / 1e6 / elapsed.max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "messages": progress.messages, "bytes": progress.bytes, "elapsed_s": elapsed,
+                "events_per_s": eps, "mb_per_s": mbps, "partitions": partitions,
+            })
+        );
+    } else {
+        println!(
+            "raw_consume: messages={} bytes={} partitions={partitions} elapsed_s={elapsed:.3} events_per_s={eps:.0} \
+             mb_per_s={mbps:.1}",
+            progress.messages, progress.bytes
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Benchmark: streamlake against the raw Kafka read limit and Spark Structured Streaming 3.5, on
+# the same freshly loaded 3-partition topic, then the validators on the dataset written.
+#
+#   scripts/bench/run.sh                          # 10,000,000 events, 3 runs of each contender
+#   scripts/bench/run.sh --events 1000000 --runs 3
+#   scripts/bench/run.sh --no-spark               # skip Spark (no download needed)
+#
+# Options:
+#   --events N        events loaded into the topic (default 10000000)
+#   --runs R          runs of each contender (default 3)
+#   --out DIR         results folder (default scripts/bench/results/<UTC time>-<N>)
+#   --no-spark        do not run Spark
+#   --only LIST       comma-separated subset of: raw,raw2,w1,w2,n2,spark,validate
+#   --keep-data       keep every run's output (default: only the last run of each contender)
+#
+# Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
+# pandas, pyarrow, duckdb; default .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g).
+#
+# Output: DIR/results.csv (one line per run), DIR/summary.md (medians, min-max, ratios, versions),
+# DIR/logs/ (stdout/stderr and `/usr/bin/time -v` of every run).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BENCH="$ROOT/scripts/bench"
+cd "$ROOT"
+
+EVENTS=10000000
+RUNS=3
+OUT=""
+ONLY="raw,raw2,w1,w2,n2,spark,validate"
+KEEP=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --events) EVENTS="$2"; shift 2 ;;
+    --runs) RUNS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --no-spark) ONLY="${ONLY//spark/}"; shift ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --keep-data) KEEP=1; shift ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
+  esac
+done
+[[ "$EVENTS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || { echo "bad --events/--runs" >&2; exit 64; }
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="${OUT:-$BENCH/results/$STAMP-$EVENTS}"
+mkdir -p "$OUT/logs" "$OUT/data"
+OUT="$(cd "$OUT" && pwd)"
+CSV="$OUT/results.csv"
+echo "contender,run,wall_s,events,events_per_s,peak_rss_mb,tree_rss_mb,cpu_s,processes,exit,inner_s" >"$CSV"
+log() { echo "[bench] $*" >&2; }
+
+BIN="${STREAMLAKE_BIN:-$ROOT/target/release/streamlake}"
+RAW="$ROOT/target/release/examples/raw_consume"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[[ -x "$BIN" ]] || { log "building streamlake"; cargo build --release; }
+# a snapshot of the binary, so a rebuild during the benchmark cannot mix two versions
+mkdir -p "$OUT/bin" && cp "$BIN" "$OUT/bin/streamlake" && BIN="$OUT/bin/streamlake"
+if { want raw || want raw2; } && [[ ! -x "$RAW" ]]; then log "building examples/raw_consume"; cargo build --release --example raw_consume; fi
+if want validate && ! "$PY" -c 'import pandas, pyarrow, duckdb' 2>/dev/null; then
+  log "python with pandas/pyarrow/duckdb missing: scripts/test.sh --setup-only"
+  scripts/test.sh --setup-only >&2
+  PY="$ROOT/.venv/bin/python"
+fi
+
+# ---- Kafka ---------------------------------------------------------------------------------
+STARTED_KAFKA=0
+if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then STARTED_KAFKA=1; fi
+  KAFKA_BOOTSTRAP_SERVERS="$(scripts/kafka.sh start | tail -n1)"
+fi
+export KAFKA_BOOTSTRAP_SERVERS
+cleanup() {
+  if [[ "$STARTED_KAFKA" == 1 ]]; then log "stopping the broker this script started"; scripts/kafka.sh stop >&2 || true; fi
+}
+trap cleanup EXIT
+log "broker $KAFKA_BOOTSTRAP_SERVERS"
+
+# ---- Spark (separate venv + connector jars from Maven Central) ------------------------------
+SPARK_OK=0
+SPARK_WHY=""
+if want spark; then
+  if [[ ! -x "$BENCH/.venv-spark/bin/spark-submit" ]] || ! "$BENCH/.venv-spark/bin/python" -c 'import pyspark; assert pyspark.__version__ == "3.5.7"' 2>/dev/null; then
+    log "creating scripts/bench/.venv-spark (pyspark 3.5.7 from PyPI)"
+    { python3 -m venv "$BENCH/.venv-spark" && "$BENCH/.venv-spark/bin/pip" install -q 'pyspark==3.5.7'; } >&2 || SPARK_WHY="pip install pyspark==3.5.7 failed"
+  fi
+  if [[ -z "$SPARK_WHY" && ! -f "$BENCH/spark/jars/.complete" ]]; then
+    log "fetching spark-sql-kafka-0-10_2.12 and its dependencies (Maven Central)"
+    rm -rf "$BENCH/spark/jars"
+    if mvn -q -f "$BENCH/spark/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$BENCH/spark/jars" >"$OUT/logs/mvn-spark.log" 2>&1; then
+      touch "$BENCH/spark/jars/.complete"
+    else
+      SPARK_WHY="maven fetch of the Kafka connector failed (see logs/mvn-spark.log)"
+    fi
+  fi
+  [[ -z "$SPARK_WHY" ]] && SPARK_OK=1
+fi
+
+# ---- measurement -----------------------------------------------------------------------------
+# Peak RSS of a process tree, sampled every 0.25 s with ps (the sum over the tree at one moment).
+sample_tree_rss() { # ROOT_PID OUTFILE
+  local root="$1" out="$2" peak=0 now
+  while kill -0 "$root" 2>/dev/null; do
+    now="$(ps -e -o pid=,ppid=,rss= | awk -v r="$root" '
+      { pp[$1]=$2; rss[$1]=$3 }
+      END { for (p in pp) { q=p; n=0; while (q!="" && q!=0 && n<64) { if (q==r) { s+=rss[p]; break } q=pp[q]; n++ } } print s+0 }')"
+    if (( now > peak )); then peak="$now"; fi
+    echo "$peak" >"$out"
+    sleep 0.25
+  done
+}
+time_field() { # FILE "Field name" -> value
+  awk -F': ' -v k="$1" '$1 ~ "^[ \t]*"k"$" { print $2 }' "$2"
+}
+# run_measured NAME RUN NPROC CMD1 [-- CMD2 ...]: every command runs under `/usr/bin/time -v`,
+# concurrently; wall is from the first start to the last exit. RSS and CPU are summed over them.
+run_measured() {
+  local name="$1" run="$2" nproc="$3"; shift 3
+  local base="$OUT/logs/$name-$run" cmds=() pids=() samplers=() i=0 rc=0 code
+  local cur=()
+  for a in "$@"; do
+    if [[ "$a" == "--" ]]; then cmds+=("$(printf '%q ' "${cur[@]}")"); cur=(); else cur+=("$a"); fi
+  done
+  cmds+=("$(printf '%q ' "${cur[@]}")")
+  local t0="$EPOCHREALTIME"
+  for c in "${cmds[@]}"; do
+    eval "/usr/bin/time -v -o '$base.p$i.time' $c" >"$base.p$i.out" 2>"$base.p$i.err" &
+    pids+=("$!")
+    sample_tree_rss "$!" "$base.p$i.tree" &
+    samplers+=("$!")
+    i=$((i + 1))
+  done
+  for p in "${pids[@]}"; do
+    if wait "$p"; then :; else code=$?; [[ $rc == 0 ]] && rc=$code; fi
+  done
+  local t1="$EPOCHREALTIME"
+  for s in "${samplers[@]}"; do wait "$s" 2>/dev/null || true; done
+  local rss=0 tree=0 cpu=0 j
+  for ((j = 0; j < i; j++)); do
+    local f="$base.p$j.time" u s m
+    u="$(time_field 'User time \(seconds\)' "$f")"; s="$(time_field 'System time \(seconds\)' "$f")"
+    m="$(time_field 'Maximum resident set size \(kbytes\)' "$f")"
+    cpu="$(awk -v a="$cpu" -v b="${u:-0}" -v c="${s:-0}" 'BEGIN{printf "%.2f", a+b+c}')"
+    rss=$((rss + ${m:-0}))
+    tree=$((tree + $(cat "$base.p$j.tree" 2>/dev/null || echo 0)))
+  done
+  local wall events
+  wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')"
+  events="$(cat "$base".p*.out "$base".p*.err 2>/dev/null | { grep -o -E '^(run finished|raw_consume): messages=[0-9]+' || true; } | awk -F= '{s+=$2} END{print s+0}')"
+  [[ "$events" == 0 ]] && events="$EVENTS"
+  # the program's own elapsed time (after start-up), when it prints one: the largest over processes
+  local inner
+  inner="$(cat "$base".p*.out "$base".p*.err 2>/dev/null | { grep -o -E '^(run finished|raw_consume|spark finished): .*elapsed_s=[0-9.]+' || true; } | sed 's/.*elapsed_s=//' | sort -g | tail -n1)"
+  echo "$name,$run,$wall,$events,$(awk -v n="$EVENTS" -v w="$wall" 'BEGIN{printf "%.0f", n/w}'),$((rss / 1024)),$((tree / 1024)),$cpu,$nproc,$rc,${inner:-}" >>"$CSV"
+  log "$name run $run: wall ${wall}s events=$events peak_rss=$((rss / 1024))MB tree_rss=$((tree / 1024))MB cpu=${cpu}s exit=$rc"
+  if [[ $rc != 0 ]]; then log "$name run $run failed; tail of its logs:"; tail -n 20 "$base".p*.err >&2 || true; fi
+  return 0
+}
+free_ports() { # N
+  python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
+}
+
+# ---- topic ---------------------------------------------------------------------------------
+TOPIC="bench_${EVENTS}_${STAMP,,}"
+log "loading $EVENTS events into $TOPIC (3 partitions)"
+"$BIN" topic create --topic "$TOPIC" --partitions 3 >&2
+"$BIN" produce --topic "$TOPIC" --count "$EVENTS" --rate max --seed 42 >"$OUT/logs/produce.out" 2>&1 || { tail "$OUT/logs/produce.out" >&2; exit 1; }
+tail -n1 "$OUT/logs/produce.out" >&2
+
+RUNARGS=(--topic "$TOPIC" --starting-offsets earliest --available-now --flush-windows --no-console)
+check_rows() { # NAME RUN DATASET: row count with DuckDB, a warning if it is not EVENTS
+  local n
+  n="$("$PY" -c 'import duckdb,sys; print(duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/run_*/id=*/*.parquet\x27, hive_partitioning=true)").fetchall()[0][0])' "$3" 2>/dev/null || echo "?")"
+  if [[ "$n" != "$EVENTS" ]]; then log "WARNING: $1 run $2 wrote $n rows, expected $EVENTS"; fi
+  echo "$1,$2,$n" >>"$OUT/rows.csv"
+}
+dataset() { echo "$OUT/data/$1-$2"; }
+drop_previous() { # NAME RUN: remove the previous run's data unless --keep-data
+  [[ "$KEEP" == 1 || "$2" -le 1 ]] && return 0
+  rm -rf "$(dataset "$1" $(($2 - 1)))"
+}
+
+for ((r = 1; r <= RUNS; r++)); do
+  if want raw; then
+    run_measured raw "$r" 1 "$RAW" --topic "$TOPIC" --bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS"
+  fi
+  if want raw2; then
+    run_measured raw2 "$r" 1 "$RAW" --topic "$TOPIC" --bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" --consumers 2
+  fi
+  for w in 1 2; do
+    want "w$w" || continue
+    d="$(dataset "w$w" "$r")"
+    run_measured "w$w" "$r" 1 "$BIN" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w "$w"
+    check_rows "w$w" "$r" "$d/parquet"; drop_previous "w$w" "$r"
+  done
+  if want n2; then
+    d="$(dataset n2 "$r")"; mkdir -p "$d"
+    read -r p0 p1 < <(free_ports 2)
+    printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$p0" "$p1" >"$d/hosts"
+    run_measured n2 "$r" 2 \
+      "$BIN" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -n 2 -p 0 -h "$d/hosts" -- \
+      "$BIN" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -n 2 -p 1 -h "$d/hosts"
+    check_rows n2 "$r" "$d/parquet"; drop_previous n2 "$r"
+  fi
+  if want spark && [[ "$SPARK_OK" == 1 ]]; then
+    d="$(dataset spark "$r")"; mkdir -p "$d"
+    jars="$(find "$BENCH/spark/jars" -name '*.jar' | sort | paste -sd, -)"
+    run_measured spark "$r" 1 env SPARK_LOCAL_IP=127.0.0.1 KAFKA_TOPIC="$TOPIC" OUTPUT_PATH="$d/parquet" RUN_ID="bench$r" \
+      PYSPARK_PYTHON="$BENCH/.venv-spark/bin/python" \
+      "$BENCH/.venv-spark/bin/spark-submit" --master 'local[2]' --driver-memory "${SPARK_DRIVER_MEMORY:-2g}" \
+      --conf spark.sql.shuffle.partitions=4 --conf spark.ui.enabled=false \
+      --conf spark.driver.bindAddress=127.0.0.1 --conf spark.driver.host=127.0.0.1 \
+      --jars "$jars" "$BENCH/spark/app.py"
+    check_rows spark "$r" "$d/parquet"; drop_previous spark "$r"
+  fi
+done
+
+# ---- validators on the dataset written (the last streamlake run, 2 workers if run) -----------
+if want validate; then
+  vd=""
+  for c in w2 w1 n2; do [[ -d "$(dataset "$c" "$RUNS")/parquet" ]] && { vd="$(dataset "$c" "$RUNS")/parquet"; break; }; done
+  if [[ -z "$vd" ]]; then
+    log "no streamlake dataset to validate (run w1, w2 or n2 too)"
+  else
+    log "validators on $vd"
+    echo "$vd" >"$OUT/validate-dataset.txt"
+    for ((r = 1; r <= RUNS; r++)); do
+      run_measured validate-streamlake "$r" 1 "$BIN" validate --path "$vd" --json
+      run_measured validate-pandas-dag "$r" 1 "$PY" "$ROOT/tests/py/dag_validate.py" "$vd"
+      run_measured validate-duckdb "$r" 1 "$PY" -c 'import duckdb,sys
+print(duckdb.sql(f"select id, count(*) as count, avg(value) as mean from read_parquet(\x27{sys.argv[1]}/run_*/id=*/*.parquet\x27, hive_partitioning=true) group by id order by id").fetchall())
+print("total", duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/run_*/id=*/*.parquet\x27, hive_partitioning=true)").fetchall()[0][0])' "$vd"
+    done
+  fi
+fi
+
+# ---- versions and summary --------------------------------------------------------------------
+{
+  echo "events=$EVENTS"
+  echo "runs=$RUNS"
+  echo "topic=$TOPIC"
+  echo "nproc=$(nproc)"
+  echo "memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+  echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "kernel=$(uname -r)"
+  echo "streamlake_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+dirty')"
+  echo "streamlake_sha256=$(sha256sum "$BIN" | cut -c1-16)"
+  echo "kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+  echo "java=$(java -version 2>&1 | head -n1)"
+  echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
+  if [[ -x "$BENCH/.venv-spark/bin/python" ]]; then
+    echo "pyspark=$("$BENCH/.venv-spark/bin/python" -c 'import pyspark; print(pyspark.__version__)' 2>/dev/null || echo '?')"
+    echo "spark_kafka_connector=$(find "$BENCH/spark/jars" -name 'spark-sql-kafka*.jar' -printf '%f\n' 2>/dev/null | head -n1)"
+  fi
+  [[ -n "$SPARK_WHY" ]] && echo "spark_skipped=$SPARK_WHY"
+  "$PY" -c 'import pandas, pyarrow, duckdb; print(f"pandas={pandas.__version__}\npyarrow={pyarrow.__version__}\nduckdb={duckdb.__version__}")' 2>/dev/null || true
+  echo "command=scripts/bench/run.sh --events $EVENTS --runs $RUNS --only $ONLY"
+} >"$OUT/meta.txt"
+python3 "$BENCH/summarize.py" "$OUT" >"$OUT/summary.md"
+cat "$OUT/summary.md"
+log "results: $OUT"

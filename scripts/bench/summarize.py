@@ -1,0 +1,118 @@
+"""Summarize a scripts/bench/run.sh results folder as Markdown (stdlib only).
+
+Usage: python3 scripts/bench/summarize.py RESULTS_DIR > summary.md
+Reads RESULTS_DIR/results.csv, meta.txt and rows.csv (if present).
+"""
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+LABELS = {
+    "raw": "raw limit, 1 consumer (`examples/raw_consume`)",
+    "raw2": "raw limit, 2 consumers (`raw_consume --consumers 2`)",
+    "w1": "streamlake `-w 1`",
+    "w2": "streamlake `-w 2`",
+    "n2": "streamlake `-n 2` × `-w 1` (2 processes)",
+    "spark": "Spark 3.5 Structured Streaming, `local[2]`, AvailableNow",
+    "validate-streamlake": "`streamlake validate --json`",
+    "validate-pandas-dag": "pandas DAG (`tests/py/dag_validate.py`)",
+    "validate-duckdb": "DuckDB `read_parquet(hive_partitioning=true)` group by id",
+}
+
+
+def fmt(v, digits):
+    return f"{v:,.{digits}f}"
+
+
+def cell(values, digits):
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med, digits)
+    return f"{fmt(med, digits)} ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
+
+
+def main(argv):
+    out = Path(argv[1])
+    meta = {}
+    for line in (out / "meta.txt").read_text().splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            meta[k] = v
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    order = [c for c in LABELS if any(r["contender"] == c for r in rows)]
+    by = {c: [r for r in rows if r["contender"] == c and r["exit"] == "0"] for c in order}
+    failed = {c: sum(1 for r in rows if r["contender"] == c and r["exit"] != "0") for c in order}
+
+    def med(c, key):
+        vals = [float(r[key]) for r in by.get(c, [])]
+        return statistics.median(vals) if vals else None
+
+    print(f"## {int(meta.get('events', 0)):,} events, {meta.get('runs')} runs each\n")
+    print(f"Reproduce: `{meta.get('command')}`\n")
+    print(
+        f"Machine: {meta.get('nproc')} cores ({meta.get('cpu')}), {meta.get('memory')} RAM, Linux {meta.get('kernel')}. "
+        f"streamlake {meta.get('streamlake_rev')} (binary sha256 {meta.get('streamlake_sha256')}…), "
+        f"Kafka {meta.get('kafka')} (single local KRaft broker), {meta.get('java')}, {meta.get('rustc')}"
+        + (f", pyspark {meta['pyspark']} + {meta.get('spark_kafka_connector')}" if "pyspark" in meta else "")
+        + (f", pandas {meta['pandas']}, pyarrow {meta['pyarrow']}, duckdb {meta['duckdb']}" if "pandas" in meta else "")
+        + ".\n"
+    )
+    if "spark_skipped" in meta:
+        print(f"Spark skipped: {meta['spark_skipped']}\n")
+    print("Median (min–max) over the runs. Wall = process start to exit (all processes), events/s = events / wall,")
+    print("peak RSS = `/usr/bin/time -v` maximum resident set, summed over the processes started (for Spark: the")
+    print("largest process of the tree, the JVM), tree RSS = peak of the sum over the process tree sampled every")
+    print("0.25 s with `ps`, CPU = user + sys seconds of the process and its waited-for children, own elapsed = the time")
+    print("the program reports itself (`run finished: elapsed_s`, `raw_consume: elapsed_s`, Spark: session start to")
+    print("both queries stopped, i.e. without JVM start-up).\n")
+    print("| contender | wall s | events/s | peak RSS MB | tree RSS MB | CPU s | own elapsed s | failed runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in order:
+        rs = by[c]
+        print(
+            f"| {LABELS[c]} | {cell([float(r['wall_s']) for r in rs], 2)} | {cell([float(r['events_per_s']) for r in rs], 0)} "
+            f"| {cell([float(r['peak_rss_mb']) for r in rs], 0)} | {cell([float(r['tree_rss_mb']) for r in rs], 0)} "
+            f"| {cell([float(r['cpu_s']) for r in rs], 2)} | {cell([float(r['inner_s']) for r in rs if r.get('inner_s')], 2)} "
+            f"| {failed[c]} |"
+        )
+    print()
+
+    ratios = []
+    for c in ("w1", "w2", "n2"):
+        if med(c, "wall_s") is None:
+            continue
+        raw = (("raw", "raw limit, 1 consumer"),) if c == "w1" else (("raw2", "raw limit, 2 consumers"),)
+        for ref, name in (("spark", "Spark"),) + raw:
+            if med(ref, "wall_s") is None:
+                continue
+            ratios.append(
+                f"| {LABELS[c]} / {name} | {med(c, 'events_per_s') / med(ref, 'events_per_s'):.2f} "
+                f"| {med(c, 'wall_s') / med(ref, 'wall_s'):.2f} | {med(c, 'peak_rss_mb') / max(med(ref, 'peak_rss_mb'), 1):.2f} "
+                f"| {med(c, 'cpu_s') / max(med(ref, 'cpu_s'), 0.01):.2f} |"
+            )
+    if ratios:
+        print("Ratios of medians (throughput > 1 means streamlake is faster; wall, RSS and CPU < 1 mean it uses less):\n")
+        print("| ratio | events/s | wall | peak RSS | CPU s |")
+        print("|---|---|---|---|---|")
+        print("\n".join(ratios))
+        print()
+
+    rows_file = out / "rows.csv"
+    if rows_file.exists():
+        bad = [line for line in rows_file.read_text().splitlines() if line.split(",")[-1] != meta.get("events")]
+        if bad:
+            print("Row-count check (DuckDB on each run's raw dataset) **failed** for: " + "; ".join(bad) + "\n")
+        else:
+            print(f"Row-count check: every run's raw dataset holds exactly {int(meta['events']):,} rows (DuckDB count).\n")
+    vd = out / "validate-dataset.txt"
+    if vd.exists():
+        print(f"Validators read `{vd.read_text().strip()}` (the last streamlake run).\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

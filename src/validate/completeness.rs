@@ -1,0 +1,468 @@
+//! Window completeness for `--audit`: per (window, key), how many records were aggregated on time,
+//! how many were dropped as late, and how many wait in windows still open — from the files alone.
+//!
+//! - On time: the `count` of the window's final row in `<P>/../aggregates/run_<ID>/windows-*.parquet`.
+//! - Raw: rows of the run's committed raw files whose timestamp column falls in the window (the key
+//!   comes from the `id=K` folder).
+//! - A window is *closed* when its end is at or before `closed_through_ms` of
+//!   `run_<ID>/_checkpoint/windows.json`; then late-dropped = raw − on time, which can never be
+//!   negative (a window aggregating rows that exist nowhere raw is a problem). Rows of a window that
+//!   is still *open* are neither: they are reported as open.
+//! - Quarantined records have no trustworthy timestamp, hence no window; they stay per partition.
+//!
+//! The window size is read from the aggregates (`window_end − window_start`), 10 s without any.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use chrono::{DateTime, SecondsFormat};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use serde::{Deserialize, Serialize};
+
+use super::audit::{Problem, ProblemKind};
+use super::discover::{is_hidden, PartValue};
+use super::scan::parallel_map;
+
+/// Window size when no aggregate row tells it (the seed dataflow's `size = "10s"`).
+pub const DEFAULT_WINDOW_MS: i64 = 10_000;
+
+const WINDOW_START: &str = "window_start";
+const WINDOW_END: &str = "window_end";
+const COUNT: &str = "count";
+const AGGREGATE_VALUES: [&str; 5] = [WINDOW_START, WINDOW_END, "avg_value", COUNT, "sum"];
+
+/// Whether a window's final row is written (`closed`) or it may still receive records (`open`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowStatus {
+    Closed,
+    Open,
+}
+
+/// Completeness of one (window, key) of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowCompleteness {
+    pub run: String,
+    /// RFC 3339, UTC.
+    pub window_start: String,
+    pub window_end: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub key: PartValue,
+    /// Rows in the committed raw files (timestamp in the window, this key).
+    pub raw: u64,
+    /// `count` of the window's final aggregate row (0 without one).
+    pub on_time: u64,
+    /// Closed windows: `raw − on_time` (negative only when the audit fails); null when open.
+    pub late_dropped: Option<i64>,
+    /// Open windows: the raw rows waiting in them (0 when closed).
+    pub open: u64,
+    pub status: WindowStatus,
+}
+
+/// What the completeness pass found for one run.
+#[derive(Debug, Default)]
+pub struct RunCompleteness {
+    pub windows: Vec<WindowCompleteness>,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+/// The inputs of one run folder, as the exactly-once audit established them.
+pub struct RunInput<'a> {
+    /// Run folder name (`run_e2e`, or `.` when `--path` is the run folder itself).
+    pub run: &'a str,
+    pub dir: &'a Path,
+    /// Committed raw files: path and key folder (`id=3`).
+    pub raw_files: Vec<(PathBuf, String)>,
+    /// Raw files whose footer could not be read (so their rows are not counted).
+    pub unreadable_raw: u64,
+    /// Whether the exactly-once audit found no problem in this run.
+    pub audit_clean: bool,
+    /// Sum over partitions of the newest checkpoint entry's `total_late`.
+    pub checkpoint_late: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct WindowsJson {
+    #[serde(default)]
+    closed_through_ms: u64,
+}
+
+/// Where `streamlake run` puts the aggregates of the run folder `dir` (`P/run_X` →
+/// `P/../aggregates/run_X`, as `job::aggregates_dir`).
+pub fn aggregates_dir(dir: &Path) -> Option<PathBuf> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let name = dir.file_name()?;
+    Some(dir.parent()?.parent()?.join("aggregates").join(name))
+}
+
+/// One aggregate row: window bounds (ms), key, count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateRow {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub key: PartValue,
+    pub count: u64,
+}
+
+/// Per-(window end ms, key) totals and the window size, from raw counts and aggregate rows; the
+/// arithmetic of the pass, without files. `closed_through` None: no window is closed yet.
+pub fn tally(
+    run: &str,
+    size_ms: i64,
+    closed_through: Option<i64>,
+    raw: &BTreeMap<(i64, PartValue), u64>,
+    on_time: &BTreeMap<(i64, PartValue), u64>,
+) -> Vec<WindowCompleteness> {
+    let mut keys: Vec<&(i64, PartValue)> = raw.keys().chain(on_time.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| {
+            let (end, key) = k;
+            let raw_rows = raw.get(k).copied().unwrap_or(0);
+            let aggregated = on_time.get(k).copied().unwrap_or(0);
+            let closed = closed_through.is_some_and(|c| *end <= c);
+            let start = end - size_ms;
+            WindowCompleteness {
+                run: run.to_string(),
+                window_start: instant_text(start),
+                window_end: instant_text(*end),
+                window_start_ms: start,
+                window_end_ms: *end,
+                key: key.clone(),
+                raw: raw_rows,
+                on_time: aggregated,
+                late_dropped: closed.then(|| raw_rows as i64 - aggregated as i64),
+                open: if closed { 0 } else { raw_rows },
+                status: if closed { WindowStatus::Closed } else { WindowStatus::Open },
+            }
+        })
+        .collect()
+}
+
+/// The end (ms) of the window of size `size_ms` holding the instant `ts_us` (µs): windows are
+/// `[k·size, (k+1)·size)`, as the dataflow assigns them.
+pub fn window_end_ms(ts_us: i64, size_ms: i64) -> i64 {
+    let size_us = size_ms * 1000;
+    ts_us.div_euclid(size_us) * size_ms + size_ms
+}
+
+fn instant_text(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// Completeness of one run folder.
+pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
+    let mut out = RunCompleteness::default();
+    let run = input.run;
+    let problem = |kind: ProblemKind, message: String, files: Vec<String>| Problem {
+        kind,
+        run: run.to_string(),
+        partition: None,
+        message,
+        files,
+    };
+
+    let windows_path = input.dir.join("_checkpoint").join("windows.json");
+    let closed_through: Option<i64> = match fs::read_to_string(&windows_path) {
+        Ok(text) => match serde_json::from_str::<WindowsJson>(&text) {
+            Ok(w) => Some(i64::try_from(w.closed_through_ms).unwrap_or(i64::MAX)),
+            Err(e) => {
+                out.warnings.push(format!(
+                    "{run}: {} cannot be read ({e}); every window counts as open",
+                    windows_path.display()
+                ));
+                None
+            }
+        },
+        Err(_) => None,
+    };
+
+    let key_name = input.raw_files.iter().find_map(|(_, folder)| folder.split_once('=')).map(|(n, _)| n);
+    let mut rows: Vec<AggregateRow> = Vec::new();
+    if let Some(agg_dir) = aggregates_dir(input.dir) {
+        let mut names: Vec<String> = fs::read_dir(&agg_dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !is_hidden(n) && n.ends_with(".parquet"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        let paths: Vec<PathBuf> = names.iter().map(|n| agg_dir.join(n)).collect();
+        for (path, read) in paths.iter().zip(parallel_map(&paths, |p| read_aggregates(p, key_name))) {
+            match read {
+                Ok(r) => rows.extend(r),
+                Err(e) => out.problems.push(problem(
+                    ProblemKind::Invalid,
+                    format!("aggregate file {}: {e}", path.display()),
+                    vec![path.display().to_string()],
+                )),
+            }
+        }
+    }
+    let size_ms = rows.iter().map(|r| r.end_ms - r.start_ms).find(|s| *s > 0).unwrap_or(DEFAULT_WINDOW_MS);
+    let mut on_time: BTreeMap<(i64, PartValue), u64> = BTreeMap::new();
+    for r in &rows {
+        if r.end_ms - r.start_ms != size_ms {
+            out.problems.push(problem(
+                ProblemKind::Invalid,
+                format!(
+                    "aggregate row of key {} spans [{}, {}), not one window of {size_ms} ms as the others",
+                    r.key,
+                    instant_text(r.start_ms),
+                    instant_text(r.end_ms)
+                ),
+                vec![],
+            ));
+        }
+        if on_time.insert((r.end_ms, r.key.clone()), r.count).is_some() {
+            out.problems.push(problem(
+                ProblemKind::Duplicate,
+                format!(
+                    "the window [{}, {}) of key {} has more than one final aggregate row",
+                    instant_text(r.start_ms),
+                    instant_text(r.end_ms),
+                    r.key
+                ),
+                vec![],
+            ));
+        }
+    }
+
+    let mut raw: BTreeMap<(i64, PartValue), u64> = BTreeMap::new();
+    let counted = parallel_map(&input.raw_files, |(path, _)| window_counts(path, size_ms));
+    let mut unreadable = input.unreadable_raw;
+    for ((path, folder), counts) in input.raw_files.iter().zip(counted) {
+        let key = folder.split_once('=').map_or(PartValue::Null, |(_, v)| PartValue::from_folder(v));
+        match counts {
+            Ok(counts) => {
+                for (end, n) in counts {
+                    *raw.entry((end, key.clone())).or_insert(0) += n;
+                }
+            }
+            Err(e) => {
+                unreadable += 1;
+                out.warnings.push(format!("{run}: {}: {e}; its rows are not counted", path.display()));
+            }
+        }
+    }
+
+    out.windows = tally(run, size_ms, closed_through, &raw, &on_time);
+    let trusted = input.audit_clean && unreadable == 0;
+    let over: Vec<&WindowCompleteness> =
+        out.windows.iter().filter(|w| w.late_dropped.is_some_and(|l| l < 0)).collect();
+    if trusted {
+        for w in over {
+            out.problems.push(problem(
+                ProblemKind::Overcount,
+                format!(
+                    "window [{}, {}) of key {} aggregated {} records but the raw files hold only {} in it: {} \
+                     record(s) were counted without being written raw (or raw files are missing)",
+                    w.window_start,
+                    w.window_end,
+                    w.key,
+                    w.on_time,
+                    w.raw,
+                    w.on_time - w.raw
+                ),
+                vec![],
+            ));
+        }
+    } else if !over.is_empty() {
+        out.warnings.push(format!(
+            "{run}: {} closed window(s) aggregated more records than the raw files hold; not counted as \
+             problems since the raw files are incomplete or failed the exactly-once audit",
+            over.len()
+        ));
+    }
+    // Late-dropped counted from the files and the checkpoint's late counter should agree. They can
+    // differ legitimately: a crash after a window's final row was emitted but before its
+    // partition's commit replays the partition's records, and a replayed record of that (now
+    // closed) window is counted late although it was aggregated. So a mismatch is a warning.
+    let late: i64 = out.windows.iter().filter_map(|w| w.late_dropped).sum();
+    if late != input.checkpoint_late as i64 {
+        out.warnings.push(format!(
+            "{run}: late-dropped rows counted from the files ({late}) differ from the checkpoint's total_late \
+             ({}); a crash between a window's emission and its partition's commit can count a replayed record \
+             as late",
+            input.checkpoint_late
+        ));
+    }
+    out
+}
+
+/// Values of a timestamp column in microseconds.
+fn micros(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
+    let DataType::Timestamp(unit, _) = column.data_type() else { return None };
+    let ints = arrow::compute::cast(column, &DataType::Int64).ok()?;
+    let (mul, div) = match unit {
+        TimeUnit::Second => (1_000_000, 1),
+        TimeUnit::Millisecond => (1000, 1),
+        TimeUnit::Microsecond => (1, 1),
+        TimeUnit::Nanosecond => (1, 1000),
+    };
+    Some(ints.as_primitive::<Int64Type>().iter().map(|v| v.map(|v| (v * mul).div_euclid(div))).collect())
+}
+
+fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
+    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("cannot read Parquet: {e}"))
+}
+
+/// Rows per window end (ms) of one raw file, by its (first) TIMESTAMP column.
+fn window_counts(path: &Path, size_ms: i64) -> Result<BTreeMap<i64, u64>, String> {
+    let builder = reader(path)?;
+    let Some(ts) =
+        builder.schema().fields().iter().position(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+    else {
+        return Err("no TIMESTAMP column, so its rows have no window".to_string());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [ts]);
+    let batches = builder.with_projection(mask).build().map_err(|e| format!("cannot read Parquet: {e}"))?;
+    let mut out = BTreeMap::new();
+    for batch in batches {
+        let batch = batch.map_err(|e| format!("cannot decode: {e}"))?;
+        let values = micros(batch.column(0)).ok_or("the timestamp column cannot be read")?;
+        for v in values.into_iter().flatten() {
+            *out.entry(window_end_ms(v, size_ms)).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A key cell as the raw folder names it (`id=3` → 3): integers as numbers, text that is one too.
+fn keys_of(column: &ArrayRef) -> Vec<PartValue> {
+    if column.data_type().is_integer() {
+        if let Ok(ints) = arrow::compute::cast(column, &DataType::Int64) {
+            return ints
+                .as_primitive::<Int64Type>()
+                .iter()
+                .map(|v| v.map_or(PartValue::Null, PartValue::Int))
+                .collect();
+        }
+    }
+    match arrow::compute::cast(column, &DataType::Utf8) {
+        Ok(text) => text
+            .as_string::<i32>()
+            .iter()
+            .map(|v| {
+                v.map_or(PartValue::Null, |s| {
+                    s.parse().map_or_else(|_| PartValue::Str(s.to_string()), PartValue::Int)
+                })
+            })
+            .collect(),
+        Err(_) => vec![PartValue::Null; column.len()],
+    }
+}
+
+/// The rows of one aggregate file. The key column is `key_name` (the raw folder's), else the one
+/// column that is not a window bound or a statistic.
+fn read_aggregates(path: &Path, key_name: Option<&str>) -> Result<Vec<AggregateRow>, String> {
+    let builder = reader(path)?;
+    let schema = builder.schema().clone();
+    let key = key_name
+        .filter(|k| schema.index_of(k).is_ok())
+        .map(str::to_string)
+        .or_else(|| {
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name())
+                .find(|n| !AGGREGATE_VALUES.contains(&n.as_str()))
+                .cloned()
+        })
+        .ok_or("no key column")?;
+    for need in [WINDOW_START, WINDOW_END, COUNT] {
+        schema.index_of(need).map_err(|_| format!("no `{need}` column"))?;
+    }
+    let batches = builder.build().map_err(|e| format!("cannot read Parquet: {e}"))?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let batch = batch.map_err(|e| format!("cannot decode: {e}"))?;
+        let column = |name: &str| batch.column_by_name(name).cloned().ok_or(format!("no `{name}` column"));
+        let starts = micros(&column(WINDOW_START)?).ok_or("`window_start` is not a TIMESTAMP")?;
+        let ends = micros(&column(WINDOW_END)?).ok_or("`window_end` is not a TIMESTAMP")?;
+        let counts = arrow::compute::cast(&column(COUNT)?, &DataType::Int64).map_err(|e| e.to_string())?;
+        let counts = counts.as_primitive::<Int64Type>();
+        let keys = keys_of(&column(&key)?);
+        for i in 0..batch.num_rows() {
+            let (Some(s), Some(e)) = (starts[i], ends[i]) else { return Err("a null window bound".into()) };
+            out.push(AggregateRow {
+                start_ms: s.div_euclid(1000),
+                end_ms: e.div_euclid(1000),
+                key: keys[i].clone(),
+                count: u64::try_from(counts.value(i)).map_err(|_| "a negative count")?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_750_000_000_000;
+
+    fn map(items: &[(i64, i64, u64)]) -> BTreeMap<(i64, PartValue), u64> {
+        items.iter().map(|&(end, k, n)| ((end, PartValue::Int(k)), n)).collect()
+    }
+
+    #[test]
+    fn windows_are_aligned_half_open_intervals() {
+        assert_eq!(window_end_ms(T0 * 1000, 10_000), T0 + 10_000);
+        assert_eq!(window_end_ms((T0 + 9_999) * 1000 + 999, 10_000), T0 + 10_000);
+        assert_eq!(window_end_ms((T0 + 10_000) * 1000, 10_000), T0 + 20_000);
+        assert_eq!(window_end_ms(-1, 10_000), 0);
+    }
+
+    #[test]
+    fn late_is_raw_minus_on_time_for_closed_windows_only() {
+        let raw = map(&[(T0 + 10_000, 1, 5), (T0 + 10_000, 2, 1), (T0 + 20_000, 1, 4), (T0 + 30_000, 1, 2)]);
+        // Key 2's window closed with no on-time row (all late); key 3's aggregated more than raw.
+        let on_time = map(&[(T0 + 10_000, 1, 3), (T0 + 20_000, 1, 4), (T0 + 20_000, 3, 2)]);
+        let w = tally("run_x", 10_000, Some(T0 + 20_000), &raw, &on_time);
+        let got: Vec<(i64, i64, u64, u64, Option<i64>, u64, WindowStatus)> = w
+            .iter()
+            .map(|w| {
+                let PartValue::Int(k) = w.key else { panic!() };
+                (w.window_end_ms - T0, k, w.raw, w.on_time, w.late_dropped, w.open, w.status)
+            })
+            .collect();
+        use WindowStatus::*;
+        assert_eq!(
+            got,
+            vec![
+                (10_000, 1, 5, 3, Some(2), 0, Closed),
+                (10_000, 2, 1, 0, Some(1), 0, Closed),
+                (20_000, 1, 4, 4, Some(0), 0, Closed),
+                (20_000, 3, 0, 2, Some(-2), 0, Closed),
+                (30_000, 1, 2, 0, None, 2, Open),
+            ]
+        );
+        assert_eq!(w[0].window_start_ms, T0);
+        assert_eq!(w[0].window_start, "2025-06-15T15:06:40Z");
+        // Nothing closed yet: every window is open.
+        let w = tally("run_x", 10_000, None, &raw, &map(&[]));
+        assert!(w.iter().all(|w| w.status == WindowStatus::Open && w.late_dropped.is_none()));
+        assert_eq!(w.iter().map(|w| w.open).sum::<u64>(), 12);
+    }
+
+    #[test]
+    fn aggregates_sit_beside_the_raw_dataset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("parquet/run_e2e");
+        fs::create_dir_all(&run).unwrap();
+        let want = fs::canonicalize(tmp.path()).unwrap().join("aggregates/run_e2e");
+        assert_eq!(aggregates_dir(&run), Some(want));
+    }
+}
