@@ -46,6 +46,7 @@ pub trait WindowAverage<'scope> {
 impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
     fn window_average(self, closed_through: u64) -> Stream<'scope, u64, Vec<WindowOutput>> {
         let route = Exchange::new(|d: &Delta| d.1.as_ref().route());
+        let worker = self.scope().index() as u32;
         self.unary_frontier(route, "WindowAverage", move |_cap, _info| {
             let mut open: BTreeMap<u64, OpenWindow> = BTreeMap::new();
             move |(input, frontier), output| {
@@ -59,7 +60,10 @@ impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
                         let acc = slot.1.entry(key.clone()).or_insert((0, 0));
                         acc.0 += sum;
                         acc.1 += count;
-                        updates.push((WindowRow { end_ms: end, key, sum_nanos: acc.0, count: acc.1 }, false));
+                        updates.push((
+                            WindowRow { end_ms: end, key, sum_nanos: acc.0, count: acc.1, worker },
+                            false,
+                        ));
                     }
                     if !updates.is_empty() {
                         output.session(&cap).give_iterator(updates.into_iter());
@@ -81,7 +85,7 @@ impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
                     let mut rows: Vec<WindowOutput> = keys
                         .into_iter()
                         .map(|(key, (sum, count))| {
-                            (WindowRow { end_ms: end, key, sum_nanos: sum, count }, true)
+                            (WindowRow { end_ms: end, key, sum_nanos: sum, count, worker }, true)
                         })
                         .collect();
                     rows.sort();

@@ -29,6 +29,8 @@ pub struct WindowRow {
     /// Sum of values in units of 1e-9 (exact, order independent).
     pub sum_nanos: i128,
     pub count: u64,
+    /// Global index of the worker whose window operator owned the key (shows the spread).
+    pub worker: u32,
 }
 
 pub const SUM_SCALE: f64 = 1e9;
@@ -65,18 +67,21 @@ pub fn write_windows(dir: &Path, key: &Field, size_ms: u64, rows: &[WindowRow]) 
         ArrowField::new("avg_value", DataType::Float64, false),
         ArrowField::new("count", DataType::Int64, false),
         ArrowField::new("sum", DataType::Float64, false),
+        ArrowField::new("worker", DataType::Int32, false),
     ]));
     let mut start_b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut end_b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut avg_b = Float64Builder::new();
     let mut count_b = Int64Builder::new();
     let mut sum_b = Float64Builder::new();
+    let mut worker_b = Int32Builder::new();
     for r in rows {
         start_b.append_value((r.end_ms - size_ms) as i64 * 1000);
         end_b.append_value(r.end_ms as i64 * 1000);
         avg_b.append_value(r.avg());
         count_b.append_value(r.count as i64);
         sum_b.append_value(r.sum_nanos as f64 / SUM_SCALE);
+        worker_b.append_value(r.worker as i32);
     }
     let key_col: ArrayRef = match key.ty {
         ColumnType::Int32 => {
@@ -107,6 +112,7 @@ pub fn write_windows(dir: &Path, key: &Field, size_ms: u64, rows: &[WindowRow]) 
         Arc::new(avg_b.finish()),
         Arc::new(count_b.finish()),
         Arc::new(sum_b.finish()),
+        Arc::new(worker_b.finish()),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
