@@ -792,7 +792,7 @@ fn audit_reports_on_time_late_and_open_records_per_window() {
         Field::new("count", DataType::Int64, false),
         Field::new("sum", DataType::Float64, false),
     ]));
-    let us = |ms: i64| (ms * 1000);
+    let us = |ms: i64| ms * 1000;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(TimestampMicrosecondArray::from(vec![us(t0 + 20_000)]).with_timezone("UTC")),
         Arc::new(TimestampMicrosecondArray::from(vec![us(t0 + 30_000)]).with_timezone("UTC")),

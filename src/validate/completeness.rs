@@ -413,6 +413,9 @@ mod tests {
 
     const T0: i64 = 1_750_000_000_000;
 
+    /// (end − T0, key, raw, on time, late-dropped, open, status).
+    type Brief = (i64, i64, u64, u64, Option<i64>, u64, WindowStatus);
+
     fn map(items: &[(i64, i64, u64)]) -> BTreeMap<(i64, PartValue), u64> {
         items.iter().map(|&(end, k, n)| ((end, PartValue::Int(k)), n)).collect()
     }
@@ -431,7 +434,7 @@ mod tests {
         // Key 2's window closed with no on-time row (all late); key 3's aggregated more than raw.
         let on_time = map(&[(T0 + 10_000, 1, 3), (T0 + 20_000, 1, 4), (T0 + 20_000, 3, 2)]);
         let w = tally("run_x", 10_000, Some(T0 + 20_000), &raw, &on_time);
-        let got: Vec<(i64, i64, u64, u64, Option<i64>, u64, WindowStatus)> = w
+        let got: Vec<Brief> = w
             .iter()
             .map(|w| {
                 let PartValue::Int(k) = w.key else { panic!() };
