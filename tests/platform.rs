@@ -695,14 +695,7 @@ fn aggregate_workers(dir: &Path) -> std::collections::BTreeSet<i32> {
     use arrow::array::{Array, Int32Array};
     let mut out = std::collections::BTreeSet::new();
     for file in data_files(dir) {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&file).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in parquet_batches(&file) {
             let w = batch.column_by_name("worker").unwrap().as_any().downcast_ref::<Int32Array>().unwrap();
             out.extend((0..w.len()).map(|i| w.value(i)));
         }

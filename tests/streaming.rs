@@ -171,12 +171,7 @@ fn open_windows_resume_from_checkpoint_and_late_records_are_not_aggregated() {
     let topic = unique("resume");
     create_topic(&brokers, &topic, 3);
     let t0: i64 = 1_750_000_000_000; // ms, a multiple of 10 s
-    let ev = |id: i64, ms: i64, v: f64| -> (i32, Option<Vec<u8>>) {
-        let ts = chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-        ((ms % 3) as i32, Some(format!(r#"{{"id": {id}, "ts": "{ts}", "value": {v:?}}}"#).into_bytes()))
-    };
+    let ev = event_at;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
     // Run 1: two values in window [t0, t0+10s) for id 1; nothing closes (watermark t0-30s+).
@@ -322,12 +317,7 @@ fn string_key_dataflow() {
     assert!(run_dir.join("sensor=kitchen").is_dir());
     let mut got: BTreeMap<(i64, String), (f64, i64)> = BTreeMap::new();
     for file in data_files(&tmp.path().join("aggregates/run_s")) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let b = batch.unwrap();
+        for b in parquet_batches(&file) {
             let end = b
                 .column_by_name("window_end")
                 .unwrap()

@@ -702,12 +702,7 @@ fn audit_reports_on_time_late_and_open_records_per_window() {
     let lake = Lake::new(&brokers, "validate-late");
     let root = lake.parquet();
     let t0: i64 = 1_750_000_000_000; // ms, a multiple of 10 s
-    let ev = |id: i64, ms: i64, v: f64| -> (i32, Option<Vec<u8>>) {
-        let ts = chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap()
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-        ((ms % 3) as i32, Some(format!(r#"{{"id": {id}, "ts": "{ts}", "value": {v:?}}}"#).into_bytes()))
-    };
+    let ev = event_at;
     // Run 1: three records of id 1 in [t0, t0+10s); the flush closes the window.
     send(&brokers, &lake.topic, &[ev(1, t0 + 1_000, 10.0), ev(1, t0 + 2_001, 20.0), ev(1, t0 + 3_002, 60.0)]);
     lake.run();

@@ -114,6 +114,23 @@ pub fn data_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every record batch of one Parquet file.
+pub fn parquet_batches(file: &Path) -> impl Iterator<Item = arrow::record_batch::RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|batch| batch.unwrap())
+}
+
+/// A JSON event of the seed's shape for `id` at `ms`, on partition `ms % 3`.
+pub fn event_at(id: i64, ms: i64, value: f64) -> (i32, Option<Vec<u8>>) {
+    let ts = chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    ((ms % 3) as i32, Some(format!(r#"{{"id": {id}, "ts": "{ts}", "value": {value:?}}}"#).into_bytes()))
+}
+
 /// Raw rows as (id, ts_us, value bits) from the hive-partitioned dataset.
 pub fn read_raw(dir: &Path) -> Vec<(i64, i64, u64)> {
     let mut rows = Vec::new();
@@ -125,12 +142,7 @@ pub fn read_raw(dir: &Path) -> Vec<(i64, i64, u64)> {
             .and_then(|n| n.strip_prefix("id="))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no id= folder for {}", file.display()));
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in parquet_batches(&file) {
             let ts = batch
                 .column_by_name("ts")
                 .unwrap()
@@ -151,12 +163,7 @@ pub fn read_raw(dir: &Path) -> Vec<(i64, i64, u64)> {
 pub fn read_aggregates(dir: &Path) -> BTreeMap<(i64, i64), (f64, i64)> {
     let mut out = BTreeMap::new();
     for file in data_files(dir) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in parquet_batches(&file) {
             let end = batch
                 .column_by_name("window_end")
                 .unwrap()
