@@ -5,7 +5,7 @@
 #   scripts/test.sh --setup-only         only install what the tests need (apt packages, .venv), then exit
 #   scripts/test.sh [CARGO_ARGS] [-- TEST_ARGS]
 #                                        e.g. scripts/test.sh --test e2e -- --nocapture
-#                                        => cargo test --release --test e2e -- --test-threads=2 --nocapture
+#                                        => cargo test --release --features crash-points --test e2e -- --test-threads=2 --nocapture
 #
 # Works on a fresh Debian 12 machine (as root, or with sudo) that has Java 17, Maven, Rust (cargo with
 # rustfmt + clippy) and python3; installs everything else itself. See scripts/README.md.
@@ -227,6 +227,10 @@ main() {
     step "cargo fmt --check" cargo fmt --check
     step "cargo clippy (release, all targets, -D warnings)" \
         cargo clippy --release --all-targets -- -D warnings
+    # The reliability tests kill the job at named crash points (src/crash.rs), which exist only
+    # in builds with the `crash-points` feature: the tests run such a build, and clippy checks it too.
+    step "cargo clippy (release, all targets, crash points, -D warnings)" \
+        cargo clippy --release --all-targets --features crash-points -- -D warnings
 
     start_kafka
     export STREAMLAKE_TEST_PYTHON="$VENV_DIR/bin/python"
@@ -236,7 +240,7 @@ main() {
     info "STREAMLAKE_REQUIRE_KAFKA=$STREAMLAKE_REQUIRE_KAFKA"
 
     step "cargo test (release)" \
-        cargo test --release ${cargo_args[@]+"${cargo_args[@]}"} -- --test-threads=2 ${test_args[@]+"${test_args[@]}"}
+        cargo test --release --features crash-points ${cargo_args[@]+"${cargo_args[@]}"} -- --test-threads=2 ${test_args[@]+"${test_args[@]}"}
 }
 
 main "$@"

@@ -121,6 +121,22 @@ pub struct RunArgs {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub max_future: Duration,
 
+    /// What to do when the checkpoint resumes at offsets the broker no longer has (retention
+    /// deleted them, or the topic was recreated): `fail` stops before reading anything and names
+    /// the partition and the missing range; `skip` continues from the oldest offset still there
+    /// and records the skipped range in the checkpoint and in `validate --audit`.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_data_loss: crate::operators::source::OnDataLoss,
+
+    /// How often to look for partitions added to the topic while running; new ones are read from
+    /// their earliest offset and join the watermark. `0s` turns it off.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub partition_discovery: Duration,
+
+    /// How long to wait for the broker when starting before giving up with an error.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
     /// Console and progress trigger; overrides the dataflow file's `trigger`.
     #[arg(long, value_parser = parse_duration)]
     pub trigger: Option<Duration>,

@@ -24,14 +24,16 @@ use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::cli::RunArgs;
-use crate::error::ConfigError;
-use crate::kafka::client::resolve_brokers;
+use crate::error::{ConfigError, KafkaError};
+use crate::kafka::client::{fetch_metadata, partition_count, resolve_brokers};
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
 use crate::operators::console::ConsoleSink;
 use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
 use crate::operators::window::WindowAverage;
 use crate::signals::Shutdown;
+use crate::sink::aggregates::remove_unmarked;
 use crate::sink::checkpoint::CheckpointDir;
+use crate::sink::lock::RunLock;
 use crate::spec::{Spec, EVENTS_TOML};
 
 /// What one process of a run did.
@@ -125,13 +127,35 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     if args.run_id.is_empty() || args.run_id.contains(['/', '\\']) {
         anyhow::bail!("RUN_ID `{}` must be a non-empty name without slashes", args.run_id);
     }
+    if args.idle_timeout.is_zero() {
+        return Err(ConfigError::Invalid(
+            "--idle-timeout must be positive: with 0 every partition counts as idle at once and the watermark \
+             would follow the wall clock, dropping replayed data as late"
+                .into(),
+        )
+        .into());
+    }
+    // Check the broker and the topic before touching the output folder: a bad configuration
+    // fails here, with nothing created.
+    let brokers = resolve_brokers(args.brokers.as_deref());
+    let meta = fetch_metadata(&brokers, Some(&spec.topic), args.connect_timeout)?;
+    if partition_count(&meta, &spec.topic).is_none() {
+        return Err(KafkaError::NoSuchTopic { topic: spec.topic.clone(), brokers }.into());
+    }
     let run_dir = args.output.join(format!("run_{}", args.run_id));
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating output folder {}", run_dir.display()))?;
+    let _lock = RunLock::acquire(&run_dir, args.process as usize)?;
     let checkpoint = CheckpointDir::new(&run_dir);
     let windows = checkpoint.load_windows()?;
+    let agg_dir = aggregates_dir(&args.output, &args.run_id);
+    if args.process == 0 {
+        for path in remove_unmarked(&agg_dir, &windows.files)? {
+            tracing::warn!(path = %path.display(), "removed a window file written before a crash but never marked in windows.json; its windows are emitted again");
+        }
+    }
     let settings = SourceSettings {
-        brokers: resolve_brokers(args.brokers.as_deref()),
+        brokers,
         topic: spec.topic.clone(),
         spec: spec.clone(),
         run_dir: run_dir.clone(),
@@ -143,11 +167,12 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         roll_interval: args.roll_interval,
         roll_bytes: args.roll_size_mib.saturating_mul(1 << 20),
         max_future: args.max_future,
+        on_data_loss: args.on_data_loss,
+        partition_discovery: args.partition_discovery,
         max_batch: 4096,
-        metadata_timeout: Duration::from_secs(30),
+        metadata_timeout: args.connect_timeout,
         shutdown: shutdown.clone(),
     };
-    let agg_dir = aggregates_dir(&args.output, &args.run_id);
     let console = !args.no_console;
     tracing::info!(
         topic = %spec.topic, brokers = %settings.brokers, run_dir = %run_dir.display(),

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod crash;
 pub mod error;
 pub mod job;
 pub mod kafka;

@@ -232,6 +232,8 @@ impl Lake {
             total_quarantined: t.quarantined,
             total_late: t.late,
             max_event_ms: None,
+            skipped: 0,
+            skipped_ranges: Vec::new(),
             files: c.files.iter().map(|f| f.strip_prefix(&prefix).unwrap().to_string()).collect(),
             partials: vec![],
             worker: 0,

@@ -133,6 +133,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                             held.extend(caps); // the probe must never pass unwritten windows
                             return;
                         }
+                        crate::crash::point("aggregates.after_mark");
                         report.borrow_mut().closed_through_ms = closed;
                     }
                     drop(caps);

@@ -52,6 +52,15 @@ pub enum StartingOffsets {
     Latest,
 }
 
+/// What to do when a partition's committed position is no longer on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnDataLoss {
+    /// Stop before reading anything, naming the partition and the missing range.
+    Fail,
+    /// Continue from the oldest offset still there and record the skipped range.
+    Skip,
+}
+
 /// Everything a source needs, shared by the workers of a process.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
@@ -67,6 +76,9 @@ pub struct SourceSettings {
     pub roll_interval: Duration,
     pub roll_bytes: u64,
     pub max_future: Duration,
+    pub on_data_loss: OnDataLoss,
+    /// How often to look for added partitions (zero: never).
+    pub partition_discovery: Duration,
     pub max_batch: usize,
     pub metadata_timeout: Duration,
     pub shutdown: Shutdown,
@@ -97,6 +109,13 @@ pub enum SourceError {
          skipped range, or use a new RUN_ID to start over"
     )]
     DataLoss { topic: String, partition: i32, next: i64, low: i64, high: i64, missing: String, resume: i64 },
+    #[error(
+        "partition {partition} of topic `{topic}`: the checkpoint resumes at offset {next}, but the broker's \
+         offsets end at {high}: offsets went backwards, so the topic was deleted and recreated. Continuing in this \
+         RUN_ID would reuse offsets that name already written files, even with --on-data-loss=skip. Use a new \
+         RUN_ID for the new topic"
+    )]
+    Recreated { topic: String, partition: i32, next: i64, high: i64 },
     #[error("partition {partition} of topic `{topic}`: {reason}")]
     Read { topic: String, partition: i32, reason: String },
 }
@@ -126,10 +145,18 @@ pub struct PreparedSource {
     settings: SourceSettings,
     consumer: Option<BaseConsumer>,
     parts: Vec<Part>,
-    /// Partition number → index in `parts`.
+    /// Partition number → index in `parts`; its length is the topic's partition count as known.
     index: Vec<Option<usize>>,
     closed_through: u64,
     worker: usize,
+    peers: usize,
+    layout: Arc<RawLayout>,
+    checkpoint: CheckpointDir,
+    /// Since when the broker has been unreachable, and when that was last said.
+    broker_down: Option<(Instant, Instant)>,
+    last_discovery: Instant,
+    /// Set by a poll that reported an out-of-range position.
+    lost_offsets: bool,
 }
 
 impl PreparedSource {
@@ -147,7 +174,6 @@ impl PreparedSource {
             crate::error::KafkaError::NoSuchTopic { topic: topic.clone(), brokers: settings.brokers.clone() }
         })?;
         let owned = owned_partitions(worker, peers, partitions);
-        let checkpoint = CheckpointDir::new(&settings.run_dir);
         let spec = settings.spec.clone();
         let layout = Arc::new(RawLayout::new(
             settings.run_dir.clone(),
@@ -157,106 +183,312 @@ impl PreparedSource {
             spec.schema.clone(),
             spec.partition_col,
         ));
-        if owned.is_empty() {
-            return Ok(PreparedSource {
-                settings,
-                consumer: None,
-                parts: Vec::new(),
-                index: Vec::new(),
-                closed_through,
-                worker,
-            });
-        }
-        let mut config = base_config(&settings.brokers);
-        config
-            .set("group.id", format!("streamlake-{}", settings.run_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // Never jump silently: an out-of-range position is reported as data loss.
-            .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", "100")
-            .set("queued.min.messages", "200000")
-            // Bound the client's prefetch per partition (default 64 MiB each).
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "52428800")
-            .set("max.partition.fetch.bytes", "10485760");
-        let consumer: BaseConsumer =
-            config.create().map_err(|e| crate::error::KafkaError::client("creating the consumer", e))?;
+        // A worker with nothing to read in a streaming run still keeps a consumer: partitions added
+        // later may be its own.
+        let consumer = if owned.is_empty() && settings.available_now {
+            None
+        } else {
+            let mut config = base_config(&settings.brokers);
+            config
+                .set("group.id", format!("streamlake-{}", settings.run_id))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                // Never jump silently: an out-of-range position is reported as data loss.
+                .set("auto.offset.reset", "error")
+                .set("fetch.wait.max.ms", "100")
+                .set("queued.min.messages", "200000")
+                // Bound the client's prefetch per partition (default 64 MiB each).
+                .set("queued.max.messages.kbytes", "16384")
+                .set("fetch.max.bytes", "52428800")
+                .set("max.partition.fetch.bytes", "10485760");
+            Some(config.create().map_err(|e| crate::error::KafkaError::client("creating the consumer", e))?)
+        };
+        let mut src = PreparedSource {
+            checkpoint: CheckpointDir::new(&settings.run_dir),
+            settings,
+            consumer,
+            parts: Vec::new(),
+            index: vec![None; partitions],
+            closed_through,
+            worker,
+            peers,
+            layout,
+            broker_down: None,
+            last_discovery: Instant::now(),
+            lost_offsets: false,
+        };
+        let starting = src.settings.starting;
         let mut tpl = TopicPartitionList::new();
-        let mut parts = Vec::new();
-        let mut index = vec![None; partitions];
         for p in owned {
-            let entry = checkpoint.load_partition(p)?;
-            let (low, high) =
-                consumer.fetch_watermarks(&topic, p, settings.metadata_timeout).map_err(|e| {
-                    crate::error::KafkaError::client(format!("reading offsets of partition {p}"), e)
-                })?;
-            let start = match &entry {
-                Some(e) => {
-                    if e.next_offset < low || e.next_offset > high {
-                        let missing = if e.next_offset < low {
-                            format!("{}..{}", e.next_offset, low)
-                        } else {
-                            format!("{}..{} (beyond the end)", high, e.next_offset)
-                        };
-                        return Err(SourceError::DataLoss {
-                            topic,
-                            partition: p,
-                            next: e.next_offset,
-                            low,
-                            high,
-                            missing,
-                            resume: low,
-                        });
-                    }
-                    e.next_offset
-                }
-                None => match settings.starting {
-                    StartingOffsets::Earliest => low,
-                    StartingOffsets::Latest => high,
-                },
-            };
-            let removed =
-                remove_uncommitted(&settings.run_dir, p, entry.as_ref().map_or(i64::MIN, |e| e.next_offset))?;
-            for path in removed {
-                tracing::warn!(partition = p, path = %path.display(), "removed an uncommitted file left by an earlier run");
-            }
+            let start = src.open_partition(p, starting)?;
             tpl.add_partition_offset(&topic, p, Offset::Offset(start))
                 .map_err(|e| crate::error::KafkaError::client("assigning partitions", e))?;
-            let partials = entry
-                .as_ref()
-                .map(|e| {
-                    e.partials
-                        .iter()
-                        .filter(|(end, ..)| *end > closed_through)
-                        .map(|(end, key, sum, count)| ((*end, key.clone()), (*sum, *count)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let totals = entry
-                .as_ref()
-                .map(|e| (e.first_offset, e.total_messages, e.total_rows, e.total_quarantined, e.total_late))
-                .unwrap_or((start, 0, 0, 0, 0));
-            tracing::info!(worker, partition = p, start, end = high, restored = entry.is_some(), "assigned");
-            index[p as usize] = Some(parts.len());
-            parts.push(Part {
-                partition: p,
-                files: PartitionFiles::new(layout.clone(), p, start),
-                next_offset: start,
-                end_offset: settings.available_now.then_some(high),
-                max_event_ms: entry.as_ref().and_then(|e| e.max_event_ms),
-                last_message: Instant::now(),
-                partials,
-                batch_deltas: Vec::new(),
-                late_pending: 0,
-                totals,
-                last_entry: entry,
-                done: settings.available_now && start >= high,
-            });
         }
-        consumer.assign(&tpl).map_err(|e| crate::error::KafkaError::client("assigning partitions", e))?;
-        Ok(PreparedSource { settings, consumer: Some(consumer), parts, index, closed_through, worker })
+        if let Some(consumer) = &src.consumer {
+            consumer.assign(&tpl).map_err(|e| crate::error::KafkaError::client("assigning partitions", e))?;
+        }
+        Ok(src)
     }
+
+    /// Restores one partition from its checkpoint (or starts it at `default_start`), removes what
+    /// a crash left of it, and adds it to `parts`. Returns the offset to read from.
+    ///
+    /// A partition seen for the first time gets an empty checkpoint entry at its start offset
+    /// before anything is read: a restart then resumes exactly there, even when `latest` or a
+    /// partition added while running would otherwise pick a different start.
+    fn open_partition(&mut self, p: i32, default_start: StartingOffsets) -> Result<i64, SourceError> {
+        let topic = self.settings.topic.clone();
+        let consumer = self.consumer.as_ref().expect("a worker with partitions has a consumer");
+        let entry = self.checkpoint.load_partition(p)?;
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, p, self.settings.metadata_timeout)
+            .map_err(|e| crate::error::KafkaError::client(format!("reading offsets of partition {p}"), e))?;
+        let mut entry = match entry {
+            Some(e) if e.next_offset > high => {
+                return Err(SourceError::Recreated { topic, partition: p, next: e.next_offset, high });
+            }
+            Some(e) if e.next_offset < low => match self.settings.on_data_loss {
+                OnDataLoss::Fail => {
+                    return Err(SourceError::DataLoss {
+                        topic,
+                        partition: p,
+                        next: e.next_offset,
+                        low,
+                        high,
+                        missing: format!("{}..{}", e.next_offset, low),
+                        resume: low,
+                    });
+                }
+                OnDataLoss::Skip => {
+                    // Clear the files of the old position first: the skip entry moves the
+                    // committed position past them.
+                    remove_uncommitted(&self.settings.run_dir, p, e.next_offset)?;
+                    let skipped = skip_entry(&e, low);
+                    self.checkpoint.write_partition(&skipped)?;
+                    tracing::warn!(
+                        partition = p, from = e.next_offset, to = low, lost = low - e.next_offset,
+                        "--on-data-loss=skip: records gone from the broker were skipped; the range is recorded in the checkpoint"
+                    );
+                    Some(skipped)
+                }
+            },
+            other => other,
+        };
+        let start = match &entry {
+            Some(e) => e.next_offset,
+            None => match default_start {
+                StartingOffsets::Earliest => low,
+                StartingOffsets::Latest => high,
+            },
+        };
+        let removed = remove_uncommitted(&self.settings.run_dir, p, start)?;
+        for path in removed {
+            tracing::warn!(partition = p, path = %path.display(), "removed an uncommitted file left by an earlier run");
+        }
+        let restored = entry.is_some();
+        if entry.is_none() {
+            let first = PartitionEntry::start_of(p, start, self.worker);
+            self.checkpoint.write_partition(&first)?;
+            entry = Some(first);
+        }
+        let e = entry.as_ref().expect("set above");
+        let partials = e
+            .partials
+            .iter()
+            .filter(|(end, ..)| *end > self.closed_through)
+            .map(|(end, key, sum, count)| ((*end, key.clone()), (*sum, *count)))
+            .collect();
+        let totals = (e.first_offset, e.total_messages, e.total_rows, e.total_quarantined, e.total_late);
+        tracing::info!(worker = self.worker, partition = p, start, end = high, restored, "assigned");
+        if self.index.len() <= p as usize {
+            self.index.resize(p as usize + 1, None);
+        }
+        self.index[p as usize] = Some(self.parts.len());
+        self.parts.push(Part {
+            partition: p,
+            files: PartitionFiles::new(self.layout.clone(), p, start),
+            next_offset: start,
+            end_offset: self.settings.available_now.then_some(high),
+            max_event_ms: e.max_event_ms,
+            last_message: Instant::now(),
+            partials,
+            batch_deltas: Vec::new(),
+            late_pending: 0,
+            totals,
+            last_entry: entry,
+            done: self.settings.available_now && start >= high,
+        });
+        Ok(start)
+    }
+
+    /// Picks up partitions added to the topic since the last look: the ones this worker owns are
+    /// read from their earliest offset. Runs every `partition_discovery`, never while the broker
+    /// is away (the metadata call would block the worker for its whole timeout).
+    fn discover_partitions(&mut self) -> Result<(), SourceError> {
+        let every = self.settings.partition_discovery;
+        if every.is_zero() || self.settings.available_now || self.broker_down.is_some() {
+            return Ok(());
+        }
+        if self.last_discovery.elapsed() < every {
+            return Ok(());
+        }
+        self.last_discovery = Instant::now();
+        let Some(consumer) = self.consumer.as_ref() else { return Ok(()) };
+        let topic = self.settings.topic.clone();
+        let Ok(meta) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(2)) else { return Ok(()) };
+        let Some(now) = partition_count(&meta, &topic) else { return Ok(()) };
+        let known = self.index.len();
+        if now <= known {
+            return Ok(());
+        }
+        let before: Vec<i32> = owned_partitions(self.worker, self.peers, known);
+        let mine: Vec<i32> = owned_partitions(self.worker, self.peers, now)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        self.index.resize(now, None);
+        tracing::info!(worker = self.worker, topic = %topic, from = known, to = now, mine = ?mine, "partitions added to the topic");
+        let mut tpl = TopicPartitionList::new();
+        for p in mine {
+            let start = self.open_partition(p, StartingOffsets::Earliest)?;
+            tpl.add_partition_offset(&topic, p, Offset::Offset(start))
+                .map_err(|e| crate::error::KafkaError::client("assigning added partitions", e))?;
+        }
+        if tpl.count() > 0 {
+            if let Some(consumer) = self.consumer.as_ref() {
+                consumer
+                    .incremental_assign(&tpl)
+                    .map_err(|e| crate::error::KafkaError::client("assigning added partitions", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Says, at most every 10 s, that the broker is away and what the job waits for; probes it
+    /// every 2 s and, once it answers, lets the partitions start their idle clocks afresh (a
+    /// partition was not idle while nobody could read it).
+    fn check_broker(&mut self) {
+        let Some((since, said)) = self.broker_down else { return };
+        if said.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(
+                brokers = %self.settings.brokers, down_for_s = since.elapsed().as_secs(),
+                "waiting for the Kafka broker to come back; the watermark is held, nothing is skipped"
+            );
+            self.broker_down = Some((since, Instant::now()));
+        }
+        let Some(consumer) = self.consumer.as_ref() else { return };
+        let Some(p) = self.parts.first().map(|p| p.partition) else { return };
+        if consumer.fetch_watermarks(&self.settings.topic, p, Duration::from_millis(500)).is_ok() {
+            self.broker_back();
+        }
+    }
+
+    fn broker_back(&mut self) {
+        if let Some((since, _)) = self.broker_down.take() {
+            tracing::info!(brokers = %self.settings.brokers, after_s = since.elapsed().as_secs(), "the Kafka broker is back; reading resumes");
+            let now = Instant::now();
+            self.parts.iter_mut().for_each(|p| p.last_message = now);
+        }
+    }
+
+    fn broker_lost(&mut self, error: &rdkafka::error::KafkaError) {
+        if self.broker_down.is_none() {
+            tracing::warn!(
+                brokers = %self.settings.brokers, %error,
+                "lost the Kafka broker; waiting for it (the watermark is held, nothing is skipped)"
+            );
+            let now = Instant::now();
+            self.broker_down = Some((now, now));
+        }
+    }
+
+    /// After the consumer reported an out-of-range position: finds the partitions whose next
+    /// offset is gone and stops (`fail`) or records the loss and moves on (`skip`).
+    fn handle_lost_offsets(&mut self, counters: &SourceCounters) -> Result<(), SourceError> {
+        let topic = self.settings.topic.clone();
+        let mut lost = Vec::new();
+        if let Some(consumer) = self.consumer.as_ref() {
+            for part in &self.parts {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, part.partition, self.settings.metadata_timeout)
+                    .map_err(|e| {
+                        crate::error::KafkaError::client(
+                            format!("reading offsets of partition {}", part.partition),
+                            e,
+                        )
+                    })?;
+                if part.next_offset < low || part.next_offset > high {
+                    lost.push((part.partition, low, high));
+                }
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        for &(p, low, high) in &lost {
+            let next = self.parts[self.index[p as usize].expect("owned")].next_offset;
+            if next > high {
+                return Err(SourceError::Recreated { topic, partition: p, next, high });
+            }
+            if self.settings.on_data_loss == OnDataLoss::Fail {
+                return Err(SourceError::DataLoss {
+                    topic,
+                    partition: p,
+                    next,
+                    low,
+                    high,
+                    missing: format!("{next}..{low}"),
+                    resume: low,
+                });
+            }
+        }
+        // Skip: commit what was read, then record each skipped range and seek past it.
+        let closed = self.closed_through;
+        commit_all(self, closed, counters, false)?;
+        for (p, low, _) in lost {
+            let part = &mut self.parts[self.index[p as usize].expect("owned")];
+            let prev = part
+                .last_entry
+                .clone()
+                .unwrap_or_else(|| PartitionEntry::start_of(p, part.next_offset, self.worker));
+            let entry = skip_entry(&prev, low);
+            self.checkpoint.write_partition(&entry)?;
+            tracing::warn!(
+                partition = p,
+                from = part.next_offset,
+                to = low,
+                "--on-data-loss=skip: records gone from the broker were skipped"
+            );
+            part.next_offset = low;
+            part.files = PartitionFiles::new(self.layout.clone(), p, low);
+            part.last_entry = Some(entry);
+            if let Some(consumer) = self.consumer.as_ref() {
+                consumer.seek(&topic, p, Offset::Offset(low), Duration::from_secs(5)).map_err(|e| {
+                    crate::error::KafkaError::client(format!("seeking partition {p} to {low}"), e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entry that records a deliberate skip of `[prev.next_offset, low)`: no files, the same
+/// totals and window state, and the range counted as `skipped`.
+fn skip_entry(prev: &PartitionEntry, low: i64) -> PartitionEntry {
+    let mut e = prev.clone();
+    e.start_offset = prev.next_offset;
+    e.next_offset = low;
+    e.messages = 0;
+    e.rows = 0;
+    e.quarantined = 0;
+    e.late = 0;
+    e.rows_per_key.clear();
+    e.quarantined_by_reason.clear();
+    e.files.clear();
+    e.skipped = (low - prev.next_offset).max(0) as u64;
+    e.skipped_ranges.push((prev.next_offset, low));
+    e.committed_at = chrono::Utc::now().to_rfc3339();
+    e
 }
 
 /// Where the operator is in its life.
@@ -286,7 +518,6 @@ pub fn kafka_source<'scope>(
         let mut last_commit = Instant::now();
         let spec = src.settings.spec.clone();
         let mut parser = RecordParser::new(spec.schema.clone(), spec.key_col, spec.value_col, spec.time_col);
-        let checkpoint = CheckpointDir::new(&src.settings.run_dir);
         let poll_idle = Duration::from_millis(20);
 
         move |output| {
@@ -296,8 +527,9 @@ pub fn kafka_source<'scope>(
             }
             if !restored_sent {
                 restored_sent = true;
-                if src.parts.is_empty() {
-                    // Owns no partition: must not hold the frontier back.
+                if src.consumer.is_none() {
+                    // Owns no partition and none can be added (--available-now): must not hold
+                    // the frontier back.
                     cap = None;
                     return;
                 }
@@ -323,7 +555,14 @@ pub fn kafka_source<'scope>(
             }
 
             let result = match phase {
-                Phase::Reading => read_batch(&mut src, &mut parser, c, output, &counters),
+                Phase::Reading => read_batch(&mut src, &mut parser, c, output, &counters).and_then(|n| {
+                    if std::mem::take(&mut src.lost_offsets) {
+                        src.handle_lost_offsets(&counters)?;
+                    }
+                    src.check_broker();
+                    src.discover_partitions()?;
+                    Ok(n)
+                }),
                 _ => Ok(0),
             };
             let got = match result {
@@ -342,7 +581,7 @@ pub fn kafka_source<'scope>(
                 || src.parts.iter().any(|p| p.files.pending_bytes() >= src.settings.roll_bytes);
 
             if phase == Phase::Reading && (roll_due || all_done || stopping) {
-                if let Err(e) = commit_all(&mut src, &checkpoint, closed, &counters, false) {
+                if let Err(e) = commit_all(&mut src, closed, &counters, false) {
                     *error.borrow_mut() = Some(e.to_string());
                     return;
                 }
@@ -363,7 +602,7 @@ pub fn kafka_source<'scope>(
             }
             if phase == Phase::Flushing && !probe.less_than(&FLUSH_TIME) {
                 // Every window is written: record that none stays open.
-                if let Err(e) = commit_all(&mut src, &checkpoint, FLUSH_TIME, &counters, true) {
+                if let Err(e) = commit_all(&mut src, FLUSH_TIME, &counters, true) {
                     *error.borrow_mut() = Some(e.to_string());
                     return;
                 }
@@ -395,6 +634,10 @@ fn probe_closed(probe: &ProbeHandle<u64>) -> u64 {
 }
 
 fn watermark(src: &PreparedSource, spec: &Spec, current: u64) -> u64 {
+    if src.broker_down.is_some() {
+        // Nobody can read while the broker is away: silence is not idleness.
+        return current;
+    }
     let now = Instant::now();
     let idle = src.settings.idle_timeout;
     let mut wm: Option<i64> = None;
@@ -441,6 +684,8 @@ fn read_batch(
     let mut got = 0usize;
     let mut late = 0u64;
     let mut quarantined = 0u64;
+    let mut broker_error = None;
+    let mut any_message = false;
     while got < src.settings.max_batch {
         let msg = match consumer.poll(Duration::ZERO) {
             None => break,
@@ -449,14 +694,14 @@ fn read_batch(
                 use rdkafka::types::RDKafkaErrorCode as C;
                 match e.rdkafka_error_code() {
                     Some(C::AutoOffsetReset) | Some(C::OffsetOutOfRange) => {
-                        return Err(SourceError::Read {
-                            topic: src.settings.topic.clone(),
-                            partition: -1,
-                            reason: format!(
-                                "{e}: the next offset to read is gone (retention or a recreated topic). \
-                                 Nothing after it was read"
-                            ),
-                        })
+                        // The error does not say which partition: the caller asks the broker.
+                        tracing::warn!(error = %e, "a partition's next offset is gone from the broker");
+                        src.lost_offsets = true;
+                        break;
+                    }
+                    Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure) | Some(C::NetworkException) => {
+                        broker_error = Some(e);
+                        break;
                     }
                     _ => {
                         tracing::warn!(error = %e, "kafka consumer error; retrying");
@@ -465,6 +710,7 @@ fn read_batch(
                 }
             }
         };
+        any_message = true;
         let partition = msg.partition();
         let Some(Some(pi)) = src.index.get(partition as usize).copied() else { continue };
         let part = &mut src.parts[pi];
@@ -541,6 +787,11 @@ fn read_batch(
             }
         }
     }
+    if let Some(e) = broker_error {
+        src.broker_lost(&e);
+    } else if any_message && src.broker_down.is_some() {
+        src.broker_back();
+    }
     let mut session = output.session(cap);
     for part in &mut src.parts {
         for (end, key, sum, count) in part.batch_deltas.drain(..) {
@@ -574,11 +825,11 @@ fn add_delta(deltas: &mut Vec<Delta>, end: u64, key: KeyRef<'_>, nanos: i128) {
 /// checkpoint entry with the partition's still-open window shares.
 fn commit_all(
     src: &mut PreparedSource,
-    checkpoint: &CheckpointDir,
     closed: u64,
     counters: &SourceCounters,
     force: bool,
 ) -> Result<(), SourceError> {
+    let checkpoint = &src.checkpoint;
     for part in &mut src.parts {
         if part.files.pending_messages() == 0 && part.late_pending == 0 && !force {
             continue;
@@ -591,6 +842,7 @@ fn commit_all(
         part.totals.4 += part.late_pending;
         let partials: Vec<Partial> =
             part.partials.iter().map(|((e, k), (s, c))| -> Partial { (*e, k.clone(), *s, *c) }).collect();
+        let skipped_ranges = part.last_entry.as_ref().map(|e| e.skipped_ranges.clone()).unwrap_or_default();
         let entry = match part.last_entry.take() {
             // Nothing new since the last entry: it keeps describing its range and files; only
             // the window state, the watermark and the late count move.
@@ -622,6 +874,8 @@ fn commit_all(
                 partials,
                 worker: src.worker,
                 committed_at: chrono::Utc::now().to_rfc3339(),
+                skipped: 0,
+                skipped_ranges,
             },
         };
         checkpoint.write_partition(&entry)?;

@@ -124,8 +124,32 @@ pub fn write_windows(dir: &Path, key: &Field, size_ms: u64, rows: &[WindowRow]) 
     let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
     inner.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(inner);
+    crate::crash::point("aggregates.before_rename");
     publish(&tmp, &dst)?;
     Ok(name)
+}
+
+/// Deletes what a crash may have left in the aggregates folder: in-progress files, and window
+/// files that `windows.json` does not list. Those were written, but the mark that says so was
+/// not, so their windows are still open in the partition checkpoints and will be emitted again;
+/// keeping the old file would emit them twice. Returns the paths removed.
+pub fn remove_unmarked(dir: &Path, listed: &[String]) -> Result<Vec<PathBuf>, SinkError> {
+    let mut removed = Vec::new();
+    let Ok(read) = std::fs::read_dir(dir) else { return Ok(removed) };
+    for entry in read.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let leftover = name.starts_with(".windows-") && name.ends_with(".inprogress");
+        let unmarked = name.starts_with("windows-") && name.ends_with(".parquet") && !listed.contains(&name);
+        if leftover || unmarked {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(io_err("remove unmarked window file", &path))?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        super::durable::sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

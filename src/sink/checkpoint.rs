@@ -50,6 +50,43 @@ pub struct PartitionEntry {
     pub partials: Vec<Partial>,
     pub worker: usize,
     pub committed_at: String,
+    /// Offsets of `[start_offset, next_offset)` that were gone from the broker and skipped on
+    /// purpose (`--on-data-loss=skip`); such an entry lists no files.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Every range of this partition ever skipped that way, oldest first, carried forward by
+    /// each later entry so that pruning old entries never turns a recorded loss into a "gap".
+    #[serde(default)]
+    pub skipped_ranges: Vec<(i64, i64)>,
+}
+
+impl PartitionEntry {
+    /// The entry written before a partition's first read: nothing committed yet, resume at `offset`.
+    pub fn start_of(partition: i32, offset: i64, worker: usize) -> Self {
+        PartitionEntry {
+            partition,
+            start_offset: offset,
+            next_offset: offset,
+            messages: 0,
+            rows: 0,
+            quarantined: 0,
+            late: 0,
+            rows_per_key: BTreeMap::new(),
+            quarantined_by_reason: BTreeMap::new(),
+            first_offset: offset,
+            total_messages: 0,
+            total_rows: 0,
+            total_quarantined: 0,
+            total_late: 0,
+            max_event_ms: None,
+            files: Vec::new(),
+            partials: Vec::new(),
+            worker,
+            committed_at: chrono::Utc::now().to_rfc3339(),
+            skipped: 0,
+            skipped_ranges: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -125,7 +162,8 @@ impl CheckpointDir {
         let dir = self.partition_dir(entry.partition);
         let path = dir.join(format!("{:020}.json", entry.next_offset));
         let bytes = serde_json::to_vec_pretty(entry).unwrap_or_default();
-        write_atomic(&path, &bytes)?;
+        write_atomic(&path, &bytes, "checkpoint.before_rename")?;
+        crate::crash::point("checkpoint.after_rename");
         let mut names: Vec<String> = fs::read_dir(&dir)
             .map_err(io_err("list", &dir))?
             .flatten()
@@ -152,7 +190,11 @@ impl CheckpointDir {
     }
 
     pub fn write_windows(&self, entry: &WindowsEntry) -> Result<(), SinkError> {
-        write_atomic(&self.windows_path(), &serde_json::to_vec_pretty(entry).unwrap_or_default())
+        write_atomic(
+            &self.windows_path(),
+            &serde_json::to_vec_pretty(entry).unwrap_or_default(),
+            "aggregates.before_mark",
+        )
     }
 }
 
@@ -181,6 +223,8 @@ mod tests {
             partials: vec![(10_000, Key::Int(1), 1_500_000_000, 2)],
             worker: 0,
             committed_at: String::new(),
+            skipped: 0,
+            skipped_ranges: Vec::new(),
         }
     }
 

@@ -24,8 +24,9 @@ pub fn publish(tmp: &Path, dst: &Path) -> Result<(), SinkError> {
     Ok(())
 }
 
-/// Atomically replaces `dst` with `bytes`.
-pub fn write_atomic(dst: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+/// Atomically replaces `dst` with `bytes`; `crash_point` names the moment between the durable
+/// temp file and the rename (see [`crate::crash`]).
+pub fn write_atomic(dst: &Path, bytes: &[u8], crash_point: &'static str) -> Result<(), SinkError> {
     let dir = dst.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
     let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -34,6 +35,7 @@ pub fn write_atomic(dst: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     f.write_all(bytes).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(f);
+    crate::crash::point(crash_point);
     publish(&tmp, dst)
 }
 

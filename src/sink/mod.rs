@@ -7,6 +7,7 @@
 pub mod aggregates;
 pub mod checkpoint;
 pub mod durable;
+pub mod lock;
 pub mod raw;
 
 /// Errors writing output.
@@ -39,6 +40,12 @@ pub enum SinkError {
          Never delete the whole _checkpoint folder unless you also delete the run's output"
     )]
     DamagedCheckpoint { path: std::path::PathBuf, reason: String },
+    #[error(
+        "run folder {run_dir} is already being written by another streamlake process ({holder}; lock {path}). \
+         Two writers on one RUN_ID would interleave their files. Stop the other one first (SIGTERM to its pid \
+         lets it commit and exit), or use another RUN_ID"
+    )]
+    Locked { run_dir: std::path::PathBuf, path: std::path::PathBuf, holder: String },
 }
 
 pub(crate) fn io_err<'a>(

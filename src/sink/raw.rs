@@ -386,12 +386,14 @@ impl PartitionFiles {
             for (k, v) in meta(file.rows, "raw") {
                 file.writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
             }
+            crate::crash::point("raw.before_footer");
             let inner = file
                 .writer
                 .into_inner()
                 .map_err(|source| SinkError::Parquet { path: file.tmp.clone(), source })?;
             inner.sync_all().map_err(io_err("fsync", &file.tmp))?;
             drop(inner);
+            crate::crash::point("raw.before_rename");
             let dst = file.dir.join(&name);
             fs::rename(&file.tmp, &dst).map_err(io_err("rename into place", &dst))?;
             dirs.push(file.dir.clone());
@@ -417,6 +419,7 @@ impl PartitionFiles {
         for dir in dirs {
             sync_dir(&dir)?;
         }
+        crate::crash::point("raw.after_rename");
         self.start_offset = next_offset;
         self.messages = 0;
         self.bytes = 0;
@@ -468,6 +471,7 @@ impl PartitionFiles {
         let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
         inner.sync_all().map_err(io_err("fsync", &tmp))?;
         drop(inner);
+        crate::crash::point("quarantine.before_rename");
         publish(&tmp, dst)
     }
 

@@ -77,6 +77,9 @@ pub struct PartitionAudit {
     pub ranges: u64,
     /// Kafka records in the committed ranges (`streamlake.range_messages`).
     pub messages: u64,
+    /// Offset ranges that were gone from the broker and skipped on purpose (`--on-data-loss=skip`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<(i64, i64)>,
     /// Raw rows in committed files.
     pub written: u64,
     /// Quarantined rows in committed files.
@@ -107,6 +110,8 @@ pub struct AuditReport {
     pub late: u64,
     /// Per (run, window, key), oldest first: records on time, late-dropped, open.
     pub windows: Vec<WindowCompleteness>,
+    /// Records skipped on purpose with `--on-data-loss=skip` (never read).
+    pub skipped: u64,
     /// Records aggregated in final window rows (sum of `on_time`).
     pub on_time: u64,
     /// Records of closed windows not aggregated (sum of `late_dropped`).
@@ -290,6 +295,9 @@ struct Entry {
     total_rows: Option<u64>,
     total_quarantined: Option<u64>,
     total_late: Option<u64>,
+    /// Ranges skipped on purpose with `--on-data-loss=skip` (cumulative).
+    #[serde(default)]
+    skipped_ranges: Vec<(i64, i64)>,
 }
 
 /// The entries of one partition folder, with the names they were read from.
@@ -361,6 +369,16 @@ pub fn audit(root: &Path) -> Result<AuditReport, ValidateError> {
         report.runs.push(run);
     }
     for p in &report.partitions {
+        for (a, b) in &p.skipped {
+            report.skipped += (b - a).max(0) as u64;
+            report.warnings.push(format!(
+                "data loss accepted: offsets [{a}, {b}) of partition {} in run {} were gone from the broker and \
+                 skipped on purpose (--on-data-loss=skip): {} records never read",
+                p.partition,
+                p.run,
+                b - a
+            ));
+        }
         report.messages += p.messages;
         report.written += p.written;
         report.quarantined += p.quarantined;
@@ -385,7 +403,11 @@ pub fn audit(root: &Path) -> Result<AuditReport, ValidateError> {
     report.ok = report.problems.is_empty();
     let c = report.counts;
     // `overcounts` only when there are some, so the line stays as scripts already parse it.
-    let overcounts = if c.overcounts > 0 { format!(" overcounts={}", c.overcounts) } else { String::new() };
+    let mut overcounts =
+        if c.overcounts > 0 { format!(" overcounts={}", c.overcounts) } else { String::new() };
+    if report.skipped > 0 {
+        overcounts.push_str(&format!(" skipped={}", report.skipped));
+    }
     report.summary = format!(
         "audit: partitions={} messages={} written={} quarantined={} late={} duplicates={} gaps={} outside={} \
          overlaps={} invalid={}{overcounts} -> {}",
@@ -788,13 +810,18 @@ fn audit_partition(
     // The ranges (plus commits that had no record, hence no file) must tile the committed offsets.
     let mut covered: Vec<(i64, i64, Vec<String>)> =
         ranges.iter().map(|(&(s, e), g)| (s, e, g.iter().map(|(f, _)| f.rel.clone()).collect())).collect();
+    let skipped: Vec<(i64, i64)> = newest.map(|(_, e)| e.skipped_ranges.clone()).unwrap_or_default();
     covered.extend(
         entries
             .iter()
             .filter(|(_, x)| x.messages == 0 && x.start_offset < x.next_offset)
             .filter(|(_, x)| !ranges.contains_key(&(x.start_offset, x.next_offset)))
+            .filter(|(_, x)| !skipped.contains(&(x.start_offset, x.next_offset)))
             .map(|(name, x)| (x.start_offset, x.next_offset, vec![name.clone()])),
     );
+    // A deliberate skip covers its range: the loss is reported, not counted as a gap.
+    covered.extend(skipped.iter().map(|&(a, b)| (a, b, vec!["(skipped: --on-data-loss=skip)".to_string()])));
+    stats.skipped = skipped;
     covered.sort();
     let first = newest.and_then(|(_, e)| e.first_offset).or_else(|| covered.first().map(|c| c.0));
     stats.first_offset = first;
