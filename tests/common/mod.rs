@@ -2,6 +2,8 @@
 //! for what it writes.
 #![allow(dead_code)]
 
+pub mod ledger;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
