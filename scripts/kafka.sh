@@ -14,6 +14,7 @@
 #                          (default: 1g)
 #   KAFKA_READY_TIMEOUT    seconds to wait for readiness (default: 90)
 #   KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM before SIGKILL (default: 30)
+#   KAFKA_LIBS_DIR         folder of the Kafka jars (default: <state dir>/libs), shareable between state dirs
 #   KAFKA_FRESH=1          on start (when not running): wipe data/ and logs/ first (empty cluster)
 #
 # Progress goes to stderr; stdout carries only the address (start/status).
@@ -26,7 +27,8 @@ POM="$SCRIPT_DIR/kafka/pom.xml"
 STATE_DIR="${KAFKA_STATE_DIR:-$REPO_ROOT/.kafka}"
 case "$STATE_DIR" in /*) ;; *) STATE_DIR="$REPO_ROOT/$STATE_DIR" ;; esac
 
-LIBS_DIR="$STATE_DIR/libs"
+# KAFKA_LIBS_DIR lets several state dirs (e.g. a test's own broker) share one set of jars.
+LIBS_DIR="${KAFKA_LIBS_DIR:-$STATE_DIR/libs}"
 DATA_DIR="$STATE_DIR/data"
 LOGS_DIR="$STATE_DIR/logs"
 SERVER_PROPS="$STATE_DIR/server.properties"

@@ -235,6 +235,8 @@ main() {
     start_kafka
     export STREAMLAKE_TEST_PYTHON="$VENV_DIR/bin/python"
     export STREAMLAKE_REQUIRE_KAFKA=1
+    # The broker-restart scenario starts a broker of its own with these jars.
+    export STREAMLAKE_TEST_KAFKA_LIBS="$TEST_KAFKA_STATE_DIR/libs"
     info "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS"
     info "STREAMLAKE_TEST_PYTHON=$STREAMLAKE_TEST_PYTHON"
     info "STREAMLAKE_REQUIRE_KAFKA=$STREAMLAKE_REQUIRE_KAFKA"

@@ -120,6 +120,18 @@ pub fn aggregates_dir(output: &Path, run_id: &str) -> PathBuf {
     parent.join("aggregates").join(format!("run_{run_id}"))
 }
 
+/// What a worker reports when it stops because another one failed.
+const FOLLOWER: &str = "stopped because another worker failed";
+
+/// Drops this worker's dataflows after a failure. Timely steps a worker until its dataflows
+/// complete once the worker closure returns; a dataflow whose peers stopped (or never built it)
+/// never completes, so without this the process would hang instead of reporting the error.
+fn abandon_dataflows(worker: &mut timely::worker::Worker) {
+    for id in worker.installed_dataflows() {
+        worker.drop_dataflow(id);
+    }
+}
+
 /// Runs the job; returns this process's summary.
 pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let spec = Arc::new(load_spec(&args)?);
@@ -148,6 +160,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let _lock = RunLock::acquire(&run_dir, args.process as usize)?;
     let checkpoint = CheckpointDir::new(&run_dir);
     let windows = checkpoint.load_windows()?;
+    checkpoint.verify_all()?;
     let agg_dir = aggregates_dir(&args.output, &args.run_id);
     if args.process == 0 {
         for path in remove_unmarked(&agg_dir, &windows.files)? {
@@ -186,8 +199,19 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let guards = timely::execute(config, move |worker| -> Result<(u64, u64), String> {
         let index = worker.index();
         let peers = worker.peers();
-        let source = PreparedSource::prepare(settings.clone(), index, peers, windows.closed_through_ms)
-            .map_err(|e| e.to_string())?;
+        let source = match PreparedSource::prepare(settings.clone(), index, peers, windows.closed_through_ms)
+        {
+            Ok(source) => source,
+            Err(e) => {
+                // This worker never builds the dataflow, so the others would wait for it forever:
+                // tell them through the shared slot (checked in their step loop).
+                let e = e.to_string();
+                if let Ok(mut slot) = fatal.lock() {
+                    slot.get_or_insert_with(|| e.clone());
+                }
+                return Err(e);
+            }
+        };
         let probe = ProbeHandle::new();
         let error = Rc::new(RefCell::new(None));
         let report = Rc::new(RefCell::new(AggregatesReport::default()));
@@ -216,10 +240,12 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
                 if let Ok(mut slot) = fatal.lock() {
                     slot.get_or_insert_with(|| e.clone());
                 }
+                abandon_dataflows(worker);
                 return Err(e);
             }
             if fatal.lock().map(|s| s.is_some()).unwrap_or(true) {
-                return Err("stopped because another worker failed".into());
+                abandon_dataflows(worker);
+                return Err(FOLLOWER.into());
             }
         }
         let r = report.borrow();
@@ -240,7 +266,10 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         }
     }
     if !errors.is_empty() {
-        anyhow::bail!("the run stopped: {}", errors.join("; "));
+        // Name the cause, not the workers that only stopped because of it.
+        let causes: Vec<&String> = errors.iter().filter(|e| !e.ends_with(FOLLOWER)).collect();
+        let shown = if causes.is_empty() { errors.iter().collect() } else { causes };
+        anyhow::bail!("the run stopped: {}", shown.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("; "));
     }
     summary.messages = counters.messages.load(Ordering::Relaxed);
     summary.rows = counters.rows.load(Ordering::Relaxed);

@@ -121,12 +121,38 @@ impl CheckpointDir {
     /// of an interrupted entry write were never renamed into place, so they were never committed:
     /// they are removed.
     pub fn load_partition(&self, partition: i32) -> Result<Option<PartitionEntry>, SinkError> {
+        self.newest_entry(partition, true)
+    }
+
+    /// Reads the newest entry of every partition that has a checkpoint, changing nothing: run
+    /// calls it before any worker starts, so a damaged entry stops the whole run before any
+    /// partition writes a file. Returns how many partitions have entries.
+    pub fn verify_all(&self) -> Result<usize, SinkError> {
+        let dir = self.dir.join("partitions");
+        let Ok(read) = fs::read_dir(&dir) else { return Ok(0) };
+        let mut n = 0;
+        for entry in read.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(partition) = name.strip_prefix("p=").and_then(|v| v.parse::<i32>().ok()) else {
+                continue;
+            };
+            if self.newest_entry(partition, false)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn newest_entry(&self, partition: i32, clean: bool) -> Result<Option<PartitionEntry>, SinkError> {
         let dir = self.partition_dir(partition);
         let Ok(read) = fs::read_dir(&dir) else { return Ok(None) };
         let mut newest: Option<(i64, PathBuf)> = None;
         for entry in read.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') && name.ends_with(".tmp") {
+                if !clean {
+                    continue;
+                }
                 let path = entry.path();
                 tracing::warn!(path = %path.display(), "removing an uncommitted checkpoint temp file");
                 fs::remove_file(&path).map_err(io_err("remove", &path))?;

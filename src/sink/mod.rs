@@ -22,7 +22,7 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write Parquet file {path}: {source}")]
+    #[error("cannot write Parquet file {path}: {source}; check that the output folder is writable and the disk has room")]
     Parquet {
         path: std::path::PathBuf,
         #[source]
