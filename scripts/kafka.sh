@@ -76,6 +76,9 @@ port_free() {
     python3 - "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+# As the JVM binds: SO_REUSEADDR, so connections of a stopped broker in TIME_WAIT do not count
+# as "in use" (a restart on the same port must work); a listening socket still does.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

@@ -136,6 +136,9 @@ fn abandon_dataflows(worker: &mut timely::worker::Worker) {
 pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let spec = Arc::new(load_spec(&args)?);
     let config = timely_config(&args)?;
+    if args.processes > 1 {
+        crate::peer::install_hook(args.process as usize, args.processes as usize);
+    }
     if args.run_id.is_empty() || args.run_id.contains(['/', '\\']) {
         anyhow::bail!("RUN_ID `{}` must be a non-empty name without slashes", args.run_id);
     }

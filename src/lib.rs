@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod logging;
 pub mod operators;
 pub mod parse;
+pub mod peer;
 pub mod signals;
 pub mod sink;
 pub mod spec;

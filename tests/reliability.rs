@@ -795,3 +795,143 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     verify("disk full", &brokers, &topic, &out);
 }
+
+/// Scenario 9, a peer process dies: in a 2-process cluster one process is SIGKILLed; the other
+/// stops at once with one clear error (no hang, no backtrace). A restart with another shape
+/// (1 process, 2 workers) gives output identical to an undisturbed run's.
+#[test]
+fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
+    let Some(brokers) = brokers() else { return };
+    let topic = unique("peer");
+    create_topic(&brokers, &topic, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("parquet");
+    load(&brokers, &topic, 1_750_000_000_000, 30_000);
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts_s = hosts.display().to_string();
+    let mut procs: Vec<Job> = (0..2)
+        .map(|p| {
+            let p = p.to_string();
+            Job::spawn(
+                run_cmd(
+                    &brokers,
+                    &topic,
+                    &out,
+                    &["-n", "2", "-p", &p, "-h", &hosts_s, "--roll-interval", "200ms"],
+                ),
+                tmp.path().join(format!("peer-{p}.log")),
+            )
+        })
+        .collect();
+    procs[0].wait_until("the cluster's first commits", Duration::from_secs(90), || committed(&out) > 0);
+    let survivor = procs.remove(0);
+    procs.pop().unwrap().kill();
+    let mut survivor = survivor;
+    let status = survivor.wait_for(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!("the surviving process still runs 30 s after its peer died; log:\n{}", survivor.log())
+    });
+    let log = survivor.log();
+    let error = log.lines().find(|l| l.starts_with("Error:")).unwrap_or("");
+    println!("[peer] survivor exit {:?}: {error}", status.code());
+    assert_eq!(status.code(), Some(streamlake::peer::EXIT_PEER_LOST), "{log}");
+    assert!(error.contains("lost its connection to another process of the cluster"), "{log}");
+    assert!(!log.contains("stack backtrace"), "one clear error, not backtraces:\n{log}");
+
+    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
+    verify("peer", &brokers, &topic, &out);
+    // The same input, undisturbed, in one worker: identical raw rows and window rows.
+    let reference = tmp.path().join("ref/parquet");
+    run_ok(&mut run_cmd(&brokers, &topic, &reference, &["--available-now", "--flush-windows"]));
+    assert_eq!(read_raw(&out.join(RUN)), read_raw(&reference.join(RUN)), "raw rows");
+    assert_eq!(
+        read_aggregates(&tmp.path().join("aggregates").join(RUN)),
+        read_aggregates(&tmp.path().join("ref/aggregates").join(RUN)),
+        "window rows"
+    );
+}
+
+/// A Kafka broker of the test's own (scripts/kafka.sh with a private state folder), so it can be
+/// stopped and started. Stopped on drop.
+struct OwnBroker {
+    state: PathBuf,
+    addr: String,
+}
+
+impl OwnBroker {
+    fn kafka_sh(state: &Path, action: &str, port: Option<u16>) -> std::process::Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(script).arg(action).env("KAFKA_STATE_DIR", state).env("KAFKA_HEAP", "512m");
+        if let Ok(libs) = std::env::var("STREAMLAKE_TEST_KAFKA_LIBS") {
+            cmd.env("KAFKA_LIBS_DIR", libs);
+        }
+        if let Some(port) = port {
+            cmd.env("KAFKA_PORT", port.to_string());
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "kafka.sh {action} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        o
+    }
+
+    fn start(state: &Path) -> OwnBroker {
+        let o = Self::kafka_sh(state, "start", None);
+        let addr = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().trim().to_string();
+        OwnBroker { state: state.to_path_buf(), addr }
+    }
+
+    fn stop(&self) {
+        Self::kafka_sh(&self.state, "stop", None);
+    }
+
+    fn restart(&self) {
+        let port = self.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        Self::kafka_sh(&self.state, "start", Some(port));
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| Self::kafka_sh(&self.state, "stop", None));
+    }
+}
+
+/// Scenario 4, broker restart: the broker is stopped for 30 s mid-stream and started again. The
+/// job says what it waits for, does not exit or hang, and resumes without loss.
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    // Needs the shared test broker's presence only as the signal that Kafka tests run here.
+    let Some(_) = brokers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = OwnBroker::start(&tmp.path().join("kafka"));
+    let brokers = broker.addr.clone();
+    let topic = unique("restart");
+    create_topic(&brokers, &topic, 3);
+    let out = tmp.path().join("parquet");
+    let t0 = 1_750_000_000_000;
+    load(&brokers, &topic, t0, 20_000);
+    let mut job = Job::spawn(
+        run_cmd(&brokers, &topic, &out, &["--roll-interval", "200ms", "-w", "2"]),
+        tmp.path().join("restart.log"),
+    );
+    job.wait_until("the first 20000 committed", Duration::from_secs(60), || committed(&out) == 20_000);
+    broker.stop();
+    let down = Instant::now();
+    job.wait_log("the job to say it waits for the broker", Duration::from_secs(60), |l| {
+        l.contains("waiting for the Kafka broker") || l.contains("lost the Kafka broker")
+    });
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    assert!(job.wait_for(Duration::ZERO).is_none(), "the job waits, it does not exit:\n{}", job.log());
+    let waiting = job.log().lines().filter(|l| l.contains("Kafka broker")).count();
+    println!("[broker restart] down for {:?}; {waiting} log line(s) about the broker", down.elapsed());
+    broker.restart();
+    let more: Vec<_> = (20_000..40_000).map(|i| synthetic(t0, i)).collect();
+    send(&brokers, &topic, &more);
+    job.wait_until("everything committed after the restart", Duration::from_secs(120), || {
+        committed(&out) == 40_000
+    });
+    let log = job.stop();
+    assert!(log.contains("the Kafka broker is back"), "says it resumed:\n{log}");
+    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    verify("broker restart", &brokers, &topic, &out);
+}
