@@ -130,6 +130,16 @@ impl Job {
     }
 }
 
+impl Drop for Job {
+    /// A failed assertion must not leave a job running after the test.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The i-th event of a synthetic stream: 2 ms of event time apart (so windows close while it
 /// flows), five ids, all partitions in turn; one in 997 is not JSON (quarantined).
 fn synthetic(t0: i64, i: u64) -> (i32, Option<Vec<u8>>) {
