@@ -107,11 +107,8 @@ fn run(telemetry: Arc<Telemetry>, brokers: String, stopped: mpsc::Receiver<()>) 
     let mut before = telemetry.snapshot();
     let mut batch = 0u64;
     telemetry.sample();
-    loop {
-        match stopped.recv_timeout(TICK) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-        }
+    // Dropping the sender (or sending) stops the loop; a timeout is the tick.
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
         if last_sample.elapsed() >= SAMPLE_EVERY {
             last_sample = Instant::now();
             telemetry.sample();
