@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::telemetry::{Snapshot, Telemetry};
+use super::telemetry::{PartitionState, Snapshot, Telemetry};
 
 /// Content type of the response.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -75,6 +75,11 @@ where
     Ok(())
 }
 
+/// `(partition label, value)` for every partition that has a value.
+fn per_partition<V>(parts: &[PartitionState], f: impl Fn(&PartitionState) -> Option<V>) -> Vec<(String, V)> {
+    parts.iter().filter_map(|p| f(p).map(|v| (p.report.partition.to_string(), v))).collect()
+}
+
 impl Collector for TelemetryCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s: Snapshot = self.0.snapshot();
@@ -105,15 +110,12 @@ impl Collector for TelemetryCollector {
         )?;
 
         let parts = &s.partitions;
-        let by_partition = |f: &dyn Fn(&super::telemetry::PartitionState) -> Option<f64>| {
-            parts.iter().filter_map(|p| f(p).map(|v| (p.report.partition.to_string(), v))).collect::<Vec<_>>()
-        };
         family(
             e,
             "streamlake_partition_committed_offset",
             "Next offset recorded in the checkpoint: everything before it is durable.",
             "partition",
-            by_partition(&|p| Some(p.report.committed_offset as f64)),
+            per_partition(parts, |p| Some(p.report.committed_offset)),
             ConstGauge::new,
         )?;
         family(
@@ -121,7 +123,7 @@ impl Collector for TelemetryCollector {
             "streamlake_partition_read_offset",
             "Next offset the source will read.",
             "partition",
-            by_partition(&|p| Some(p.report.read_offset as f64)),
+            per_partition(parts, |p| Some(p.report.read_offset)),
             ConstGauge::new,
         )?;
         family(
@@ -129,7 +131,7 @@ impl Collector for TelemetryCollector {
             "streamlake_partition_high_watermark",
             "The broker's high-water mark (offset of the next record to be produced).",
             "partition",
-            by_partition(&|p| s.high_watermarks.get(&p.report.partition).map(|h| *h as f64)),
+            per_partition(parts, |p| s.high_watermarks.get(&p.report.partition).copied()),
             ConstGauge::new,
         )?;
         family(
@@ -137,7 +139,7 @@ impl Collector for TelemetryCollector {
             "streamlake_partition_lag_records",
             "High-water mark minus committed offset: records not yet durably processed.",
             "partition",
-            by_partition(&|p| s.lag(&p.report).map(|l| l as f64)),
+            per_partition(parts, |p| s.lag(&p.report)),
             ConstGauge::new,
         )?;
         family(
@@ -145,7 +147,7 @@ impl Collector for TelemetryCollector {
             "streamlake_partition_watermark_seconds",
             "The partition's watermark (max event time minus the delay), Unix seconds.",
             "partition",
-            by_partition(&|p| p.report.watermark_ms.map(|w| w as f64 / 1000.0)),
+            per_partition(parts, |p| p.report.watermark_ms.map(|w| w as f64 / 1000.0)),
             ConstGauge::new,
         )?;
         family(
@@ -153,7 +155,7 @@ impl Collector for TelemetryCollector {
             "streamlake_partition_idle",
             "1 when the partition had no record for --idle-timeout and no longer holds the watermark.",
             "partition",
-            by_partition(&|p| Some(f64::from(u8::from(p.silent_for() >= s.info.idle_timeout)))),
+            per_partition(parts, |p| Some(i64::from(p.silent_for() >= s.info.idle_timeout))),
             ConstGauge::new,
         )?;
         if let Some(w) = s.global_watermark_ms {
@@ -171,7 +173,7 @@ impl Collector for TelemetryCollector {
             "streamlake_windows_open",
             "Windows the worker's window operator holds open.",
             "worker",
-            workers.iter().map(|w| (w.0.to_string(), w.2 as f64)),
+            workers.iter().map(|w| (w.0.to_string(), w.2 as i64)),
             ConstGauge::new,
         )?;
         family(

@@ -149,6 +149,12 @@ fn run(telemetry: Arc<Telemetry>, brokers: String, stopped: mpsc::Receiver<()>) 
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    // The last, usually partial, trigger interval: without it a run shorter than one trigger
+    // would log no progress at all.
+    let after = telemetry.snapshot();
+    if after.messages > before.messages || batch == 0 {
+        ProgressLine::between(batch, &before, &after).log(&after);
+    }
 }
 
 impl Drop for Progress {

@@ -101,7 +101,8 @@ fn fmt_age(d: Duration) -> String {
     match s {
         0..=119 => format!("{s} s"),
         120..=7199 => format!("{} min", s / 60),
-        _ => format!("{} h", s / 3600),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
     }
 }
 
