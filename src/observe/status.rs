@@ -175,8 +175,12 @@ pub fn render(s: &Snapshot, reports: &[ReportLine]) -> String {
     partitions_section(&mut h, s);
     cluster_section(&mut h, s);
     throughput_section(&mut h, s);
+    // Side by side: the windows table is long and narrow, the quarantine table short.
+    h.push_str("<div class=\"grid\"><div>");
     windows_section(&mut h, s);
+    h.push_str("</div><div>");
     quarantine_section(&mut h, s);
+    h.push_str("</div></div>");
     reports_section(&mut h, s, reports);
     h.push_str("</body></html>");
     h

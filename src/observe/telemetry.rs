@@ -1,7 +1,7 @@
 //! The live state of one `streamlake run` process, shared by the timely workers (writers) and
 //! the observer thread (reader: metrics, status page, progress lines).
 //!
-//! Writers publish at coarse points only — the source once per poll batch and per commit, the
+//! Writers publish at coarse points only — the source at most every 100 ms and per commit, the
 //! window operator when windows open or close, the busy-time logger when a worker parks — so the
 //! hot path never takes a lock per record. Plain counts are atomics; anything with structure
 //! (per-partition state, the latest closed windows, the throughput history) sits behind one
@@ -85,7 +85,7 @@ impl ClusterInfo {
     }
 }
 
-/// Where one partition's reader is, as its source published it (once per poll batch or commit).
+/// Where one partition's reader is, as its source published it (every 100 ms at most, and per commit).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionReport {
     pub partition: i32,
@@ -212,7 +212,7 @@ impl Telemetry {
         global_worker.checked_sub(self.info.first_worker()).and_then(|i| self.workers.get(i))
     }
 
-    /// The source's view of its partitions; called once per poll batch or commit.
+    /// The source's view of its partitions; called every 100 ms at most while reading, and per commit.
     pub fn publish_partitions(&self, reports: Vec<PartitionReport>) {
         let now = Instant::now();
         let mut shared = self.shared();

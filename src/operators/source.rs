@@ -537,7 +537,11 @@ pub fn kafka_source<'scope>(
         let mut cap = Some(capability);
         let mut phase = Phase::Reading;
         let mut restored_sent = false;
-        let mut published = false;
+        // Partition state for metrics and the status page goes out at most every
+        // PUBLISH_EVERY, and only when something was read since: a trickle of one record per
+        // activation must not take the telemetry lock each time.
+        let mut last_published: Option<Instant> = None;
+        let mut unpublished = false;
         let mut last_commit = Instant::now();
         let spec = src.settings.spec.clone();
         let mut parser = RecordParser::new(spec.schema.clone(), spec.key_col, spec.value_col, spec.time_col);
@@ -595,13 +599,14 @@ pub fn kafka_source<'scope>(
                     return;
                 }
             };
-            if got > 0 || !published {
-                publish(&src, &spec);
-                published = true;
-            }
-
             let closed = probe_closed(&probe);
             let now = Instant::now();
+            unpublished |= got > 0;
+            if last_published.is_none_or(|at| unpublished && now.duration_since(at) >= PUBLISH_EVERY) {
+                publish(&src, &spec);
+                last_published = Some(now);
+                unpublished = false;
+            }
             let all_done = src.parts.iter().all(|p| p.done);
             let stopping = src.settings.shutdown.requested();
             let roll_due = now.duration_since(last_commit) >= src.settings.roll_interval
@@ -935,8 +940,11 @@ fn commit_all(
     Ok(())
 }
 
-/// Publishes every partition's position and watermark for metrics and the status page: once per
-/// poll batch or commit, never per record.
+/// How often, at most, a source publishes its partitions' state while reading (commits always do).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Publishes every partition's position and watermark for metrics and the status page: at most
+/// every [`PUBLISH_EVERY`] while reading and after each commit, never per record.
 fn publish(src: &PreparedSource, spec: &Spec) {
     let now = Instant::now();
     let reports = src
