@@ -21,10 +21,11 @@ VENV_STAMP="$VENV_DIR/.requirements-test.stamp"
 TEST_KAFKA_STATE_DIR="${STREAMLAKE_TEST_KAFKA_STATE_DIR:-$REPO_ROOT/.kafka-test}"
 
 # Debian packages needed to build rdkafka (feature cmake-build: librdkafka via CMake, C and C++
-# compilers, zlib through libz-sys/pkg-config) and zstd-sys (C compiler).
+# compilers, zlib through libz-sys/pkg-config) and zstd-sys (C compiler); chromium (headless)
+# for the status-page test in tests/observability.rs.
 # librdkafka 2.12's CMake build includes <curl/curl.h> even with curl disabled, so the
 # headers must exist (seen: "fatal error: curl/curl.h: No such file or directory").
-APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev)
+APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev chromium)
 
 T_ALL="$(date +%s)"
 CURRENT_STEP="setup"

@@ -144,6 +144,13 @@ pub struct RunArgs {
     /// Do not print the console table.
     #[arg(long)]
     pub no_console: bool,
+
+    /// Serve Prometheus metrics (`/metrics`) and the status page (`/`) on HOST:PORT; `off`
+    /// disables them, port 0 picks a free port (the address is logged). Default: 127.0.0.1:9464
+    /// plus the process index (-p); if that port is taken, the job runs without them.
+    #[arg(long, env = "STREAMLAKE_METRICS_ADDR", value_name = "HOST:PORT|off",
+          value_parser = crate::observe::server::parse_metrics_addr)]
+    pub metrics_addr: Option<crate::observe::MetricsAddr>,
 }
 
 /// How to reach Kafka and which topic to use; shared by every command that talks to the broker.

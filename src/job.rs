@@ -26,6 +26,7 @@ use timely::{CommunicationConfig, WorkerConfig};
 use crate::cli::RunArgs;
 use crate::error::{ConfigError, KafkaError};
 use crate::kafka::client::{fetch_metadata, partition_count, resolve_brokers};
+use crate::observe::telemetry::{ClusterInfo, Telemetry};
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
 use crate::operators::console::ConsoleSink;
 use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
@@ -170,6 +171,8 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
             tracing::warn!(path = %path.display(), "removed a window file written before a crash but never marked in windows.json; its windows are emitted again");
         }
     }
+    let counters = Arc::new(SourceCounters::default());
+    let telemetry = Arc::new(Telemetry::new(ClusterInfo::from_run(&args, &spec), counters.clone()));
     let settings = SourceSettings {
         brokers,
         topic: spec.topic.clone(),
@@ -188,6 +191,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         max_batch: 4096,
         metadata_timeout: args.connect_timeout,
         shutdown: shutdown.clone(),
+        telemetry: telemetry.clone(),
     };
     let console = !args.no_console;
     tracing::info!(
@@ -195,13 +199,15 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         aggregates = %agg_dir.display(), closed_through_ms = windows.closed_through_ms,
         workers = args.workers, processes = args.processes, process = args.process, "starting"
     );
-    let counters = Arc::new(SourceCounters::default());
+    let observer =
+        crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.brokers)?;
     let started = Instant::now();
     let worker_counters = counters.clone();
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
     let guards = timely::execute(config, move |worker| -> Result<(u64, u64), String> {
         let index = worker.index();
         let peers = worker.peers();
+        crate::observe::busy::track(worker, telemetry.clone());
         let source = match PreparedSource::prepare(settings.clone(), index, peers, windows.closed_through_ms)
         {
             Ok(source) => source,
@@ -228,7 +234,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         };
         worker.dataflow::<u64, _, _>(|scope| {
             let deltas = kafka_source(scope, source, probe.clone(), worker_counters.clone(), error.clone());
-            let rows = deltas.window_average(windows.closed_through_ms);
+            let rows = deltas.window_average(windows.closed_through_ms, telemetry.clone());
             if console {
                 rows.clone().console(spec.trigger, spec.window_ms, spec.key_field().name.clone());
             }
@@ -256,9 +262,11 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     })
     .map_err(|e| anyhow::anyhow!("cannot start the timely cluster: {e}"))?;
 
+    let joined = guards.join();
+    drop(observer);
     let mut summary = RunSummary::default();
     let mut errors = Vec::new();
-    for (i, result) in guards.join().into_iter().enumerate() {
+    for (i, result) in joined.into_iter().enumerate() {
         match result {
             Ok(Ok((rows, closed))) => {
                 summary.window_rows += rows;

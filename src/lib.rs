@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow: [`kafka`] reads and writes the broker, [`parse`] turns JSON
 //! payloads into typed columns, [`operators`] holds the timely operators (source, windows, sinks),
-//! [`sink`] the Parquet writer and the commit protocol, and [`validate`] reads the result back.
+//! [`sink`] the Parquet writer and the commit protocol, [`validate`] reads the result back, and
+//! [`observe`] serves metrics, the status page and progress lines of a running job.
 
 pub mod cli;
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod job;
 pub mod kafka;
 pub mod logging;
+pub mod observe;
 pub mod operators;
 pub mod parse;
 pub mod peer;

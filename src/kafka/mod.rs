@@ -1,7 +1,8 @@
 //! Everything that talks to Kafka: client settings, topic administration, the event producer,
-//! partition ownership and the timely source operator.
+//! partition ownership, the high-water marks for lag, and the timely source operator.
 
 pub mod admin;
 pub mod assignment;
 pub mod client;
+pub mod offsets;
 pub mod producer;

@@ -37,8 +37,9 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use super::{Delta, FLUSH_TIME};
 use crate::kafka::assignment::owned_partitions;
 use crate::kafka::client::{base_config, fetch_metadata, partition_count};
+use crate::observe::telemetry::{PartitionReport, Telemetry};
 use crate::parse::json::RecordParser;
-use crate::parse::{Key, KeyRef};
+use crate::parse::{Key, KeyRef, Reject};
 use crate::signals::Shutdown;
 use crate::sink::aggregates::to_nanos;
 use crate::sink::checkpoint::{CheckpointDir, Partial, PartitionEntry};
@@ -82,6 +83,8 @@ pub struct SourceSettings {
     pub max_batch: usize,
     pub metadata_timeout: Duration,
     pub shutdown: Shutdown,
+    /// Where the source publishes partition state for metrics and the status page.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Process-wide counters for the run summary.
@@ -94,7 +97,23 @@ pub struct SourceCounters {
     pub commits: AtomicU64,
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// Quarantined records per reason, in [`QUARANTINE_REASONS`] order.
+    pub quarantined_by_reason: [AtomicU64; QUARANTINE_REASONS.len()],
 }
+
+/// Reason code of a record dated more than `--max-future` ahead of the wall clock.
+pub const FUTURE_REASON: &str = "timestamp_in_future";
+
+/// Every quarantine reason code: the parser's, then the source's own.
+pub const QUARANTINE_REASONS: [&str; Reject::CODES.len() + 1] = {
+    let mut all = [FUTURE_REASON; Reject::CODES.len() + 1];
+    let mut i = 0;
+    while i < Reject::CODES.len() {
+        all[i] = Reject::CODES[i];
+        i += 1;
+    }
+    all
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -138,6 +157,8 @@ struct Part {
     /// update it in place without losing the file list of the commit it describes.
     last_entry: Option<PartitionEntry>,
     done: bool,
+    /// Where this run started reading (for progress against `end_offset`).
+    start_offset: i64,
 }
 
 /// A prepared source for one worker: partitions assigned, checkpoint restored, leftovers removed.
@@ -317,6 +338,7 @@ impl PreparedSource {
             totals,
             last_entry: entry,
             done: self.settings.available_now && start >= high,
+            start_offset: start,
         });
         Ok(start)
     }
@@ -515,6 +537,11 @@ pub fn kafka_source<'scope>(
         let mut cap = Some(capability);
         let mut phase = Phase::Reading;
         let mut restored_sent = false;
+        // Partition state for metrics and the status page goes out at most every
+        // PUBLISH_EVERY, and only when something was read since: a trickle of one record per
+        // activation must not take the telemetry lock each time.
+        let mut last_published: Option<Instant> = None;
+        let mut unpublished = false;
         let mut last_commit = Instant::now();
         let spec = src.settings.spec.clone();
         let mut parser = RecordParser::new(spec.schema.clone(), spec.key_col, spec.value_col, spec.time_col);
@@ -572,9 +599,14 @@ pub fn kafka_source<'scope>(
                     return;
                 }
             };
-
             let closed = probe_closed(&probe);
             let now = Instant::now();
+            unpublished |= got > 0;
+            if last_published.is_none_or(|at| unpublished && now.duration_since(at) >= PUBLISH_EVERY) {
+                publish(&src, &spec);
+                last_published = Some(now);
+                unpublished = false;
+            }
             let all_done = src.parts.iter().all(|p| p.done);
             let stopping = src.settings.shutdown.requested();
             let roll_due = now.duration_since(last_commit) >= src.settings.roll_interval
@@ -686,6 +718,7 @@ fn read_batch(
     let mut quarantined = 0u64;
     let mut broker_error = None;
     let mut any_message = false;
+    let mut bytes_read = 0u64;
     while got < src.settings.max_batch {
         let msg = match consumer.poll(Duration::ZERO) {
             None => break,
@@ -728,6 +761,7 @@ fn read_batch(
         part.next_offset = offset + 1;
         part.last_message = batch_now;
         let payload = msg.payload();
+        bytes_read += payload.map_or(0, |p| p.len() as u64);
         match parser.parse(payload) {
             Ok(()) => {
                 let bytes = payload.unwrap_or_default();
@@ -742,6 +776,7 @@ fn read_batch(
                         ),
                     );
                     quarantined += 1;
+                    counters.quarantined_by_reason[Reject::CODES.len()].fetch_add(1, Ordering::Relaxed);
                 } else {
                     part.files.append(parser, bytes)?;
                     part.max_event_ms = Some(part.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)));
@@ -760,6 +795,7 @@ fn read_batch(
                 }
             }
             Err(reject) => {
+                counters.quarantined_by_reason[reject.index()].fetch_add(1, Ordering::Relaxed);
                 part.files.quarantine(offset, payload, reject.to_string());
                 quarantined += 1;
             }
@@ -802,6 +838,7 @@ fn read_batch(
         }
     }
     counters.messages.fetch_add(got as u64, Ordering::Relaxed);
+    counters.bytes.fetch_add(bytes_read, Ordering::Relaxed);
     counters.late.fetch_add(late, Ordering::Relaxed);
     counters.quarantined.fetch_add(quarantined, Ordering::Relaxed);
     Ok(got)
@@ -829,6 +866,8 @@ fn commit_all(
     counters: &SourceCounters,
     force: bool,
 ) -> Result<(), SourceError> {
+    let started = Instant::now();
+    let mut committed_any = false;
     let checkpoint = &src.checkpoint;
     for part in &mut src.parts {
         if part.files.pending_messages() == 0 && part.late_pending == 0 && !force {
@@ -884,6 +923,7 @@ fn commit_all(
         counters.rows.fetch_add(stats.rows, Ordering::Relaxed);
         counters.files.fetch_add(stats.files.len() as u64, Ordering::Relaxed);
         counters.commits.fetch_add(1, Ordering::Relaxed);
+        committed_any = true;
         tracing::debug!(
             partition = part.partition,
             start = stats.start_offset,
@@ -893,5 +933,34 @@ fn commit_all(
             "committed"
         );
     }
+    if committed_any {
+        src.settings.telemetry.committed(started.elapsed());
+        publish(src, &src.settings.spec);
+    }
     Ok(())
+}
+
+/// How often, at most, a source publishes its partitions' state while reading (commits always do).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Publishes every partition's position and watermark for metrics and the status page: at most
+/// every [`PUBLISH_EVERY`] while reading and after each commit, never per record.
+fn publish(src: &PreparedSource, spec: &Spec) {
+    let now = Instant::now();
+    let reports = src
+        .parts
+        .iter()
+        .map(|p| PartitionReport {
+            partition: p.partition,
+            worker: src.worker,
+            read_offset: p.next_offset,
+            committed_offset: p.last_entry.as_ref().map_or(p.totals.0, |e| e.next_offset),
+            end_offset: p.end_offset,
+            start_offset: p.start_offset,
+            watermark_ms: p.max_event_ms.map(|m| m - spec.watermark_ms as i64),
+            since_last_record: now.saturating_duration_since(p.last_message),
+            done: p.done,
+        })
+        .collect();
+    src.settings.telemetry.publish_partitions(reports);
 }

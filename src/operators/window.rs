@@ -9,6 +9,7 @@
 //! and forget when `frontier > end`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -16,6 +17,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::Delta;
+use crate::observe::telemetry::Telemetry;
 use crate::parse::Key;
 use crate::sink::aggregates::WindowRow;
 
@@ -40,11 +42,22 @@ pub trait WindowAverage<'scope> {
     /// state. An empty frontier (every source stopped without `--flush-windows`) closes nothing:
     /// open windows stay in the sources' checkpoints for the next run. Windows ending at or before
     /// `closed_through` were finalized by an earlier run and are never emitted again.
-    fn window_average(self, closed_through: u64) -> Stream<'scope, u64, Vec<WindowOutput>>;
+    ///
+    /// Telemetry: publishes its input frontier (the global watermark), its count of open windows
+    /// and every closed window's rows, once per activation or window, never per record.
+    fn window_average(
+        self,
+        closed_through: u64,
+        telemetry: Arc<Telemetry>,
+    ) -> Stream<'scope, u64, Vec<WindowOutput>>;
 }
 
 impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
-    fn window_average(self, closed_through: u64) -> Stream<'scope, u64, Vec<WindowOutput>> {
+    fn window_average(
+        self,
+        closed_through: u64,
+        telemetry: Arc<Telemetry>,
+    ) -> Stream<'scope, u64, Vec<WindowOutput>> {
         let route = Exchange::new(|d: &Delta| d.1.as_ref().route());
         let worker = self.scope().index() as u32;
         self.unary_frontier(route, "WindowAverage", move |_cap, _info| {
@@ -75,8 +88,10 @@ impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
                     // Input ended: release the capabilities so the dataflow can finish; the open
                     // windows' state lives on in the sources' checkpoint entries.
                     open.clear();
+                    telemetry.set_open_windows(worker as usize, 0);
                     return;
                 };
+                telemetry.observe_watermark(watermark);
                 while let Some(entry) = open.first_entry() {
                     if *entry.key() > watermark {
                         break;
@@ -89,8 +104,10 @@ impl<'scope> WindowAverage<'scope> for Stream<'scope, u64, Vec<Delta>> {
                         })
                         .collect();
                     rows.sort();
+                    telemetry.window_closed(worker as usize, end, rows.iter().map(|(row, _)| row));
                     output.session(&cap).give_iterator(rows.into_iter());
                 }
+                telemetry.set_open_windows(worker as usize, open.len());
             }
         })
     }

@@ -113,6 +113,36 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every reason code, in [`Reject::index`] order.
+    pub const CODES: [&'static str; 10] = [
+        "empty_payload",
+        "not_utf8",
+        "bad_json",
+        "missing_field",
+        "null_field",
+        "null_key",
+        "wrong_type",
+        "timestamp_without_offset",
+        "timestamp_out_of_range",
+        "value_out_of_range",
+    ];
+
+    /// Position of this reason's code in [`Reject::CODES`], for lock-free per-reason counters.
+    pub fn index(&self) -> usize {
+        match self {
+            Reject::EmptyPayload => 0,
+            Reject::NotUtf8 => 1,
+            Reject::BadJson(_) => 2,
+            Reject::MissingField(_) => 3,
+            Reject::NullField(_) => 4,
+            Reject::NullKey(_) => 5,
+            Reject::WrongType { .. } => 6,
+            Reject::TimestampNoOffset(_) => 7,
+            Reject::TimestampOutOfRange(_) => 8,
+            Reject::ValueOutOfRange(_) => 9,
+        }
+    }
+
     /// A short, stable reason code for counting (metrics, checkpoint, audit).
     pub fn code(&self) -> &'static str {
         match self {
@@ -154,6 +184,31 @@ impl fmt::Display for Reject {
             Reject::ValueOutOfRange(n) => {
                 write!(f, "value_out_of_range: field `{n}` exceeds ±1e18, the range of exact window sums")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reject;
+
+    #[test]
+    fn reject_codes_match_their_index() {
+        let all = [
+            Reject::EmptyPayload,
+            Reject::NotUtf8,
+            Reject::BadJson("x"),
+            Reject::MissingField("f".into()),
+            Reject::NullField("f".into()),
+            Reject::NullKey("f".into()),
+            Reject::WrongType { field: "f".into(), expected: "an int" },
+            Reject::TimestampNoOffset("f".into()),
+            Reject::TimestampOutOfRange("f".into()),
+            Reject::ValueOutOfRange("f".into()),
+        ];
+        for r in &all {
+            assert_eq!(Reject::CODES[r.index()], r.code(), "{r:?}");
+            assert!(r.to_string().starts_with(r.code()), "the stored reason starts with the code: {r}");
         }
     }
 }
