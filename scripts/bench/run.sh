@@ -17,7 +17,8 @@
 # Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
 # pandas, pyarrow, duckdb; default .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g).
 #
-# Output: DIR/results.csv (one line per run), DIR/summary.md (medians, min-max, ratios, versions),
+# Output: DIR/results.csv (one line per run), DIR/results.json (the same, with medians and versions, for
+# tools), DIR/summary.md (medians, min-max, ratios, versions),
 # DIR/logs/ (stdout/stderr and `/usr/bin/time -v` of every run).
 set -euo pipefail
 

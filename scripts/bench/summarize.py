@@ -1,10 +1,12 @@
 """Summarize a scripts/bench/run.sh results folder as Markdown (stdlib only).
 
 Usage: python3 scripts/bench/summarize.py RESULTS_DIR > summary.md
-Reads RESULTS_DIR/results.csv, meta.txt and rows.csv (if present).
+Reads RESULTS_DIR/results.csv, meta.txt and rows.csv (if present); also writes
+RESULTS_DIR/results.json: the machine and versions, every run, and the medians per contender.
 """
 
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -108,10 +110,35 @@ def main(argv):
             print("Row-count check (DuckDB on each run's raw dataset) **failed** for: " + "; ".join(bad) + "\n")
         else:
             print(f"Row-count check: every run's raw dataset holds exactly {int(meta['events']):,} rows (DuckDB count).\n")
+    write_json(out, meta, rows, order, med)
     vd = out / "validate-dataset.txt"
     if vd.exists():
         print(f"Validators read `{vd.read_text().strip()}` (the last streamlake run).\n")
     return 0
+
+
+def write_json(out, meta, rows, order, med):
+    """The raw results, for tools: meta, every run (numbers as numbers), medians of successful runs."""
+    def num(v):
+        try:
+            f = float(v)
+            return int(f) if f.is_integer() and "." not in v else f
+        except (TypeError, ValueError):
+            return v
+
+    keys = ("wall_s", "events_per_s", "peak_rss_mb", "tree_rss_mb", "cpu_s", "inner_s")
+    doc = {
+        "meta": meta,
+        "runs": [{k: num(v) for k, v in r.items()} for r in rows],
+        "medians": {c: {k: med(c, k) for k in keys if any(r.get(k) for r in rows)} for c in order},
+    }
+    rows_file = out / "rows.csv"
+    if rows_file.exists():
+        doc["row_counts"] = [
+            {"contender": a, "run": int(b), "rows": int(n)}
+            for a, b, n in (line.split(",") for line in rows_file.read_text().splitlines() if line)
+        ]
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
