@@ -31,16 +31,6 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// `streamlake run` on `topic` writing to `out`, run id `t`, from the earliest offsets.
-fn run_cmd(brokers: &str, topic: &str, out: &Path, extra: &[&str]) -> Command {
-    let mut c = bin();
-    c.args(["run", "--brokers", brokers, "--topic", topic, "--starting-offsets", "earliest", "--no-console"])
-        .args(["--run-id", "t", "--output"])
-        .arg(out)
-        .args(extra);
-    c
-}
-
 /// A running `streamlake run` whose stdout and stderr go to files (read them with [`Job::log`]).
 struct Job {
     child: Child,
@@ -221,7 +211,7 @@ fn chaos_kills_at_crash_points_and_random_moments() {
     let mut timed_kills = 0;
     for k in 0..kills {
         let workers = ["1", "2", "3"][k % 3];
-        let mut cmd = run_cmd(
+        let mut cmd = run_earliest(
             &brokers,
             &topic,
             &out,
@@ -276,7 +266,7 @@ fn chaos_kills_at_crash_points_and_random_moments() {
     }
 
     // Catch up and close everything.
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
     let l = verify("chaos", &brokers, &topic, &out);
     assert_eq!(l.produced, produced, "the topic holds what the producer sent");
     assert_eq!(l.quarantined, (0..produced).filter(|i| i % 997 == 500).count() as u64, "the poison records");
@@ -350,16 +340,16 @@ fn replay_of_an_uncommitted_range_is_not_written_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
     load(&brokers, &topic, 1_750_000_000_000, 20_000);
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     load(&brokers, &topic, 1_750_000_040_000, 20_000);
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     let files_before = data_files(&out.join(RUN)).len();
     for p in 0..3 {
         let newest = entries_of(&out, p).pop().unwrap();
         std::fs::remove_file(&newest).unwrap();
     }
     let second =
-        run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
+        run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
     let totals = run_totals(&[second]);
     assert!(totals["messages"] > 0, "the uncommitted ranges were read again: {totals:?}");
     assert_eq!(data_files(&out.join(RUN)).len(), files_before, "the same files, rewritten in place");
@@ -389,7 +379,7 @@ fn damaged_checkpoint_is_an_error_naming_the_file_and_the_recovery() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
     load(&brokers, &topic, 1_750_000_000_000, 9_000);
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     load(&brokers, &topic, 1_750_000_020_000, 9_000);
 
     let newest = entries_of(&out, 1).pop().unwrap();
@@ -400,7 +390,7 @@ fn damaged_checkpoint_is_an_error_naming_the_file_and_the_recovery() {
     {
         std::fs::write(&newest, &bytes).unwrap();
         let o = output_within(
-            &mut run_cmd(&brokers, &topic, &out, &["--available-now", "-w", "3"]),
+            &mut run_earliest(&brokers, &topic, &out, &["--available-now", "-w", "3"]),
             Duration::from_secs(60),
         );
         let err = stderr_of(&o);
@@ -419,7 +409,7 @@ fn damaged_checkpoint_is_an_error_naming_the_file_and_the_recovery() {
     std::fs::rename(&newest, tmp.path().join("damaged.json")).unwrap();
     let tmp_entry = newest.with_file_name(format!(".{}.tmp", newest.file_name().unwrap().to_string_lossy()));
     std::fs::write(&tmp_entry, b"{\"partial").unwrap();
-    let o = run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    let o = run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     assert!(
         stderr_of(&o).contains("removing an uncommitted checkpoint temp file"),
         "warns about the temp file"
@@ -448,12 +438,14 @@ fn a_second_instance_on_the_same_run_id_is_refused() {
     let out = tmp.path().join("parquet");
     load(&brokers, &topic, 1_750_000_000_000, 3_000);
     let mut first = Job::spawn(
-        run_cmd(&brokers, &topic, &out, &["--roll-interval", "200ms"]),
+        run_earliest(&brokers, &topic, &out, &["--roll-interval", "200ms"]),
         tmp.path().join("first.log"),
     );
     first.wait_until("the first instance's commits", Duration::from_secs(60), || committed(&out) == 3_000);
-    let o =
-        output_within(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]), Duration::from_secs(60));
+    let o = output_within(
+        &mut run_earliest(&brokers, &topic, &out, &["--available-now"]),
+        Duration::from_secs(60),
+    );
     let err = stderr_of(&o);
     println!("[lock] second instance: exit {:?}: {}", o.status.code(), err.lines().last().unwrap_or(""));
     assert!(!o.status.success(), "the second instance must refuse");
@@ -465,7 +457,7 @@ fn a_second_instance_on_the_same_run_id_is_refused() {
         committed(&out) == 6_000
     });
     first.stop();
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     verify("lock", &brokers, &topic, &out);
 }
 
@@ -524,7 +516,7 @@ fn bad_configuration_fails_clearly_before_any_work() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let o = output_within(
-        &mut run_cmd(&brokers, &topic, &file.join("parquet"), &["--available-now"]),
+        &mut run_earliest(&brokers, &topic, &file.join("parquet"), &["--available-now"]),
         Duration::from_secs(60),
     );
     let err = stderr_of(&o);
@@ -588,7 +580,8 @@ fn poison_records_are_quarantined_and_good_ones_kept() {
     }
     records.push((1, Some(big_good.into_bytes())));
     send(&brokers, &topic, &records);
-    let o = run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
+    let o =
+        run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
     let totals = run_totals(&[o]);
     let l = verify("poison", &brokers, &topic, &out);
     println!("[poison] quarantined by reason: {:?}", l.quarantine_reasons);
@@ -632,7 +625,7 @@ fn watermark_survives_idle_partitions_future_events_and_late_data() {
         stop.clone(),
     );
     let mut job = Job::spawn(
-        run_cmd(
+        run_earliest(
             &brokers,
             &topic,
             &out,
@@ -671,7 +664,7 @@ fn watermark_survives_idle_partitions_future_events_and_late_data() {
     send(&brokers, &topic, &late);
     job.wait_until("the late events committed", Duration::from_secs(60), || committed(&out) == total + 5);
     job.stop();
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     let l = verify("watermark", &brokers, &topic, &out);
     assert_eq!(l.late, 5, "the five late events are counted late");
     assert_eq!(l.quarantine_reasons.get("timestamp_in_future"), Some(&1));
@@ -690,7 +683,7 @@ fn a_partition_added_while_running_is_read_from_the_beginning() {
     let t0: i64 = 1_750_000_000_000;
     load(&brokers, &topic, t0, 3_000);
     let mut job = Job::spawn(
-        run_cmd(
+        run_earliest(
             &brokers,
             &topic,
             &out,
@@ -713,7 +706,7 @@ fn a_partition_added_while_running_is_read_from_the_beginning() {
     });
     job.wait_until("partition 3 committed", Duration::from_secs(60), || committed(&out) == 3_500);
     job.stop();
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     let l = verify("partition added", &brokers, &topic, &out);
     assert_eq!(ledger::newest_entries(&out.join(RUN))[&3]["first_offset"].as_i64(), Some(0), "from earliest");
     assert_eq!(l.late, 0, "partition 3's events were on time: it counts in the watermark");
@@ -731,7 +724,7 @@ fn offsets_gone_from_the_broker_fail_or_are_skipped_deliberately() {
     let out = tmp.path().join("parquet");
     let t0: i64 = 1_750_000_000_000;
     load(&brokers, &topic, t0, 3_000); // 1000 per partition
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     let more: Vec<_> = (3_000..6_000).map(|i| synthetic(t0, i)).collect();
     send(&brokers, &topic, &more);
     let all = ledger::consume_topic(&brokers, &topic); // before the deletion: what was produced
@@ -740,8 +733,10 @@ fn offsets_gone_from_the_broker_fail_or_are_skipped_deliberately() {
     futures_executor::block_on(admin(&brokers).delete_records(&tpl, &rdkafka::admin::AdminOptions::new()))
         .unwrap();
 
-    let o =
-        output_within(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]), Duration::from_secs(60));
+    let o = output_within(
+        &mut run_earliest(&brokers, &topic, &out, &["--available-now"]),
+        Duration::from_secs(60),
+    );
     let err = stderr_of(&o);
     println!("[gone] fail: exit {:?}: {}", o.status.code(), err.lines().last().unwrap_or(""));
     assert!(!o.status.success(), "data loss is an error by default");
@@ -751,7 +746,7 @@ fn offsets_gone_from_the_broker_fail_or_are_skipped_deliberately() {
     );
     assert_eq!(committed(&out), 3_000, "nothing committed past the gap");
 
-    let o = run_ok(&mut run_cmd(
+    let o = run_ok(&mut run_earliest(
         &brokers,
         &topic,
         &out,
@@ -776,7 +771,7 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
     load(&brokers, &topic, 1_750_000_000_000, 60_000);
-    let mut cmd = run_cmd(&brokers, &topic, &out, &["--available-now", "--roll-interval", "50ms"]);
+    let mut cmd = run_earliest(&brokers, &topic, &out, &["--available-now", "--roll-interval", "50ms"]);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -802,7 +797,7 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     assert_eq!(mid.duplicates, 0);
     assert!(mid.problems.iter().all(|p| p.contains("offsets in no commit")), "{:?}", mid.problems);
 
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     verify("disk full", &brokers, &topic, &out);
 }
 
@@ -824,7 +819,7 @@ fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
         .map(|p| {
             let p = p.to_string();
             Job::spawn(
-                run_cmd(
+                run_earliest(
                     &brokers,
                     &topic,
                     &out,
@@ -848,11 +843,11 @@ fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
     assert!(error.contains("lost its connection to another process of the cluster"), "{log}");
     assert!(!log.contains("stack backtrace"), "one clear error, not backtraces:\n{log}");
 
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "2"]));
     verify("peer", &brokers, &topic, &out);
     // The same input, undisturbed, in one worker: identical raw rows and window rows.
     let reference = tmp.path().join("ref/parquet");
-    run_ok(&mut run_cmd(&brokers, &topic, &reference, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &reference, &["--available-now", "--flush-windows"]));
     assert_eq!(read_raw(&out.join(RUN)), read_raw(&reference.join(RUN)), "raw rows");
     assert_eq!(
         read_aggregates(&tmp.path().join("aggregates").join(RUN)),
@@ -921,7 +916,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     let t0 = 1_750_000_000_000;
     load(&brokers, &topic, t0, 20_000);
     let mut job = Job::spawn(
-        run_cmd(&brokers, &topic, &out, &["--roll-interval", "200ms", "-w", "2"]),
+        run_earliest(&brokers, &topic, &out, &["--roll-interval", "200ms", "-w", "2"]),
         tmp.path().join("restart.log"),
     );
     job.wait_until("the first 20000 committed", Duration::from_secs(60), || committed(&out) == 20_000);
@@ -942,6 +937,6 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     });
     let log = job.stop();
     assert!(log.contains("the Kafka broker is back"), "says it resumed:\n{log}");
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     verify("broker restart", &brokers, &topic, &out);
 }

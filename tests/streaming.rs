@@ -53,15 +53,6 @@ fn oracle_windows(events: &[(i64, i64, f64)]) -> BTreeMap<(i64, i64), (f64, i64)
     acc.into_iter().map(|(k, (s, c))| (k, ((s as f64 / 1e9) / c as f64, c))).collect()
 }
 
-fn run_cmd(brokers: &str, topic: &str, out: &Path, extra: &[&str]) -> Command {
-    let mut c = bin();
-    c.args(["run", "--brokers", brokers, "--topic", topic, "--starting-offsets", "earliest", "--no-console"])
-        .args(["--run-id", "t", "--output"])
-        .arg(out)
-        .args(extra);
-    c
-}
-
 fn python() -> Option<String> {
     match std::env::var("STREAMLAKE_TEST_PYTHON") {
         Ok(p) if !p.is_empty() => Some(p),
@@ -112,7 +103,7 @@ fn sigkill_mid_run_then_restart_is_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
 
-    let mut child = run_cmd(&brokers, &topic, &out, &["--available-now", "--roll-interval", "20ms"])
+    let mut child = run_earliest(&brokers, &topic, &out, &["--available-now", "--roll-interval", "20ms"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -131,7 +122,7 @@ fn sigkill_mid_run_then_restart_is_exactly_once() {
 
     // Restart with a different worker count: ownership moves, the checkpoint is per partition.
     let second =
-        run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "3"]));
+        run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows", "-w", "3"]));
     let totals = run_totals(&[second]);
     assert_eq!(totals["messages"] + committed, n as u64, "the restart read exactly what was not committed");
 
@@ -176,14 +167,14 @@ fn open_windows_resume_from_checkpoint_and_late_records_are_not_aggregated() {
     let out = tmp.path().join("parquet");
     // Run 1: two values in window [t0, t0+10s) for id 1; nothing closes (watermark t0-30s+).
     send(&brokers, &topic, &[ev(1, t0 + 1_000, 10.0), ev(1, t0 + 2_001, 20.0)]);
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     assert!(read_aggregates(&tmp.path().join("aggregates/run_t")).is_empty(), "no window closed yet");
     // Run 2: one more value for the same window, then flush: avg over all three.
     send(&brokers, &topic, &[ev(1, t0 + 3_002, 60.0), ev(2, t0 + 15_000, 5.0)]);
-    run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     // Run 3: a record for the closed window is late; a new window is on time.
     send(&brokers, &topic, &[ev(1, t0 + 4_000, 1000.0), ev(1, t0 + 100_000, 7.0)]);
-    let third = run_ok(&mut run_cmd(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
+    let third = run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     assert_eq!(run_totals(&[third])["late"], 1);
 
     let aggs = read_aggregates(&tmp.path().join("aggregates/run_t"));

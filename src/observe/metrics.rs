@@ -219,19 +219,7 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let info = ClusterInfo {
-            run_id: "r".into(),
-            topic: "t".into(),
-            output: "/tmp/x".into(),
-            process: 0,
-            processes: 1,
-            workers: 2,
-            window_ms: 10_000,
-            watermark_delay_ms: 30_000,
-            idle_timeout: Duration::from_secs(30),
-            trigger: Duration::from_secs(10),
-            available_now: false,
-        };
+        let info = ClusterInfo::for_tests(1, 2);
         let t = Arc::new(Telemetry::new(info, Arc::default()));
         t.counters.messages.store(42, Ordering::Relaxed);
         t.counters.quarantined_by_reason[2].store(3, Ordering::Relaxed);

@@ -173,19 +173,7 @@ mod tests {
 
     #[test]
     fn rates_come_from_rows_wall_time_and_busy_time() {
-        let info = ClusterInfo {
-            run_id: "r".into(),
-            topic: "t".into(),
-            output: "/tmp/x".into(),
-            process: 0,
-            processes: 1,
-            workers: 2,
-            window_ms: 10_000,
-            watermark_delay_ms: 30_000,
-            idle_timeout: Duration::from_secs(30),
-            trigger: Duration::from_secs(10),
-            available_now: false,
-        };
+        let info = ClusterInfo::for_tests(1, 2);
         let t = Telemetry::new(info, Arc::default());
         let mut before = t.snapshot();
         before.uptime = Duration::from_secs(10);

@@ -43,6 +43,24 @@ pub struct ClusterInfo {
 }
 
 impl ClusterInfo {
+    /// A small fixed cluster for unit tests: the events pipeline's 10 s windows and 30 s delay.
+    #[cfg(test)]
+    pub(crate) fn for_tests(processes: usize, workers: usize) -> ClusterInfo {
+        ClusterInfo {
+            run_id: "r".into(),
+            topic: "t".into(),
+            output: PathBuf::from("/tmp/x"),
+            process: 0,
+            processes,
+            workers,
+            window_ms: 10_000,
+            watermark_delay_ms: 30_000,
+            idle_timeout: Duration::from_secs(30),
+            trigger: Duration::from_secs(10),
+            available_now: false,
+        }
+    }
+
     /// The facts of a `streamlake run` invocation.
     pub fn from_run(args: &crate::cli::RunArgs, spec: &crate::spec::Spec) -> Self {
         ClusterInfo {
@@ -441,19 +459,7 @@ mod tests {
     use super::*;
 
     fn info(processes: usize) -> ClusterInfo {
-        ClusterInfo {
-            run_id: "r".into(),
-            topic: "t".into(),
-            output: PathBuf::from("/tmp/x"),
-            process: 0,
-            processes,
-            workers: 1,
-            window_ms: 10_000,
-            watermark_delay_ms: 30_000,
-            idle_timeout: Duration::from_secs(30),
-            trigger: Duration::from_secs(10),
-            available_now: false,
-        }
+        ClusterInfo::for_tests(processes, 1)
     }
 
     fn report(partition: i32, watermark_ms: Option<i64>, silent: u64) -> PartitionReport {

@@ -43,6 +43,16 @@ pub fn bin() -> Command {
     cmd
 }
 
+/// `streamlake run` on `topic` writing to `out`, run id `t`, from the earliest offsets, no console.
+pub fn run_earliest(brokers: &str, topic: &str, out: &Path, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["run", "--brokers", brokers, "--topic", topic, "--starting-offsets", "earliest", "--no-console"])
+        .args(["--run-id", "t", "--output"])
+        .arg(out)
+        .args(extra);
+    c
+}
+
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("starting streamlake");
     assert!(
