@@ -143,20 +143,10 @@ impl Reject {
         }
     }
 
-    /// A short, stable reason code for counting (metrics, checkpoint, audit).
+    /// A short, stable reason code for counting (metrics, checkpoint, audit): one list,
+    /// [`Reject::CODES`], so the code and the counter index cannot disagree.
     pub fn code(&self) -> &'static str {
-        match self {
-            Reject::EmptyPayload => "empty_payload",
-            Reject::NotUtf8 => "not_utf8",
-            Reject::BadJson(_) => "bad_json",
-            Reject::MissingField(_) => "missing_field",
-            Reject::NullField(_) => "null_field",
-            Reject::NullKey(_) => "null_key",
-            Reject::WrongType { .. } => "wrong_type",
-            Reject::TimestampNoOffset(_) => "timestamp_without_offset",
-            Reject::TimestampOutOfRange(_) => "timestamp_out_of_range",
-            Reject::ValueOutOfRange(_) => "value_out_of_range",
-        }
+        Self::CODES[self.index()]
     }
 }
 
