@@ -201,6 +201,12 @@ pub struct ProduceArgs {
     #[arg(long, env = "MSGS_PER_SEC", default_value = "5", value_parser = parse_rate)]
     pub rate: Rate,
 
+    /// Pacing tick: each tick sends rate × tick events, then sleeps to the next tick. The
+    /// original loop sends a whole second's events at once (`1s`); a short tick (e.g. `10ms`)
+    /// spreads them evenly, which latency measurements need. Ignored with `--rate max`.
+    #[arg(long, default_value = "1s", value_parser = parse_tick)]
+    pub tick: Duration,
+
     /// Stop after this many events (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -216,6 +222,15 @@ pub struct ProduceArgs {
     /// How long to wait for the broker at start and for the final flush, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// A pacing tick between 1 ms and 1 s.
+pub fn parse_tick(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(1) {
+        return Err(format!("`{s}` is not a usable tick: give a duration from 1ms to 1s, e.g. 10ms"));
+    }
+    Ok(d)
 }
 
 /// Producer pacing.

@@ -48,6 +48,7 @@ fn produce_cmd(args: ProduceArgs) -> anyhow::Result<i32> {
         brokers: resolve_brokers(args.kafka.brokers.as_deref()),
         topic: args.kafka.topic.clone(),
         rate: args.rate,
+        tick: args.tick,
         count: args.count,
         ids: args.ids,
         seed,

@@ -67,6 +67,8 @@ pub struct ProduceConfig {
     pub brokers: String,
     pub topic: String,
     pub rate: Rate,
+    /// Paced mode's tick: `rate × tick` events per tick (the original: one second).
+    pub tick: Duration,
     pub count: Option<u64>,
     pub ids: u32,
     pub seed: u64,
@@ -134,14 +136,22 @@ pub fn produce(
     let mut last_report = Instant::now();
     let limit = config.count.unwrap_or(u64::MAX);
 
-    // Paced mode sends `rate` events per one-second tick, as the original loop does; flat-out
-    // mode sends in chunks so that the shutdown flag and progress are checked regularly.
-    let per_tick = match config.rate {
-        Rate::PerSecond(n) => n,
-        Rate::Max => 10_000,
-    };
+    // Paced mode sends `rate × tick` events per tick (the original loop: `rate` per second);
+    // the fractional part carries over so any rate is met exactly over time. Flat-out mode
+    // sends in chunks so that the shutdown flag and progress are checked regularly.
+    let tick_s = config.tick.as_secs_f64();
+    let mut owed = 0.0f64;
     let mut next_tick = Instant::now();
     while sent < limit && !shutdown.requested() {
+        let per_tick = match config.rate {
+            Rate::PerSecond(n) => {
+                owed += n as f64 * tick_s;
+                let whole = owed.floor();
+                owed -= whole;
+                whole as u64
+            }
+            Rate::Max => 10_000,
+        };
         let tick_end = (sent + per_tick).min(limit);
         while sent < tick_end {
             let id = rng.random_range(0..config.ids);
@@ -175,7 +185,7 @@ pub fn produce(
             last_report = Instant::now();
         }
         if let Rate::PerSecond(_) = config.rate {
-            next_tick += Duration::from_secs(1);
+            next_tick += config.tick;
             // Sleep in small steps so SIGINT is honoured promptly.
             while Instant::now() < next_tick && !shutdown.requested() {
                 std::thread::sleep((next_tick - Instant::now()).min(Duration::from_millis(100)));
