@@ -141,6 +141,15 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub trigger: Option<Duration>,
 
+    /// A librdkafka consumer setting, KEY=VALUE, applied over streamlake's own (repeatable), as
+    /// Spark's `kafka.`-prefixed options. The defaults bound the client's prefetch to a few MiB
+    /// per partition; a broker far away may read faster with e.g.
+    /// `--consumer-option max.partition.fetch.bytes=4194304 --consumer-option fetch.max.bytes=16777216`
+    /// at the cost of memory. Settings exactly-once depends on (group.id, enable.auto.commit,
+    /// enable.auto.offset.store, auto.offset.reset, isolation.level) cannot be changed.
+    #[arg(long = "consumer-option", value_name = "KEY=VALUE", value_parser = parse_consumer_option)]
+    pub consumer_options: Vec<(String, String)>,
+
     /// Do not print the console table.
     #[arg(long)]
     pub no_console: bool,
@@ -224,6 +233,27 @@ pub struct ProduceArgs {
     pub timeout: Duration,
 }
 
+/// Consumer settings streamlake owns: offsets live in the checkpoint, never in the group, and an
+/// out-of-range position must be reported, not silently reset.
+pub const RESERVED_CONSUMER_OPTIONS: &[&str] =
+    &["group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "isolation.level"];
+
+/// `KEY=VALUE` for `--consumer-option`.
+pub fn parse_consumer_option(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304"))?;
+    if RESERVED_CONSUMER_OPTIONS.contains(&key) {
+        return Err(format!(
+            "`{key}` is set by streamlake and cannot be overridden: the checkpoint, not the consumer, \
+             tracks offsets (exactly once depends on it)"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
 /// A pacing tick between 1 ms and 1 s.
 pub fn parse_tick(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
@@ -285,6 +315,26 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn consumer_options() {
+        assert_eq!(
+            parse_consumer_option("fetch.max.bytes = 1024").unwrap(),
+            ("fetch.max.bytes".to_string(), "1024".to_string())
+        );
+        assert!(parse_consumer_option("fetch.max.bytes").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_consumer_option("=3").is_err());
+        assert!(parse_consumer_option("enable.auto.commit=true")
+            .unwrap_err()
+            .contains("cannot be overridden"));
+    }
+
+    #[test]
+    fn ticks() {
+        assert_eq!(parse_tick("10ms").unwrap(), Duration::from_millis(10));
+        assert!(parse_tick("0s").is_err());
+        assert!(parse_tick("2s").unwrap_err().contains("1ms to 1s"));
     }
 
     #[test]

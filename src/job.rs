@@ -151,6 +151,22 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         )
         .into());
     }
+    // A misspelt --consumer-option fails here, before anything is created, rather than in every
+    // worker after the output folder exists. librdkafka checks names and values when a client is
+    // created; this one never connects.
+    if !args.consumer_options.is_empty() {
+        let mut probe = rdkafka::ClientConfig::new();
+        for (key, value) in &args.consumer_options {
+            probe.set(key, value);
+        }
+        if let Err(e) = probe.create::<rdkafka::consumer::BaseConsumer>() {
+            return Err(ConfigError::Invalid(format!(
+                "--consumer-option is not a valid librdkafka consumer setting: {e}; the settings are listed \
+                 in librdkafka's CONFIGURATION.md"
+            ))
+            .into());
+        }
+    }
     // Check the broker and the topic before touching the output folder: a bad configuration
     // fails here, with nothing created.
     let brokers = resolve_brokers(args.brokers.as_deref());
@@ -189,6 +205,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         on_data_loss: args.on_data_loss,
         partition_discovery: args.partition_discovery,
         max_batch: 4096,
+        consumer_options: args.consumer_options.clone(),
         metadata_timeout: args.connect_timeout,
         shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),

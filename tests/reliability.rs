@@ -493,6 +493,16 @@ fn bad_configuration_fails_clearly_before_any_work() {
         ("process index out of range", vec!["-n", "2", "-p", "2"], "out of range"),
         ("zero idle timeout", vec!["--idle-timeout", "0s"], "--idle-timeout must be positive"),
         ("unknown --on-data-loss", vec!["--on-data-loss", "ignore"], "invalid value"),
+        (
+            "misspelt --consumer-option",
+            vec!["--consumer-option", "fetch.max.byte=1048576"],
+            "No such configuration property: \"fetch.max.byte\"",
+        ),
+        (
+            "--consumer-option overriding offsets",
+            vec!["--consumer-option", "enable.auto.commit=true"],
+            "cannot be overridden",
+        ),
     ];
     for (what, args, expect) in cases {
         let mut cmd = bin();
@@ -772,10 +782,13 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     let out = tmp.path().join("parquet");
     load(&brokers, &topic, 1_750_000_000_000, 60_000);
     let mut cmd = run_earliest(&brokers, &topic, &out, &["--available-now", "--roll-interval", "50ms"]);
+    // 20 KiB is below the size of a whole-topic file per id and partition, and near that of a
+    // 50 ms commit's: the run fails in its first commit or in a later one, depending on how the
+    // fetches fall. Both are checked the same way below.
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 24 * 1024, rlim_max: libc::RLIM_INFINITY };
+            let lim = libc::rlimit { rlim_cur: 20 * 1024, rlim_max: libc::RLIM_INFINITY };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -22,6 +22,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::durable::{create_dir_durable, publish, sync_dir};
 use super::{io_err, SinkError};
@@ -252,14 +253,23 @@ pub struct PartitionFiles {
     bytes: u64,
 }
 
-fn writer_props(kind: &str) -> WriterProperties {
-    WriterProperties::builder()
+fn writer_props(kind: &str, schema: &Schema) -> WriterProperties {
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_created_by(format!("streamlake {} ({kind})", env!("CARGO_PKG_VERSION")))
         // The writer buffers a whole row group per open file; one file is open per key and
         // partition, so bound it to keep memory flat however large a commit grows.
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build()
+        .set_max_row_group_row_count(Some(128 * 1024));
+    // Event times and measured values are nearly all distinct: a dictionary would only grow to
+    // its page limit, cost memory per open file (a third of the job's heap in a profile) and CPU,
+    // then fall back to plain encoding anyway. Ids, sources and other low-cardinality columns keep
+    // theirs.
+    for field in schema.fields() {
+        if matches!(field.data_type(), DataType::Float64 | DataType::Timestamp(..)) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    props.build()
 }
 
 impl PartitionFiles {
@@ -299,8 +309,12 @@ impl PartitionFiles {
             self.partition, self.start_offset, self.layout.worker
         ));
         let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let writer = ArrowWriter::try_new(file, self.layout.file_schema.clone(), Some(writer_props("raw")))
-            .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+        let writer = ArrowWriter::try_new(
+            file,
+            self.layout.file_schema.clone(),
+            Some(writer_props("raw", &self.layout.file_schema)),
+        )
+        .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
         let builders = self
             .layout
             .fields
@@ -462,8 +476,12 @@ impl PartitionFiles {
         let batch = RecordBatch::try_new(self.layout.quarantine_schema.clone(), columns)
             .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
         let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props("quarantine")))
-            .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+        let mut writer = ArrowWriter::try_new(
+            file,
+            batch.schema(),
+            Some(writer_props("quarantine", &self.layout.quarantine_schema)),
+        )
+        .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
         writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
         for (k, v) in meta {
             writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
