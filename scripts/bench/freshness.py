@@ -460,6 +460,8 @@ def summarize(args):
             if os.path.exists(rss):
                 r["peak_rss_mb"] = round(int(open(rss).read().strip() or 0) / 1024)
             runs.append(r)
+    order = {"streamlake": 0, "spark": 1}
+    runs.sort(key=lambda r: (-(r.get("rate") or 0), order.get(r.get("contender"), 9), r.get("label", "")))
     meta = {}
     if os.path.exists(os.path.join(d, "meta.txt")):
         for line in open(os.path.join(d, "meta.txt")):

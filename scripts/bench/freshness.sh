@@ -156,7 +156,7 @@ wait_for() {
     sleep 0.2
   done
 }
-streamlake_ready() { grep -q 'progress batch=' "$1"; }
+streamlake_ready() { grep -qs 'progress batch=' "$1"; }
 spark_ready() { [[ -e "$1/_chk/commits/0" && -e "$2/_chk/commits/0" ]]; }
 
 # stop_pid PID SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL; the exit status in STOP_RC
