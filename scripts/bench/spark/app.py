@@ -10,6 +10,11 @@ id. Differences, all needed to run it as a bounded benchmark:
 
 Environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, OUTPUT_PATH, RUN_ID (as app.py).
 Prints `spark finished: elapsed_s=...` (from session start to both queries stopped).
+
+SPARK_TRIGGER=live (used by scripts/bench/freshness.sh) runs the original's trigger instead,
+`processingTime` = SPARK_TRIGGER_INTERVAL (default "10 seconds", the seed's), until the process is
+stopped (SIGTERM); startingOffsets stays earliest (the freshness topic is empty at start). Unset or
+`availableNow`: the benchmark mode above (scripts/bench/run.sh).
 """
 
 import os
@@ -64,6 +69,9 @@ agg_df = (
     )
 )
 
+live = os.getenv("SPARK_TRIGGER", "availableNow") == "live"
+trigger = {"processingTime": os.getenv("SPARK_TRIGGER_INTERVAL", "10 seconds")} if live else {"availableNow": True}
+
 run_output_path = os.path.join(output_path, f"run_{run_id}")
 agg_output_path = os.path.join(os.path.dirname(output_path.rstrip("/")), "aggregates", f"run_{run_id}")
 
@@ -72,7 +80,7 @@ agg_query = (
     .format("parquet")
     .option("checkpointLocation", os.path.join(agg_output_path, "_chk"))
     .option("path", agg_output_path)
-    .trigger(availableNow=True)
+    .trigger(**trigger)
     .start()
 )
 
@@ -82,7 +90,7 @@ parquet_query = (
     .option("checkpointLocation", os.path.join(run_output_path, "_chk"))
     .option("path", run_output_path)
     .partitionBy("id")
-    .trigger(availableNow=True)
+    .trigger(**trigger)
     .start()
 )
 
