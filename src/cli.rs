@@ -137,6 +137,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// With -n > 1: how long to wait for the other processes of the cluster to connect before
+    /// giving up with an error naming the missing ones.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub peer_timeout: Duration,
+
     /// Console and progress trigger; overrides the dataflow file's `trigger`.
     #[arg(long, value_parser = parse_duration)]
     pub trigger: Option<Duration>,

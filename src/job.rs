@@ -221,62 +221,69 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     let worker_counters = counters.clone();
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
-    let guards = timely::execute(config, move |worker| -> Result<(u64, u64), String> {
-        let index = worker.index();
-        let peers = worker.peers();
-        crate::observe::busy::track(worker, telemetry.clone());
-        let source = match PreparedSource::prepare(settings.clone(), index, peers, windows.closed_through_ms)
-        {
-            Ok(source) => source,
-            Err(e) => {
-                // This worker never builds the dataflow, so the others would wait for it forever:
-                // tell them through the shared slot (checked in their step loop).
-                let e = e.to_string();
-                if let Ok(mut slot) = fatal.lock() {
-                    slot.get_or_insert_with(|| e.clone());
+    let (allocators, comms) = crate::cluster::build(config.communication, args.peer_timeout, &shutdown)?;
+    let guards = timely::execute::execute_from(
+        allocators,
+        comms,
+        config.worker,
+        move |worker| -> Result<(u64, u64), String> {
+            let index = worker.index();
+            let peers = worker.peers();
+            crate::observe::busy::track(worker, telemetry.clone());
+            let source =
+                match PreparedSource::prepare(settings.clone(), index, peers, windows.closed_through_ms) {
+                    Ok(source) => source,
+                    Err(e) => {
+                        // This worker never builds the dataflow, so the others would wait for it forever:
+                        // tell them through the shared slot (checked in their step loop).
+                        let e = e.to_string();
+                        if let Ok(mut slot) = fatal.lock() {
+                            slot.get_or_insert_with(|| e.clone());
+                        }
+                        return Err(e);
+                    }
+                };
+            let probe = ProbeHandle::new();
+            let error = Rc::new(RefCell::new(None));
+            let report = Rc::new(RefCell::new(AggregatesReport::default()));
+            let target = AggregatesTarget {
+                dir: agg_dir.clone(),
+                checkpoint: CheckpointDir::new(&settings.run_dir),
+                key: spec.key_field().clone(),
+                window_ms: spec.window_ms,
+                restored: windows.clone(),
+                is_writer: index == 0,
+            };
+            worker.dataflow::<u64, _, _>(|scope| {
+                let deltas =
+                    kafka_source(scope, source, probe.clone(), worker_counters.clone(), error.clone());
+                let rows = deltas.window_average(windows.closed_through_ms, telemetry.clone());
+                if console {
+                    rows.clone().console(spec.trigger, spec.window_ms, spec.key_field().name.clone());
                 }
-                return Err(e);
-            }
-        };
-        let probe = ProbeHandle::new();
-        let error = Rc::new(RefCell::new(None));
-        let report = Rc::new(RefCell::new(AggregatesReport::default()));
-        let target = AggregatesTarget {
-            dir: agg_dir.clone(),
-            checkpoint: CheckpointDir::new(&settings.run_dir),
-            key: spec.key_field().clone(),
-            window_ms: spec.window_ms,
-            restored: windows.clone(),
-            is_writer: index == 0,
-        };
-        worker.dataflow::<u64, _, _>(|scope| {
-            let deltas = kafka_source(scope, source, probe.clone(), worker_counters.clone(), error.clone());
-            let rows = deltas.window_average(windows.closed_through_ms, telemetry.clone());
-            if console {
-                rows.clone().console(spec.trigger, spec.window_ms, spec.key_field().name.clone());
-            }
-            rows.write_aggregates(target, report.clone()).probe_with(&probe);
-        });
-        while !probe.done() {
-            worker.step_or_park(Some(Duration::from_millis(100)));
-            let local = error.borrow().clone().or_else(|| report.borrow().error.clone());
-            if let Some(e) = local {
-                // Tell this process's other workers, so none waits for a frontier that will
-                // never move again; peers in other processes see the connection close.
-                if let Ok(mut slot) = fatal.lock() {
-                    slot.get_or_insert_with(|| e.clone());
+                rows.write_aggregates(target, report.clone()).probe_with(&probe);
+            });
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(100)));
+                let local = error.borrow().clone().or_else(|| report.borrow().error.clone());
+                if let Some(e) = local {
+                    // Tell this process's other workers, so none waits for a frontier that will
+                    // never move again; peers in other processes see the connection close.
+                    if let Ok(mut slot) = fatal.lock() {
+                        slot.get_or_insert_with(|| e.clone());
+                    }
+                    abandon_dataflows(worker);
+                    return Err(e);
                 }
-                abandon_dataflows(worker);
-                return Err(e);
+                if fatal.lock().map(|s| s.is_some()).unwrap_or(true) {
+                    abandon_dataflows(worker);
+                    return Err(FOLLOWER.into());
+                }
             }
-            if fatal.lock().map(|s| s.is_some()).unwrap_or(true) {
-                abandon_dataflows(worker);
-                return Err(FOLLOWER.into());
-            }
-        }
-        let r = report.borrow();
-        Ok((r.rows, r.closed_through_ms))
-    })
+            let r = report.borrow();
+            Ok((r.rows, r.closed_through_ms))
+        },
+    )
     .map_err(|e| anyhow::anyhow!("cannot start the timely cluster: {e}"))?;
 
     let joined = guards.join();

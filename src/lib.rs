@@ -6,6 +6,7 @@
 //! [`observe`] serves metrics, the status page and progress lines of a running job.
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod crash;
 pub mod error;

@@ -780,15 +780,19 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     create_topic(&brokers, &topic, 3);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
-    load(&brokers, &topic, 1_750_000_000_000, 60_000);
-    let mut cmd = run_earliest(&brokers, &topic, &out, &["--available-now", "--roll-interval", "50ms"]);
-    // 20 KiB is below the size of a whole-topic file per id and partition, and near that of a
-    // 50 ms commit's: the run fails in its first commit or in a later one, depending on how the
-    // fetches fall. Both are checked the same way below.
+    // A first run with room commits the first 3,000 records; then 57,000 more arrive and the
+    // next run fails in its one commit (`--roll-interval 1h`: a single commit at the end of the
+    // available data, whose files are larger than the limit whatever the fetch sizes were).
+    let t0 = 1_750_000_000_000;
+    load(&brokers, &topic, t0, 3_000);
+    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
+    assert_eq!(committed(&out), 3_000);
+    send(&brokers, &topic, &(3_000..60_000).map(|i| synthetic(t0, i)).collect::<Vec<_>>());
+    let mut cmd = run_earliest(&brokers, &topic, &out, &["--available-now", "--roll-interval", "1h"]);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 20 * 1024, rlim_max: libc::RLIM_INFINITY };
+            let lim = libc::rlimit { rlim_cur: 16 * 1024, rlim_max: libc::RLIM_INFINITY };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -803,7 +807,7 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     assert!(err.contains("File too large") && err.contains("the disk has room"), "{err}");
     let partial = committed(&out);
     println!("[disk full] committed before the failure: {partial} of 60000");
-    assert!(partial < 60_000);
+    assert_eq!(partial, 3_000, "the failed commit left the earlier one as it was");
     // What is visible is complete and not duplicated (the rest is simply not there yet).
     let mid = ledger::check(&out.join(RUN), &ledger::consume_topic(&brokers, &topic), future_limit_ms());
     println!("[disk full] after the failure: {mid}");
