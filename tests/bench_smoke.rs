@@ -1,4 +1,4 @@
-//! The benchmark script cannot rot: a small run of `scripts/bench/run.sh` (100,000 events, the raw
+//! The benchmark scripts cannot rot. A small run of `scripts/bench/run.sh` (100,000 events, the raw
 //! read limit and streamlake `-w 2`, no Spark) on the test broker. It checks that every contender
 //! ran, read every event, and that streamlake's dataset holds exactly the events loaded. It does
 //! not judge the timings: benchmarks measure, tests do not time things.
@@ -8,15 +8,17 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn bench_script_smoke_run() {
-    let Some(brokers) = common::brokers() else { return };
+/// Runs `scripts/bench/<script>` with `args` and `--out DIR` on the test broker and the binary
+/// under test, asserts it succeeded, and returns its `results.json` and `summary.md`.
+fn run_bench_script(script: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let brokers = common::brokers().expect("checked by the caller");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("results");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/bench/run.sh"))
-        .args(["--events", "100000", "--runs", "1", "--only", "raw,w2", "--out"])
+    cmd.arg(root.join("scripts/bench").join(script))
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .env("KAFKA_BOOTSTRAP_SERVERS", &brokers)
         .env("STREAMLAKE_BIN", env!("CARGO_BIN_EXE_streamlake"));
@@ -25,10 +27,20 @@ fn bench_script_smoke_run() {
     }
     let o = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "run.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let json = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    println!("{summary}");
+    (json, summary)
+}
 
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+#[test]
+fn bench_script_smoke_run() {
+    if common::brokers().is_none() {
+        return;
+    }
+    let (json, summary) =
+        run_bench_script("run.sh", &["--events", "100000", "--runs", "1", "--only", "raw,w2"]);
     let runs = json["runs"].as_array().unwrap();
     let contenders: Vec<&str> = runs.iter().map(|r| r["contender"].as_str().unwrap()).collect();
     assert_eq!(contenders, ["raw", "w2"], "one run of each contender");
@@ -40,9 +52,7 @@ fn bench_script_smoke_run() {
     let counts = json["row_counts"].as_array().expect("DuckDB row counts");
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0]["rows"], 100_000, "streamlake's raw dataset holds exactly the events loaded");
-    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("holds exactly 100,000 rows"), "{summary}");
-    println!("{summary}");
 }
 
 /// The freshness script cannot rot either: `scripts/bench/freshness.sh` at 1,000 events/s for 8 s,
@@ -51,25 +61,13 @@ fn bench_script_smoke_run() {
 /// before the last event), and no timing is judged.
 #[test]
 fn freshness_script_smoke_run() {
-    let Some(brokers) = common::brokers() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("results");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/bench/freshness.sh"))
-        .args(["--rates", "1000", "--duration", "8", "--no-spark", "--drain-timeout", "120", "--out"])
-        .arg(&out)
-        .env("KAFKA_BOOTSTRAP_SERVERS", &brokers)
-        .env("STREAMLAKE_BIN", env!("CARGO_BIN_EXE_streamlake"));
-    if let Ok(py) = std::env::var("STREAMLAKE_TEST_PYTHON") {
-        cmd.env("PYTHON", py);
+    if common::brokers().is_none() {
+        return;
     }
-    let o = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "freshness.sh failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let (json, summary) = run_bench_script(
+        "freshness.sh",
+        &["--rates", "1000", "--duration", "8", "--no-spark", "--drain-timeout", "120"],
+    );
     let runs = json["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "one run: streamlake at 1,000 events/s");
     let r = &runs[0];
@@ -84,7 +82,27 @@ fn freshness_script_smoke_run() {
     for p in ["p50_ms", "p90_ms", "p99_ms", "max_ms"] {
         assert!(e[p].as_f64().is_some_and(|v| v > 0.0), "{p} present and positive: {e}");
     }
-    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("| streamlake |"), "{summary}");
-    println!("{summary}");
+}
+
+/// The scaling script too: two small sizes, streamlake `-w 2` only, one run each. Each size's
+/// dataset must hold exactly its events, and the series must carry the cost per event and memory
+/// of both sizes.
+#[test]
+fn scaling_script_smoke_run() {
+    if common::brokers().is_none() {
+        return;
+    }
+    let (json, summary) =
+        run_bench_script("scaling.sh", &["--sizes", "20000,40000", "--runs", "1", "--only", "w2"]);
+    assert_eq!(json["sizes"], serde_json::json!([20_000, 40_000]));
+    let points = json["series"]["w2"].as_array().expect("a w2 series");
+    assert_eq!(points.len(), 2, "{points:?}");
+    for (p, n) in points.iter().zip([20_000, 40_000]) {
+        assert_eq!(p["events"], n, "{p}");
+        assert_eq!(p["rows_ok"], true, "the dataset holds exactly {n} rows: {p}");
+        assert!(p["cpu_ns_per_event"].as_f64().is_some_and(|v| v > 0.0), "{p}");
+        assert!(p["peak_rss_mb"].as_f64().is_some_and(|v| v > 0.0), "{p}");
+    }
+    assert!(summary.contains("| streamlake `-w 2` | 40,000 |"), "{summary}");
 }

@@ -95,57 +95,23 @@ fi
 
 # ---- background processes: stopped by PID on exit ----------------------------------------------
 PIDS=()
-STARTED_KAFKA=0
+# shellcheck source=scripts/bench/common.sh
+source "$BENCH/common.sh"
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do
     if kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null || true; fi
   done
-  if [[ "$STARTED_KAFKA" == 1 ]]; then log "stopping the broker this script started"; scripts/kafka.sh stop >&2 || true; fi
+  bench_stop_kafka
 }
 trap cleanup EXIT
 
-# ---- Kafka (as run.sh) ---------------------------------------------------------------------------
-if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
-  if ! scripts/kafka.sh status >/dev/null 2>&1; then STARTED_KAFKA=1; fi
-  KAFKA_BOOTSTRAP_SERVERS="$(scripts/kafka.sh start | tail -n1)"
-fi
-export KAFKA_BOOTSTRAP_SERVERS
+# ---- Kafka and Spark (scripts/bench/common.sh) -----------------------------------------------------
+bench_start_kafka
 log "broker $KAFKA_BOOTSTRAP_SERVERS"
-
-# ---- Spark (as run.sh: separate venv + connector jars from Maven Central) --------------------------
 SPARK_OK=0
 SPARK_WHY=""
-if want spark; then
-  if [[ ! -x "$BENCH/.venv-spark/bin/spark-submit" ]] || ! "$BENCH/.venv-spark/bin/python" -c 'import pyspark; assert pyspark.__version__ == "3.5.7"' 2>/dev/null; then
-    log "creating scripts/bench/.venv-spark (pyspark 3.5.7 from PyPI)"
-    { python3 -m venv "$BENCH/.venv-spark" && "$BENCH/.venv-spark/bin/pip" install -q 'pyspark==3.5.7'; } >&2 || SPARK_WHY="pip install pyspark==3.5.7 failed"
-  fi
-  if [[ -z "$SPARK_WHY" && ! -f "$BENCH/spark/jars/.complete" ]]; then
-    log "fetching spark-sql-kafka-0-10_2.12 and its dependencies (Maven Central)"
-    rm -rf "$BENCH/spark/jars"
-    if mvn -q -f "$BENCH/spark/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$BENCH/spark/jars" >"$OUT/logs/mvn-spark.log" 2>&1; then
-      touch "$BENCH/spark/jars/.complete"
-    else
-      SPARK_WHY="maven fetch of the Kafka connector failed (see logs/mvn-spark.log)"
-    fi
-  fi
-  if [[ -z "$SPARK_WHY" ]]; then SPARK_OK=1; else log "Spark skipped: $SPARK_WHY"; fi
-fi
-
-# Peak RSS of a process tree, sampled every 0.25 s with ps (the sum over the tree at one moment; as run.sh).
-sample_tree_rss() { # ROOT_PID OUTFILE
-  local root="$1" out="$2" peak=0 now
-  while kill -0 "$root" 2>/dev/null; do
-    now="$(ps -e -o pid=,ppid=,rss= | awk -v r="$root" '
-      { pp[$1]=$2; rss[$1]=$3 }
-      END { for (p in pp) { q=p; n=0; while (q!="" && q!=0 && n<64) { if (q==r) { s+=rss[p]; break } q=pp[q]; n++ } } print s+0 }')"
-    if (( now > peak )); then peak="$now"; fi
-    echo "$peak" >"$out"
-    sleep 0.25
-  done
-}
+if want spark; then bench_setup_spark "$OUT/logs"; fi
 
 # wait_for SECONDS PID DESCRIPTION CMD...: polls CMD every 0.2 s; fails if PID exits or time runs out
 wait_for() {
@@ -191,7 +157,7 @@ run_one() { # CONTENDER RATE
   else
     local jars
     trig="processingTime $SPARK_TRIGGER"
-    jars="$(find "$BENCH/spark/jars" -name '*.jar' | sort | paste -sd, -)"
+    jars="$(bench_spark_jars)"
     env SPARK_LOCAL_IP=127.0.0.1 KAFKA_TOPIC="$topic" OUTPUT_PATH="$d/parquet" RUN_ID=fresh \
       SPARK_TRIGGER=live SPARK_TRIGGER_INTERVAL="$SPARK_TRIGGER" PYSPARK_PYTHON="$BENCH/.venv-spark/bin/python" \
       "$BENCH/.venv-spark/bin/spark-submit" --master 'local[2]' --driver-memory "${SPARK_DRIVER_MEMORY:-2g}" \
@@ -271,13 +237,7 @@ done
   echo "streamlake_roll_interval=$ROLL"
   echo "streamlake_workers=$WORKERS"
   echo "spark_trigger=$SPARK_TRIGGER"
-  echo "nproc=$(nproc)"
-  echo "memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
-  echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-  echo "kernel=$(uname -r)"
-  echo "streamlake_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+dirty')"
-  echo "streamlake_sha256=$(sha256sum "$BIN" | cut -c1-16)"
-  echo "kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+  bench_machine_meta "$BIN"
   if [[ -x "$BENCH/.venv-spark/bin/python" ]] && want spark; then
     echo "pyspark=$("$BENCH/.venv-spark/bin/python" -c 'import pyspark; print(pyspark.__version__)' 2>/dev/null || echo '?')"
   fi

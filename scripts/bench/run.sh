@@ -67,53 +67,17 @@ if want validate && ! "$PY" -c 'import pandas, pyarrow, duckdb' 2>/dev/null; the
   PY="$ROOT/.venv/bin/python"
 fi
 
-# ---- Kafka ---------------------------------------------------------------------------------
-STARTED_KAFKA=0
-if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
-  if ! scripts/kafka.sh status >/dev/null 2>&1; then STARTED_KAFKA=1; fi
-  KAFKA_BOOTSTRAP_SERVERS="$(scripts/kafka.sh start | tail -n1)"
-fi
-export KAFKA_BOOTSTRAP_SERVERS
-cleanup() {
-  if [[ "$STARTED_KAFKA" == 1 ]]; then log "stopping the broker this script started"; scripts/kafka.sh stop >&2 || true; fi
-}
-trap cleanup EXIT
+# ---- Kafka and Spark (scripts/bench/common.sh) ----------------------------------------------
+# shellcheck source=scripts/bench/common.sh
+source "$BENCH/common.sh"
+bench_start_kafka
+trap bench_stop_kafka EXIT
 log "broker $KAFKA_BOOTSTRAP_SERVERS"
-
-# ---- Spark (separate venv + connector jars from Maven Central) ------------------------------
 SPARK_OK=0
 SPARK_WHY=""
-if want spark; then
-  if [[ ! -x "$BENCH/.venv-spark/bin/spark-submit" ]] || ! "$BENCH/.venv-spark/bin/python" -c 'import pyspark; assert pyspark.__version__ == "3.5.7"' 2>/dev/null; then
-    log "creating scripts/bench/.venv-spark (pyspark 3.5.7 from PyPI)"
-    { python3 -m venv "$BENCH/.venv-spark" && "$BENCH/.venv-spark/bin/pip" install -q 'pyspark==3.5.7'; } >&2 || SPARK_WHY="pip install pyspark==3.5.7 failed"
-  fi
-  if [[ -z "$SPARK_WHY" && ! -f "$BENCH/spark/jars/.complete" ]]; then
-    log "fetching spark-sql-kafka-0-10_2.12 and its dependencies (Maven Central)"
-    rm -rf "$BENCH/spark/jars"
-    if mvn -q -f "$BENCH/spark/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$BENCH/spark/jars" >"$OUT/logs/mvn-spark.log" 2>&1; then
-      touch "$BENCH/spark/jars/.complete"
-    else
-      SPARK_WHY="maven fetch of the Kafka connector failed (see logs/mvn-spark.log)"
-    fi
-  fi
-  [[ -z "$SPARK_WHY" ]] && SPARK_OK=1
-fi
+if want spark; then bench_setup_spark "$OUT/logs"; fi
 
 # ---- measurement -----------------------------------------------------------------------------
-# Peak RSS of a process tree, sampled every 0.25 s with ps (the sum over the tree at one moment).
-sample_tree_rss() { # ROOT_PID OUTFILE
-  local root="$1" out="$2" peak=0 now
-  while kill -0 "$root" 2>/dev/null; do
-    now="$(ps -e -o pid=,ppid=,rss= | awk -v r="$root" '
-      { pp[$1]=$2; rss[$1]=$3 }
-      END { for (p in pp) { q=p; n=0; while (q!="" && q!=0 && n<64) { if (q==r) { s+=rss[p]; break } q=pp[q]; n++ } } print s+0 }')"
-    if (( now > peak )); then peak="$now"; fi
-    echo "$peak" >"$out"
-    sleep 0.25
-  done
-}
 time_field() { # FILE "Field name" -> value
   awk -F': ' -v k="$1" '$1 ~ "^[ \t]*"k"$" { print $2 }' "$2"
 }
@@ -212,7 +176,7 @@ for ((r = 1; r <= RUNS; r++)); do
   fi
   if want spark && [[ "$SPARK_OK" == 1 ]]; then
     d="$(dataset spark "$r")"; mkdir -p "$d"
-    jars="$(find "$BENCH/spark/jars" -name '*.jar' | sort | paste -sd, -)"
+    jars="$(bench_spark_jars)"
     run_measured spark "$r" 1 env SPARK_LOCAL_IP=127.0.0.1 KAFKA_TOPIC="$TOPIC" OUTPUT_PATH="$d/parquet" RUN_ID="bench$r" \
       PYSPARK_PYTHON="$BENCH/.venv-spark/bin/python" \
       "$BENCH/.venv-spark/bin/spark-submit" --master 'local[2]' --driver-memory "${SPARK_DRIVER_MEMORY:-2g}" \
@@ -247,13 +211,7 @@ fi
   echo "events=$EVENTS"
   echo "runs=$RUNS"
   echo "topic=$TOPIC"
-  echo "nproc=$(nproc)"
-  echo "memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
-  echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-  echo "kernel=$(uname -r)"
-  echo "streamlake_rev=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+dirty')"
-  echo "streamlake_sha256=$(sha256sum "$BIN" | cut -c1-16)"
-  echo "kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+  bench_machine_meta "$BIN"
   echo "java=$(java -version 2>&1 | head -n1)"
   echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
   if [[ -x "$BENCH/.venv-spark/bin/python" ]]; then

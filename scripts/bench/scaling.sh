@@ -37,15 +37,12 @@ OUT="${OUT:-$BENCH/results/scaling-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
-# One broker for the whole series: start it here unless one is given, so each run.sh reuses it.
-STARTED_KAFKA=0
-if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
-  if ! "$ROOT/scripts/kafka.sh" status >/dev/null 2>&1; then STARTED_KAFKA=1; fi
-  KAFKA_BOOTSTRAP_SERVERS="$("$ROOT/scripts/kafka.sh" start | tail -n1)"
-fi
-export KAFKA_BOOTSTRAP_SERVERS
-cleanup() { if [[ "$STARTED_KAFKA" == 1 ]]; then "$ROOT/scripts/kafka.sh" stop >&2 || true; fi; }
-trap cleanup EXIT
+# One broker for the whole series: started here unless one is given, so each run.sh reuses it.
+log() { echo "[scaling] $*" >&2; }
+# shellcheck source=scripts/bench/common.sh
+source "$BENCH/common.sh"
+bench_start_kafka
+trap bench_stop_kafka EXIT
 
 IFS=, read -r -a sizes <<<"$SIZES"
 for n in "${sizes[@]}"; do

@@ -50,7 +50,8 @@ def main(argv):
     failed = {c: sum(1 for r in rows if r["contender"] == c and r["exit"] != "0") for c in order}
 
     def med(c, key):
-        vals = [float(r[key]) for r in by.get(c, [])]
+        # Validators report no own elapsed time: their `inner_s` is empty.
+        vals = [float(r[key]) for r in by.get(c, []) if r.get(key)]
         return statistics.median(vals) if vals else None
 
     print(f"## {int(meta.get('events', 0)):,} events, {meta.get('runs')} runs each\n")

@@ -1,0 +1,65 @@
+# Shared by the benchmark scripts (sourced, not run): the broker, Spark's set-up, and memory
+# sampling. Expects ROOT, BENCH and a `log` function from the caller.
+
+# bench_start_kafka: use KAFKA_BOOTSTRAP_SERVERS, or start (or reuse) the local broker of
+# scripts/kafka.sh; STARTED_KAFKA=1 when this call started it, so bench_stop_kafka stops only that.
+bench_start_kafka() {
+  STARTED_KAFKA=0
+  if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    if ! "$ROOT/scripts/kafka.sh" status >/dev/null 2>&1; then STARTED_KAFKA=1; fi
+    KAFKA_BOOTSTRAP_SERVERS="$("$ROOT/scripts/kafka.sh" start | tail -n1)"
+  fi
+  export KAFKA_BOOTSTRAP_SERVERS
+}
+bench_stop_kafka() {
+  if [[ "${STARTED_KAFKA:-0}" == 1 ]]; then log "stopping the broker this script started"; "$ROOT/scripts/kafka.sh" stop >&2 || true; fi
+}
+
+# bench_setup_spark LOGDIR: pyspark 3.5.7 from PyPI in scripts/bench/.venv-spark and the Kafka
+# connector jars from Maven Central (never --packages). Sets SPARK_OK=1, or SPARK_WHY to the reason.
+bench_setup_spark() {
+  SPARK_OK=0
+  SPARK_WHY=""
+  if [[ ! -x "$BENCH/.venv-spark/bin/spark-submit" ]] || ! "$BENCH/.venv-spark/bin/python" -c 'import pyspark; assert pyspark.__version__ == "3.5.7"' 2>/dev/null; then
+    log "creating scripts/bench/.venv-spark (pyspark 3.5.7 from PyPI)"
+    { python3 -m venv "$BENCH/.venv-spark" && "$BENCH/.venv-spark/bin/pip" install -q 'pyspark==3.5.7'; } >&2 || SPARK_WHY="pip install pyspark==3.5.7 failed"
+  fi
+  if [[ -z "$SPARK_WHY" && ! -f "$BENCH/spark/jars/.complete" ]]; then
+    log "fetching spark-sql-kafka-0-10_2.12 and its dependencies (Maven Central)"
+    rm -rf "$BENCH/spark/jars"
+    if mvn -q -f "$BENCH/spark/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$BENCH/spark/jars" >"$1/mvn-spark.log" 2>&1; then
+      touch "$BENCH/spark/jars/.complete"
+    else
+      SPARK_WHY="maven fetch of the Kafka connector failed (see logs/mvn-spark.log)"
+    fi
+  fi
+  if [[ -z "$SPARK_WHY" ]]; then SPARK_OK=1; else log "Spark skipped: $SPARK_WHY"; fi
+}
+# The connector jars, comma-separated, for spark-submit --jars.
+bench_spark_jars() { find "$BENCH/spark/jars" -name '*.jar' | sort | paste -sd, -; }
+
+# sample_tree_rss ROOT_PID OUTFILE: peak RSS (KiB) of a process tree, sampled every 0.25 s with ps
+# (the sum over the tree at one moment), rewritten to OUTFILE at every sample.
+sample_tree_rss() {
+  local root="$1" out="$2" peak=0 now
+  while kill -0 "$root" 2>/dev/null; do
+    now="$(ps -e -o pid=,ppid=,rss= | awk -v r="$root" '
+      { pp[$1]=$2; rss[$1]=$3 }
+      END { for (p in pp) { q=p; n=0; while (q!="" && q!=0 && n<64) { if (q==r) { s+=rss[p]; break } q=pp[q]; n++ } } print s+0 }')"
+    if (( now > peak )); then peak="$now"; fi
+    echo "$peak" >"$out"
+    sleep 0.25
+  done
+}
+
+# bench_machine_meta BIN: the machine and versions, as key=value lines for meta.txt.
+bench_machine_meta() {
+  echo "nproc=$(nproc)"
+  echo "memory=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+  echo "cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "kernel=$(uname -r)"
+  echo "streamlake_rev=$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+dirty')"
+  echo "streamlake_sha256=$(sha256sum "$1" | cut -c1-16)"
+  echo "kafka=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")"
+}
