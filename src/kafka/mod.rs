@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod assignment;
+pub mod batch;
 pub mod client;
 pub mod offsets;
 pub mod producer;

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::Capability;
@@ -36,6 +35,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::{Delta, FLUSH_TIME};
 use crate::kafka::assignment::owned_partitions;
+use crate::kafka::batch::{BatchReader, Polled};
 use crate::kafka::client::{base_config, fetch_metadata, partition_count};
 use crate::observe::telemetry::{PartitionReport, Telemetry};
 use crate::parse::json::RecordParser;
@@ -166,6 +166,8 @@ struct Part {
 /// A prepared source for one worker: partitions assigned, checkpoint restored, leftovers removed.
 pub struct PreparedSource {
     settings: SourceSettings,
+    /// Batch reads of the consumer's queue; declared before `consumer` so it is dropped first.
+    reader: Option<BatchReader>,
     consumer: Option<BaseConsumer>,
     parts: Vec<Part>,
     /// Partition number → index in `parts`; its length is the topic's partition count as known.
@@ -180,6 +182,9 @@ pub struct PreparedSource {
     last_discovery: Instant,
     /// Set by a poll that reported an out-of-range position.
     lost_offsets: bool,
+    /// When any message last arrived, and when the broker was last probed because none did.
+    last_message_any: Instant,
+    last_probe: Instant,
 }
 
 impl PreparedSource {
@@ -241,6 +246,7 @@ impl PreparedSource {
         };
         let mut src = PreparedSource {
             checkpoint: CheckpointDir::new(&settings.run_dir),
+            reader: consumer.as_ref().map(|c| BatchReader::new(c, settings.max_batch)),
             settings,
             consumer,
             parts: Vec::new(),
@@ -252,6 +258,8 @@ impl PreparedSource {
             broker_down: None,
             last_discovery: Instant::now(),
             lost_offsets: false,
+            last_message_any: Instant::now(),
+            last_probe: Instant::now(),
         };
         let starting = src.settings.starting;
         let mut tpl = TopicPartitionList::new();
@@ -418,6 +426,23 @@ impl PreparedSource {
         if consumer.fetch_watermarks(&self.settings.topic, p, Duration::from_millis(500)).is_ok() {
             self.broker_back();
         }
+    }
+
+    /// A batch read does not report librdkafka's global errors (see `kafka::batch`), so a lost
+    /// broker shows only as silence. After a second without any message while a partition still
+    /// has data to read, ask the broker for a partition's offsets, at most every 2 s: a failure is
+    /// the lost broker. (While it is down, `check_broker` probes for its return.)
+    fn probe_broker_if_silent(&mut self) -> Option<rdkafka::error::KafkaError> {
+        if self.broker_down.is_some()
+            || self.last_message_any.elapsed() < Duration::from_secs(1)
+            || self.last_probe.elapsed() < Duration::from_secs(2)
+        {
+            return None;
+        }
+        let consumer = self.consumer.as_ref()?;
+        let p = self.parts.iter().find(|p| !p.done)?.partition;
+        self.last_probe = Instant::now();
+        consumer.fetch_watermarks(&self.settings.topic, p, Duration::from_millis(500)).err()
     }
 
     fn broker_back(&mut self) {
@@ -734,48 +759,44 @@ fn read_batch(
     let mut broker_error = None;
     let mut any_message = false;
     let mut bytes_read = 0u64;
-    while got < src.settings.max_batch {
-        let msg = match consumer.poll(Duration::ZERO) {
-            None => break,
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
+    let closed_through = src.closed_through;
+    let settings = &src.settings;
+    let (parts, index, lost_offsets) = (&mut src.parts, &src.index, &mut src.lost_offsets);
+    let reader = src.reader.as_mut().expect("a consumer has a batch reader");
+    reader.read(|item| -> Result<(), SourceError> {
+        let (partition, offset, payload) = match item {
+            Polled::Record { partition, offset, payload } => (partition, offset, payload),
+            Polled::Error(e) => {
                 use rdkafka::types::RDKafkaErrorCode as C;
                 match e.rdkafka_error_code() {
                     Some(C::AutoOffsetReset) | Some(C::OffsetOutOfRange) => {
                         // The error does not say which partition: the caller asks the broker.
                         tracing::warn!(error = %e, "a partition's next offset is gone from the broker");
-                        src.lost_offsets = true;
-                        break;
+                        *lost_offsets = true;
                     }
                     Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure) | Some(C::NetworkException) => {
                         broker_error = Some(e);
-                        break;
                     }
-                    _ => {
-                        tracing::warn!(error = %e, "kafka consumer error; retrying");
-                        break;
-                    }
+                    _ => tracing::warn!(error = %e, "kafka consumer error; retrying"),
                 }
+                return Ok(());
             }
         };
         any_message = true;
-        let partition = msg.partition();
-        let Some(Some(pi)) = src.index.get(partition as usize).copied() else { continue };
-        let part = &mut src.parts[pi];
-        let offset = msg.offset();
+        let Some(Some(pi)) = index.get(partition as usize).copied() else { return Ok(()) };
+        let part = &mut parts[pi];
         if offset < part.next_offset || part.done {
-            continue; // before the resume point, or past the end of an --available-now run
+            return Ok(()); // before the resume point, or past the end of an --available-now run
         }
         if let Some(end) = part.end_offset {
             if offset >= end {
                 part.done = true;
-                continue;
+                return Ok(());
             }
         }
         got += 1;
         part.next_offset = offset + 1;
         part.last_message = batch_now;
-        let payload = msg.payload();
         bytes_read += payload.map_or(0, |p| p.len() as u64);
         match parser.parse(payload) {
             Ok(()) => {
@@ -787,7 +808,7 @@ fn read_batch(
                         payload,
                         format!(
                             "timestamp_in_future: event time {} is more than {:?} ahead of the wall clock",
-                            ts_ms, src.settings.max_future
+                            ts_ms, settings.max_future
                         ),
                     );
                     quarantined += 1;
@@ -796,7 +817,7 @@ fn read_batch(
                     part.files.append(parser, bytes)?;
                     part.max_event_ms = Some(part.max_event_ms.map_or(ts_ms, |m| m.max(ts_ms)));
                     let end = spec.window_end(ts_ms);
-                    if end <= time || end as u64 <= src.closed_through {
+                    if end <= time || end as u64 <= closed_through {
                         late += 1;
                         part.late_pending += 1;
                     } else {
@@ -820,6 +841,10 @@ fn read_batch(
                 part.done = true;
             }
         }
+        Ok(())
+    })?;
+    if any_message {
+        src.last_message_any = batch_now;
     }
     // An --available-now partition whose last offsets are not data records (transaction markers)
     // never delivers them: the consumer's position tells us it is past the end.
@@ -837,6 +862,9 @@ fn read_batch(
                 }
             }
         }
+    }
+    if !any_message && broker_error.is_none() {
+        broker_error = src.probe_broker_if_silent();
     }
     if let Some(e) = broker_error {
         src.broker_lost(&e);
