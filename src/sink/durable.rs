@@ -15,6 +15,52 @@ pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("sync folder", dir))
 }
 
+/// At most this many threads fsync at once for one commit (a commit has a file and a folder per
+/// id, and ids are the user's data: thousands of them must not mean thousands of threads).
+const MAX_SYNC_THREADS: usize = 16;
+
+/// fsyncs several open files (or folders) at once and returns the first failure, naming its path.
+///
+/// Why at once: the file system can then make them durable with one journal commit and one device
+/// flush instead of one each, and a commit waits for the slowest flush rather than the sum of all.
+/// On the benchmark VM ten sequential fsyncs of 40 KB files took p99 90 ms (max 328 ms), ten
+/// concurrent ones p99 9 ms (max 79 ms); a raw commit fsyncs one file and one folder per id, on
+/// the worker's thread, so this is event → committed latency directly.
+pub fn sync_all_concurrently(files: &[(&File, &Path)], doing: &'static str) -> Result<(), SinkError> {
+    let sync = |chunk: &[(&File, &Path)]| -> Result<(), SinkError> {
+        for (f, path) in chunk {
+            f.sync_all().map_err(io_err(doing, path))?;
+        }
+        Ok(())
+    };
+    if files.len() <= 1 {
+        return sync(files);
+    }
+    let per_thread = files.len().div_ceil(MAX_SYNC_THREADS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files.chunks(per_thread).map(|chunk| s.spawn(move || sync(chunk))).collect();
+        // Join every thread before returning, also after a failure: no fsync outlives the call.
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect();
+        results.into_iter().collect()
+    })
+}
+
+/// fsyncs several folders at once (see [`sync_all_concurrently`]); duplicates are synced once.
+pub fn sync_dirs(dirs: &[std::path::PathBuf]) -> Result<(), SinkError> {
+    let mut unique: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
+    unique.sort();
+    unique.dedup();
+    let opened = unique
+        .into_iter()
+        .map(|d| File::open(d).map(|f| (f, d)).map_err(io_err("open folder", d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<(&File, &Path)> = opened.iter().map(|(f, d)| (f, *d)).collect();
+    sync_all_concurrently(&refs, "sync folder")
+}
+
 /// Renames a fully written, fsynced `tmp` to `dst` and fsyncs the folder of `dst`.
 pub fn publish(tmp: &Path, dst: &Path) -> Result<(), SinkError> {
     fs::rename(tmp, dst).map_err(io_err("rename into place", dst))?;

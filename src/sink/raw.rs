@@ -24,7 +24,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::durable::{create_dir_durable, publish, sync_dir};
+use super::durable::{create_dir_durable, publish, sync_all_concurrently, sync_dir, sync_dirs};
 use super::{io_err, SinkError};
 use crate::parse::json::{RecordParser, Slot};
 use crate::parse::{Key, KeyRef};
@@ -394,7 +394,9 @@ impl PartitionFiles {
                 ("streamlake.kind", kind.to_string()),
             ]
         };
-        let mut dirs = Vec::new();
+        // Footers first, then every file's fsync at once, then the renames: each file is durable
+        // under its hidden name before any of them appears under its final name.
+        let mut closed = Vec::with_capacity(self.files.len());
         for mut file in self.files.drain(..) {
             file.flush_batch(&layout.file_schema)?;
             for (k, v) in meta(file.rows, "raw") {
@@ -405,15 +407,21 @@ impl PartitionFiles {
                 .writer
                 .into_inner()
                 .map_err(|source| SinkError::Parquet { path: file.tmp.clone(), source })?;
-            inner.sync_all().map_err(io_err("fsync", &file.tmp))?;
+            closed.push((inner, file.tmp, file.dir, file.key, file.rows));
+        }
+        let to_sync: Vec<(&File, &Path)> = closed.iter().map(|(f, tmp, ..)| (f, tmp.as_path())).collect();
+        sync_all_concurrently(&to_sync, "fsync")?;
+        drop(to_sync);
+        let mut dirs = Vec::with_capacity(closed.len() + 1);
+        for (inner, tmp, dir, key, rows) in closed {
             drop(inner);
             crate::crash::point("raw.before_rename");
-            let dst = file.dir.join(&name);
-            fs::rename(&file.tmp, &dst).map_err(io_err("rename into place", &dst))?;
-            dirs.push(file.dir.clone());
-            let rel = format!("{}/{}", layout.key_dir(file.key.as_ref()), name);
-            stats.rows += file.rows;
-            stats.rows_per_key.insert(file.key.to_string(), file.rows);
+            let dst = dir.join(&name);
+            fs::rename(&tmp, &dst).map_err(io_err("rename into place", &dst))?;
+            let rel = format!("{}/{}", layout.key_dir(key.as_ref()), name);
+            dirs.push(dir);
+            stats.rows += rows;
+            stats.rows_per_key.insert(key.to_string(), rows);
             stats.files.push(rel);
         }
         if !self.quarantine.is_empty() {
@@ -430,9 +438,7 @@ impl PartitionFiles {
             dirs.push(dir);
             stats.files.push(format!("_quarantine/{name}"));
         }
-        for dir in dirs {
-            sync_dir(&dir)?;
-        }
+        sync_dirs(&dirs)?;
         crate::crash::point("raw.after_rename");
         self.start_offset = next_offset;
         self.messages = 0;
