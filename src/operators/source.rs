@@ -182,8 +182,7 @@ pub struct PreparedSource {
     last_discovery: Instant,
     /// Set by a poll that reported an out-of-range position.
     lost_offsets: bool,
-    /// When any message last arrived, and when the broker was last probed because none did.
-    last_message_any: Instant,
+    /// When the broker was last probed because no message arrived.
     last_probe: Instant,
 }
 
@@ -258,7 +257,6 @@ impl PreparedSource {
             broker_down: None,
             last_discovery: Instant::now(),
             lost_offsets: false,
-            last_message_any: Instant::now(),
             last_probe: Instant::now(),
         };
         let starting = src.settings.starting;
@@ -429,18 +427,20 @@ impl PreparedSource {
     }
 
     /// A batch read does not report librdkafka's global errors (see `kafka::batch`), so a lost
-    /// broker shows only as silence. After a second without any message while a partition still
-    /// has data to read, ask the broker for a partition's offsets, at most every 2 s: a failure is
-    /// the lost broker. (While it is down, `check_broker` probes for its return.)
+    /// broker shows only as silence. After a second without any message on the partitions still
+    /// to read, ask the broker for one's offsets, at most every 2 s: a failure is the lost broker.
+    /// (While it is down, `check_broker` probes for its return.)
     fn probe_broker_if_silent(&mut self) -> Option<rdkafka::error::KafkaError> {
+        let live = || self.parts.iter().filter(|p| !p.done);
+        let last_message = live().map(|p| p.last_message).max()?;
         if self.broker_down.is_some()
-            || self.last_message_any.elapsed() < Duration::from_secs(1)
+            || last_message.elapsed() < Duration::from_secs(1)
             || self.last_probe.elapsed() < Duration::from_secs(2)
         {
             return None;
         }
+        let p = live().next()?.partition;
         let consumer = self.consumer.as_ref()?;
-        let p = self.parts.iter().find(|p| !p.done)?.partition;
         self.last_probe = Instant::now();
         consumer.fetch_watermarks(&self.settings.topic, p, Duration::from_millis(500)).err()
     }
@@ -843,9 +843,6 @@ fn read_batch(
         }
         Ok(())
     })?;
-    if any_message {
-        src.last_message_any = batch_now;
-    }
     // An --available-now partition whose last offsets are not data records (transaction markers)
     // never delivers them: the consumer's position tells us it is past the end.
     if got == 0 && src.settings.available_now {
