@@ -5,5 +5,7 @@ pub mod admin;
 pub mod assignment;
 pub mod batch;
 pub mod client;
+pub mod errors;
 pub mod offsets;
 pub mod producer;
+pub mod topic_id;
