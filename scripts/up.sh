@@ -28,7 +28,7 @@
 #   --workers W         worker threads per job process (default 1; 2 processes always)
 #   --duration SECONDS  stop by itself after that long (for tests and demos)
 #   --output DIR        raw dataset folder (default $OUTPUT_PATH, else <repo>/data/output/parquet);
-#                       final window rows go to DIR/../aggregates/run_<RUN_ID>/
+#                       final window rows go to DIR/../aggregates/<name of DIR>/run_<RUN_ID>/
 #
 # Environment (variables not set are read from <repo>/.env, as docker compose does):
 #   KAFKA_BOOTSTRAP_SERVERS  use this broker; start none
@@ -107,7 +107,7 @@ output="${output:-${OUTPUT_PATH:-$REPO_ROOT/data/output/parquet}}"
 mkdir -p "$output" || die "cannot create the output folder $output"
 output="$(cd "$output" && pwd)" # relative paths are from the caller's directory
 export OUTPUT_PATH="$output"
-aggregates="$(dirname "$output")/aggregates/run_$RUN_ID"
+aggregates="$(dirname "$output")/aggregates/$(basename "$output")/run_$RUN_ID"
 
 log_dir="${UP_LOG_DIR:-$REPO_ROOT/data/logs/up-$(date -u +%Y%m%dT%H%M%SZ)-$$}"
 mkdir -p "$log_dir/job" || die "cannot create the log folder $log_dir"

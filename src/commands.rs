@@ -20,6 +20,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(stopped) = cause.downcast_ref::<crate::error::RunStopped>() {
             return if stopped.permanent { crate::error::EXIT_PERMANENT } else { 1 };
         }
+        if cause.is::<crate::sink::aggregates::OwnerConflict>() {
+            return crate::error::EXIT_PERMANENT;
+        }
         if let Some(e) = cause.downcast_ref::<IdentityError>() {
             return if matches!(e, IdentityError::Sink(_)) { 1 } else { crate::error::EXIT_PERMANENT };
         }

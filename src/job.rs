@@ -33,7 +33,7 @@ use crate::operators::console::ConsoleSink;
 use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
 use crate::operators::window::WindowAverage;
 use crate::signals::Shutdown;
-use crate::sink::aggregates::{remove_unmarked, AggregatesOwner, AGGREGATES_DIR};
+use crate::sink::aggregates::{aggregates_dir, check_owner, claim, remove_unmarked, AggregatesOwner};
 use crate::sink::checkpoint::CheckpointDir;
 use crate::sink::identity::{self, RunIdentity};
 use crate::sink::lock::RunLock;
@@ -117,14 +117,6 @@ pub fn load_spec(args: &RunArgs) -> Result<Spec, ConfigError> {
     Ok(spec)
 }
 
-/// The folder of the aggregates dataset: `_aggregates/` inside the run folder, so that it is
-/// owned, locked and cleaned by that run folder alone (format 2; format 1 put it beside the raw
-/// dataset, where two jobs with one RUN_ID shared it). The `_` keeps it out of the raw dataset
-/// for pandas, pyarrow, Spark and `validate`, like `_quarantine`.
-pub fn aggregates_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join(AGGREGATES_DIR)
-}
-
 /// What a worker reports when it stops because another one failed.
 fn follower() -> WorkerError {
     WorkerError { kind: FailureKind::Follower, message: "stopped because another worker failed".into() }
@@ -192,7 +184,14 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     // Refuse a run folder of another topic or dataflow before creating or locking anything, so a
     // refusal leaves the output exactly as it was.
     let expected = RunIdentity::expected(&spec, &args.run_id, topic_id);
-    identity::check(&run_dir, &expected)?;
+    let recorded = identity::check(&run_dir, &expected)?;
+    let agg_dir = aggregates_dir(&run_dir).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "OUTPUT_PATH {} has no parent folder for the aggregates (OUTPUT_PATH/../aggregates/); use a folder below it",
+            args.output.display()
+        ))
+    })?;
+    check_owner(&agg_dir, &run_dir, recorded.as_ref().map(|r| r.run_uid.as_str()))?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating output folder {}", run_dir.display()))?;
     let _lock = RunLock::acquire(&run_dir, args.process as usize)?;
@@ -200,8 +199,8 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let checkpoint = CheckpointDir::new(&run_dir);
     let windows = checkpoint.load_windows()?;
     checkpoint.verify_all()?;
-    let agg_dir = aggregates_dir(&run_dir);
     if args.process == 0 {
+        claim(&agg_dir, &run_dir, &identity.run_uid)?;
         for path in remove_unmarked(&agg_dir, &identity.run_uid, &windows.files)? {
             tracing::warn!(path = %path.display(), "removed a window file written before a crash but never marked in windows.json; its windows are emitted again");
         }

@@ -100,7 +100,7 @@ fn jobs_side_by_side_keep_their_own_aggregates() {
             run_ok(&mut run_earliest(&brokers, topic, out, &["--available-now", "--flush-windows"]));
         }
         for (j, (topic, out, evs)) in jobs.iter().enumerate() {
-            let aggs = read_aggregates(&out.join(RUN).join("_aggregates"));
+            let aggs = read_aggregates(&aggregates_of(&out, RUN));
             assert_eq!(counts_of(&aggs), window_counts(evs), "round {round}: job {j}'s windows, each once");
             verify(&format!("side by side, job {j}, round {round}"), &brokers, topic, out);
         }
@@ -115,8 +115,8 @@ fn jobs_side_by_side_keep_their_own_aggregates() {
     // by the start-up cleanup (it is not listed in windows.json, which used to be enough to
     // delete it) and named in the log.
     let (topic, out, _) = &jobs[0];
-    let foreign = out.join(RUN).join("_aggregates/windows-000000000000001-000000000000002.parquet");
-    let donor = data_files(&jobs[1].1.join(RUN).join("_aggregates")).remove(0);
+    let foreign = aggregates_of(out, RUN).join("windows-000000000000001-000000000000002.parquet");
+    let donor = data_files(&aggregates_of(&jobs[1].1, RUN)).remove(0);
     std::fs::copy(&donor, &foreign).unwrap();
     let o = run_ok(&mut run_earliest(&brokers, topic, out, &["--available-now", "--flush-windows"]));
     assert!(foreign.exists(), "a file of another run is never deleted");
@@ -227,7 +227,7 @@ fn a_changed_dataflow_is_refused() {
         &out,
         &["--available-now", "--flush-windows", "--dataflow", &trig, "-w", "2", "--roll-interval", "5s"],
     ));
-    let aggs = read_aggregates(&out.join(RUN).join("_aggregates"));
+    let aggs = read_aggregates(&aggregates_of(&out, RUN));
     assert_eq!(counts_of(&aggs), window_counts(&events(T0, 3_000)), "windows of the resumed run, each once");
     verify("changed dataflow refused, trigger accepted", &brokers, &topic, &out);
 }

@@ -175,7 +175,7 @@ fn chaos_kills_at_crash_points_and_random_moments() {
     // Every closed window once (read_aggregates panics on a window written twice); the audit
     // above checked that no window counts more records than the raw data holds. (The late
     // counter can over-count after a crash, see docs/reliability.md, so no sum is asserted.)
-    assert!(!read_aggregates(&out.join(RUN).join("_aggregates")).is_empty(), "windows were written");
+    assert!(!read_aggregates(&aggregates_of(&out, RUN)).is_empty(), "windows were written");
 }
 
 /// Loads `n` synthetic events (one acknowledged batch).
@@ -519,7 +519,7 @@ fn watermark_survives_idle_partitions_future_events_and_late_data() {
     create_topic(&brokers, &topic, 3);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
-    let aggs = out.join(RUN).join("_aggregates");
+    let aggs = aggregates_of(&out, RUN);
     // Partitions 0 and 1 only: partition 2 stays idle. One minute of backlog, then live events.
     let start = now_ms();
     let backlog: Vec<_> =
@@ -770,8 +770,8 @@ fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
     run_ok(&mut run_earliest(&brokers, &topic, &reference, &["--available-now", "--flush-windows"]));
     assert_eq!(read_raw(&out.join(RUN)), read_raw(&reference.join(RUN)), "raw rows");
     assert_eq!(
-        read_aggregates(&out.join(RUN).join("_aggregates")),
-        read_aggregates(&reference.join(RUN).join("_aggregates")),
+        read_aggregates(&aggregates_of(&out, RUN)),
+        read_aggregates(&aggregates_of(&reference, RUN)),
         "window rows"
     );
 }

@@ -130,7 +130,7 @@ fn sigkill_mid_run_then_restart_is_exactly_once() {
     let mut want: Vec<(i64, i64, u64)> = events.iter().map(|&(id, ts, v)| (id, ts, v.to_bits())).collect();
     want.sort();
     assert_eq!(read_raw(&out.join("run_t")), want, "raw rows are exactly the produced events");
-    let aggs = read_aggregates(&tmp.path().join("aggregates/run_t"));
+    let aggs = read_aggregates(&aggregates_of(&out, "run_t"));
     assert_eq!(aggs, oracle_windows(&events), "every window once, with the oracle's average");
 
     if let Some(py) = python() {
@@ -168,7 +168,7 @@ fn open_windows_resume_from_checkpoint_and_late_records_are_not_aggregated() {
     // Run 1: two values in window [t0, t0+10s) for id 1; nothing closes (watermark t0-30s+).
     send(&brokers, &topic, &[ev(1, t0 + 1_000, 10.0), ev(1, t0 + 2_001, 20.0)]);
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
-    assert!(read_aggregates(&tmp.path().join("aggregates/run_t")).is_empty(), "no window closed yet");
+    assert!(read_aggregates(&aggregates_of(&out, "run_t")).is_empty(), "no window closed yet");
     // Run 2: one more value for the same window, then flush: avg over all three.
     send(&brokers, &topic, &[ev(1, t0 + 3_002, 60.0), ev(2, t0 + 15_000, 5.0)]);
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
@@ -177,7 +177,7 @@ fn open_windows_resume_from_checkpoint_and_late_records_are_not_aggregated() {
     let third = run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     assert_eq!(run_totals(&[third])["late"], 1);
 
-    let aggs = read_aggregates(&tmp.path().join("aggregates/run_t"));
+    let aggs = read_aggregates(&aggregates_of(&out, "run_t"));
     let end = |ms: i64| ms * 1000;
     let want: BTreeMap<(i64, i64), (f64, i64)> = [
         ((end(t0 + 10_000), 1), (30.0, 3)),
@@ -234,7 +234,7 @@ fn live_mode_prints_updates_and_closes_windows_while_producing() {
         }
         batches
     });
-    let aggs = out.join("run_live/_aggregates");
+    let aggs = aggregates_of(&out, "run_live");
     let deadline = Instant::now() + Duration::from_secs(90);
     while data_files(&aggs).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -307,7 +307,7 @@ fn string_key_dataflow() {
     assert!(run_dir.join("sensor=a%2Fb").is_dir(), "unsafe characters are percent-encoded");
     assert!(run_dir.join("sensor=kitchen").is_dir());
     let mut got: BTreeMap<(i64, String), (f64, i64)> = BTreeMap::new();
-    for file in data_files(&run_dir.join("_aggregates")) {
+    for file in data_files(&aggregates_of(&out, "run_s")) {
         for b in parquet_batches(&file) {
             let end = b
                 .column_by_name("window_end")

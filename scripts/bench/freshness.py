@@ -528,7 +528,7 @@ def main():
     w = sub.add_parser("watch")
     w.add_argument("--layout", choices=["streamlake", "spark"], required=True)
     w.add_argument("--raw", required=True, help="the raw dataset's run folder (…/parquet/run_<RUN_ID>)")
-    w.add_argument("--agg", required=True, help="the aggregates folder (…/aggregates/run_<RUN_ID>)")
+    w.add_argument("--agg", required=True, help="the aggregates folder (…/aggregates/<name of OUTPUT_PATH>/run_<RUN_ID>)")
     w.add_argument("--control", required=True)
     w.add_argument("--out", required=True)
     w.add_argument("--label", default="")

@@ -144,7 +144,8 @@ run_one() { # CONTENDER RATE
   topic="fresh_${c}_${rate}_${STAMP,,}"
   count=$((rate * DURATION))
   raw="$d/parquet/run_fresh"
-  agg="$d/aggregates/run_fresh"
+  # streamlake keys its aggregates folder by OUTPUT_PATH's name too; the Spark app uses the seed's path.
+  if [[ "$c" == streamlake ]]; then agg="$d/aggregates/parquet/run_fresh"; else agg="$d/aggregates/run_fresh"; fi
   log "== $c at $rate events/s for ${DURATION}s ($count events), topic $topic"
   "$BIN" topic create --topic "$topic" --partitions 3 >&2
 

@@ -502,17 +502,26 @@ impl PreparedSource {
 
     /// After an "unknown topic or partition": asks the broker's metadata whether the topic and
     /// the partition still exist. Gone is a permanent error; present (a leader moving, a topic
-    /// being created) is not. An unanswered question is left to the broker-down handling.
-    fn check_topic_present(&self, partition: i32, offset: i64) -> Result<(), SourceError> {
-        let Some(consumer) = self.consumer.as_ref() else { return Ok(()) };
+    /// being created) is not. No answer means the broker is away: that is returned, and the
+    /// caller waits for it as for any lost broker (librdkafka says "unknown partition" when it
+    /// cannot reach the partition's leader).
+    fn check_topic_present(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<rdkafka::error::KafkaError>, SourceError> {
+        let Some(consumer) = self.consumer.as_ref() else { return Ok(None) };
         let topic = &self.settings.topic;
-        let Ok(meta) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return Ok(()) };
+        let meta = match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+            Ok(meta) => meta,
+            Err(e) => return Ok(Some(e)),
+        };
         let listed = partition_count(&meta, topic);
         match listed {
-            _ if !topic_absent(&meta, topic) && listed.is_none() => Ok(()), // listed, no leader yet
+            _ if !topic_absent(&meta, topic) && listed.is_none() => Ok(None), // listed, no leader yet
             Some(n) if partition < 0 || (partition as usize) < n => {
                 tracing::debug!(topic = %topic, partition, "unknown topic or partition, but the broker lists it; retrying");
-                Ok(())
+                Ok(None)
             }
             _ => Err(SourceError::TopicGone {
                 topic: topic.clone(),
@@ -1015,7 +1024,9 @@ fn read_batch(
         }
     }
     if let Some((partition, offset)) = src.maybe_gone.take() {
-        src.check_topic_present(partition, offset)?;
+        if let Some(unreachable) = src.check_topic_present(partition, offset)? {
+            broker_error = broker_error.or(Some(unreachable));
+        }
     }
     src.track_unclassified(got, unclassified)?;
     if let Some(e) = broker_error {

@@ -52,8 +52,119 @@ pub fn to_nanos(v: f64) -> i128 {
     (v * SUM_SCALE).round() as i128
 }
 
-/// The aggregates folder's name inside the run folder.
-pub const AGGREGATES_DIR: &str = "_aggregates";
+/// The marker file that says which run folder owns an aggregates folder.
+pub const OWNER_FILE: &str = "_owner.json";
+
+/// The aggregates folder of the run folder `run_dir` (`OUTPUT_PATH/run_<RUN_ID>`), format 2:
+/// `OUTPUT_PATH/../aggregates/<name of OUTPUT_PATH>/run_<RUN_ID>/`.
+///
+/// Why there: outside OUTPUT_PATH, because readers glob it (`read_parquet('out/**/*.parquet')`)
+/// and must see only raw rows, as in the seed's layout (`OUTPUT_PATH/../aggregates/run_<RUN_ID>`);
+/// and keyed by OUTPUT_PATH's name as well as the RUN_ID, because the seed's path is shared by
+/// every OUTPUT_PATH of one parent folder with the same RUN_ID (two such jobs destroyed each
+/// other's windows). The few paths that could still meet (an OUTPUT_PATH named like another
+/// job's aggregates folder) are caught by the owner marker ([`check_owner`]).
+pub fn aggregates_dir(run_dir: &Path) -> Option<PathBuf> {
+    let run_dir = normalize(run_dir);
+    let run = run_dir.file_name()?;
+    let output = run_dir.parent()?;
+    let name = output.file_name()?;
+    Some(output.parent()?.join("aggregates").join(name).join(run))
+}
+
+/// An absolute path without `.` and `..` (no file-system access: the folders may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `_owner.json` of an aggregates folder.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AggregatesOwnerMark {
+    pub run_dir: PathBuf,
+    pub run_uid: String,
+}
+
+/// Why an aggregates folder cannot be used by this run folder.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the aggregates folder {dir} of run folder {run_dir} {reason}. Nothing was written. Choose an OUTPUT_PATH \
+     or RUN_ID whose aggregates folder (OUTPUT_PATH/../aggregates/<name of OUTPUT_PATH>/run_<RUN_ID>) is free"
+)]
+pub struct OwnerConflict {
+    pub dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub reason: String,
+}
+
+/// Read-only: refuses an aggregates folder that is a run folder itself, or that belongs to
+/// another run folder (`run_uid` is `None` for a run folder not yet created).
+pub fn check_owner(dir: &Path, run_dir: &Path, run_uid: Option<&str>) -> Result<(), OwnerConflict> {
+    let conflict =
+        |reason: String| OwnerConflict { dir: dir.to_path_buf(), run_dir: run_dir.to_path_buf(), reason };
+    if dir.join("_checkpoint").exists() {
+        return Err(conflict("is another job's run folder".into()));
+    }
+    if run_dir.join(OWNER_FILE).exists() {
+        return Err(conflict(format!(
+            "cannot be used: {} is another job's aggregates folder",
+            run_dir.display()
+        )));
+    }
+    match std::fs::read(dir.join(OWNER_FILE)) {
+        Ok(bytes) => {
+            let mark: AggregatesOwnerMark = serde_json::from_slice(&bytes)
+                .map_err(|e| conflict(format!("has a damaged {OWNER_FILE} ({e})")))?;
+            if Some(mark.run_uid.as_str()) != run_uid {
+                return Err(conflict(format!(
+                    "belongs to run folder {} (run_uid {})",
+                    mark.run_dir.display(),
+                    mark.run_uid
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let foreign = std::fs::read_dir(dir).is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".parquet")))
+            });
+            if foreign {
+                Err(conflict(
+                    "already holds window files of a job of an older format (no owner marker)".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => Err(conflict(format!("cannot be read ({e})"))),
+    }
+}
+
+/// Under the run lock: marks `dir` as owned by this run folder (once).
+pub fn claim(dir: &Path, run_dir: &Path, run_uid: &str) -> Result<(), SinkError> {
+    let path = dir.join(OWNER_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    create_dir_durable(dir)?;
+    let mark = AggregatesOwnerMark { run_dir: normalize(run_dir), run_uid: run_uid.to_string() };
+    super::durable::write_atomic(
+        &path,
+        &serde_json::to_vec_pretty(&mark).unwrap_or_default(),
+        "aggregates.claim",
+    )
+}
 
 /// Which run writes an aggregates folder: recorded in every window file's metadata, so that the
 /// start-up cleanup deletes only this run's own unmarked files.
@@ -197,6 +308,29 @@ pub fn remove_unmarked(dir: &Path, run_uid: &str, listed: &[String]) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregates_folders_are_per_output_path_and_owned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::path::absolute(tmp.path()).unwrap();
+        let (a, b) = (root.join("lake/a/run_r"), root.join("lake/b/./run_r"));
+        let (da, db) = (aggregates_dir(&a).unwrap(), aggregates_dir(&b).unwrap());
+        assert_eq!(da, root.join("lake/aggregates/a/run_r"));
+        assert_eq!(db, root.join("lake/aggregates/b/run_r"));
+        // Free, then claimed: only the owner may use it.
+        check_owner(&da, &a, None).unwrap();
+        claim(&da, &a, "uid-a").unwrap();
+        check_owner(&da, &a, Some("uid-a")).unwrap();
+        let err = check_owner(&da, &b, Some("uid-b")).unwrap_err().to_string();
+        assert!(err.contains("belongs to run folder") && err.contains("uid-a"), "{err}");
+        // An OUTPUT_PATH that is another job's aggregates folder is refused both ways.
+        let nested = root.join("lake/aggregates/a/run_r");
+        std::fs::create_dir_all(a.join("_checkpoint")).unwrap();
+        let err = check_owner(&aggregates_dir(&root.join("lake/a/run_r")).unwrap(), &nested, None);
+        assert!(err.is_err());
+        let err = check_owner(&a, &root.join("x/y/run_r"), None).unwrap_err().to_string();
+        assert!(err.contains("another job's run folder"), "{err}");
+    }
 
     #[test]
     fn fixed_point_sums_are_exact_for_decimals() {

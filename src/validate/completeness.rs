@@ -93,13 +93,14 @@ struct WindowsJson {
     closed_through_ms: u64,
 }
 
-/// Where `streamlake run` put the aggregates of the run folder `dir`: `dir/_aggregates` (format
-/// 2, as `job::aggregates_dir`), or for a format-1 folder without it, `P/../aggregates/run_X`
-/// beside `P/run_X`, so that old run folders stay auditable.
+/// Where `streamlake run` put the aggregates of the run folder `dir` (`P/run_X`): format 2
+/// (`_checkpoint/identity.json` exists) `P/../aggregates/<name of P>/run_X`, as
+/// `sink::aggregates::aggregates_dir`; format 1 `P/../aggregates/run_X`, so that old run folders
+/// stay auditable.
 pub fn aggregates_dir(dir: &Path) -> Option<PathBuf> {
-    let inside = dir.join(crate::sink::aggregates::AGGREGATES_DIR);
-    if inside.is_dir() || dir.join("_checkpoint").join(crate::sink::identity::IDENTITY_FILE).is_file() {
-        return Some(inside);
+    if dir.join("_checkpoint").join(crate::sink::identity::IDENTITY_FILE).is_file() {
+        let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        return crate::sink::aggregates::aggregates_dir(&dir);
     }
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let name = dir.file_name()?;
@@ -466,13 +467,13 @@ mod tests {
     }
 
     #[test]
-    fn aggregates_sit_inside_the_run_folder_or_beside_a_format_1_one() {
+    fn aggregates_sit_beside_the_raw_dataset_keyed_by_its_name_from_format_2() {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path().join("parquet/run_e2e");
-        fs::create_dir_all(&run).unwrap();
-        let want = fs::canonicalize(tmp.path()).unwrap().join("aggregates/run_e2e");
-        assert_eq!(aggregates_dir(&run), Some(want), "format 1: beside the raw dataset");
-        fs::create_dir_all(run.join("_aggregates")).unwrap();
-        assert_eq!(aggregates_dir(&run), Some(run.join("_aggregates")), "format 2: inside the run folder");
+        fs::create_dir_all(run.join("_checkpoint")).unwrap();
+        let root = fs::canonicalize(tmp.path()).unwrap();
+        assert_eq!(aggregates_dir(&run), Some(root.join("aggregates/run_e2e")), "format 1");
+        fs::write(run.join("_checkpoint/identity.json"), b"{}").unwrap();
+        assert_eq!(aggregates_dir(&run), Some(root.join("aggregates/parquet/run_e2e")), "format 2");
     }
 }

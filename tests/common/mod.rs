@@ -172,6 +172,12 @@ pub fn read_raw(dir: &Path) -> Vec<(i64, i64, u64)> {
     rows
 }
 
+/// Where `streamlake run` writes the final windows of run folder `out/<run>` (format 2):
+/// `out/../aggregates/<name of out>/<run>`.
+pub fn aggregates_of(out: &Path, run: &str) -> PathBuf {
+    out.parent().unwrap().join("aggregates").join(out.file_name().unwrap()).join(run)
+}
+
 /// Final window rows as (window_end_us, id) → (avg, count).
 pub fn read_aggregates(dir: &Path) -> BTreeMap<(i64, i64), (f64, i64)> {
     let mut out = BTreeMap::new();
