@@ -100,7 +100,7 @@ fn jobs_side_by_side_keep_their_own_aggregates() {
             run_ok(&mut run_earliest(&brokers, topic, out, &["--available-now", "--flush-windows"]));
         }
         for (j, (topic, out, evs)) in jobs.iter().enumerate() {
-            let aggs = read_aggregates(&aggregates_of(&out, RUN));
+            let aggs = read_aggregates(&aggregates_of(out, RUN));
             assert_eq!(counts_of(&aggs), window_counts(evs), "round {round}: job {j}'s windows, each once");
             verify(&format!("side by side, job {j}, round {round}"), &brokers, topic, out);
         }
