@@ -9,14 +9,21 @@ use std::time::Duration;
 pub enum KafkaError {
     #[error(
         "no Kafka broker answered at {brokers} within {waited:?} ({source}); start one with \
-         `scripts/kafka.sh start` or point --brokers / KAFKA_BOOTSTRAP_SERVERS at a running broker"
+         `scripts/kafka.sh start` or point --brokers / KAFKA_BOOTSTRAP_SERVERS at a running broker{detail}"
     )]
     Unreachable {
         brokers: String,
         waited: Duration,
         #[source]
         source: rdkafka::error::KafkaError,
+        /// What librdkafka said while trying, if anything (secrets masked).
+        detail: String,
     },
+    /// A connection that cannot work as configured (TLS, SASL, authorization, settings).
+    #[error(transparent)]
+    Connect(#[from] crate::kafka::diagnose::ConnectError),
+    #[error(transparent)]
+    Settings(#[from] crate::kafka::settings::SettingsError),
     #[error(
         "topic `{topic}` already exists with {existing} partitions, but {requested} were requested; \
          use --partitions {existing}, or delete the topic first if you really want {requested}"

@@ -25,7 +25,7 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::cli::RunArgs;
 use crate::error::{ConfigError, KafkaError};
-use crate::kafka::client::{fetch_metadata, partition_count, resolve_brokers};
+use crate::kafka::client::{fetch_metadata, partition_count};
 use crate::observe::telemetry::{ClusterInfo, Telemetry};
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
 use crate::operators::console::ConsoleSink;
@@ -151,26 +151,21 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         )
         .into());
     }
-    // A misspelt --consumer-option fails here, before anything is created, rather than in every
-    // worker after the output folder exists. librdkafka checks names and values when a client is
-    // created; this one never connects.
-    if !args.consumer_options.is_empty() {
-        let mut probe = rdkafka::ClientConfig::new();
-        for (key, value) in &args.consumer_options {
-            probe.set(key, value);
-        }
-        if let Err(e) = probe.create::<rdkafka::consumer::BaseConsumer>() {
-            return Err(ConfigError::Invalid(format!(
-                "--consumer-option is not a valid librdkafka consumer setting: {e}; the settings are listed \
-                 in librdkafka's CONFIGURATION.md"
-            ))
-            .into());
-        }
-    }
+    // A misspelt setting (--kafka-config, --kafka-option, --consumer-option) or a missing
+    // certificate fails here, before anything is created, rather than in every worker after the
+    // output folder exists. librdkafka checks names, values and files when a client is created.
+    let client = args.client_settings()?;
+    let group = args.consumer_group.clone().unwrap_or_else(|| format!("streamlake-{}", args.run_id));
+    tracing::info!(settings = %client.redacted(), %group, "kafka client settings");
+    crate::kafka::diagnose::check_settings(
+        &client,
+        &args.consumer_options,
+        "checking the consumer settings",
+    )?;
     // Check the broker and the topic before touching the output folder: a bad configuration
     // fails here, with nothing created.
-    let brokers = resolve_brokers(args.brokers.as_deref());
-    let meta = fetch_metadata(&brokers, Some(&spec.topic), args.connect_timeout)?;
+    let brokers = client.brokers.clone();
+    let meta = fetch_metadata(&client, Some(&spec.topic), args.connect_timeout)?;
     if partition_count(&meta, &spec.topic).is_none() {
         return Err(KafkaError::NoSuchTopic { topic: spec.topic.clone(), brokers }.into());
     }
@@ -191,6 +186,8 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let telemetry = Arc::new(Telemetry::new(ClusterInfo::from_run(&args, &spec), counters.clone()));
     let settings = SourceSettings {
         brokers,
+        client,
+        group,
         topic: spec.topic.clone(),
         spec: spec.clone(),
         run_dir: run_dir.clone(),
@@ -217,7 +214,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         workers = args.workers, processes = args.processes, process = args.process, "starting"
     );
     let observer =
-        crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.brokers)?;
+        crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.client)?;
     let started = Instant::now();
     let worker_counters = counters.clone();
     let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
