@@ -9,19 +9,17 @@ use std::time::Duration;
 pub enum KafkaError {
     #[error(
         "no Kafka broker answered at {brokers} within {waited:?} ({source}); start one with \
-         `scripts/kafka.sh start` or point --brokers / KAFKA_BOOTSTRAP_SERVERS at a running broker{detail}"
+         `scripts/kafka.sh start` or point --brokers / KAFKA_BOOTSTRAP_SERVERS at a running broker"
     )]
     Unreachable {
         brokers: String,
         waited: Duration,
         #[source]
         source: rdkafka::error::KafkaError,
-        /// What librdkafka said while trying, if anything (secrets masked).
-        detail: String,
     },
     /// A connection that cannot work as configured (TLS, SASL, authorization, settings).
     #[error(transparent)]
-    Connect(#[from] crate::kafka::diagnose::ConnectError),
+    Connect(Box<crate::kafka::diagnose::ConnectError>),
     #[error(transparent)]
     Settings(#[from] crate::kafka::settings::SettingsError),
     #[error(
@@ -41,6 +39,12 @@ pub enum KafkaError {
     },
     #[error("could not deliver {failed} event(s) to topic `{topic}`: {reason}")]
     Delivery { topic: String, failed: u64, reason: String },
+}
+
+impl From<crate::kafka::diagnose::ConnectError> for KafkaError {
+    fn from(e: crate::kafka::diagnose::ConnectError) -> Self {
+        KafkaError::Connect(Box::new(e))
+    }
 }
 
 impl KafkaError {

@@ -42,12 +42,7 @@ pub fn create_topic(
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let results =
         futures_executor::block_on(admin.create_topics([&new_topic], &options)).map_err(|source| {
-            KafkaError::Unreachable {
-                brokers: settings.brokers.clone(),
-                waited: timeout,
-                source,
-                detail: String::new(),
-            }
+            KafkaError::Unreachable { brokers: settings.brokers.clone(), waited: timeout, source }
         })?;
     for result in results {
         match result {

@@ -169,7 +169,7 @@ fn connect_error(
     detail: Option<String>,
 ) -> KafkaError {
     let (what, advice) = advice(cause, settings, topic);
-    KafkaError::Connect(ConnectError {
+    KafkaError::from(ConnectError {
         brokers: settings.brokers.clone(),
         cause: Some(cause),
         what,
@@ -193,7 +193,7 @@ pub fn creation_error(
         if settings.get("sasl.mechanism").is_some_and(|m| m.eq_ignore_ascii_case("GSSAPI")) {
             advice.push_str("; a build with rdkafka's `gssapi` feature adds it");
         }
-        return KafkaError::Connect(ConnectError {
+        return KafkaError::from(ConnectError {
             brokers,
             cause: Some(Cause::UnsupportedMechanism),
             what,
@@ -217,7 +217,7 @@ pub fn creation_error(
                         "could not be loaded (is it PEM, and does the key match the certificate?)".to_string()
                     }
                 };
-                return KafkaError::Connect(ConnectError {
+                return KafkaError::from(ConnectError {
                     brokers,
                     cause: None,
                     what: format!("{key} = {file} {state}"),
@@ -227,7 +227,7 @@ pub fn creation_error(
             }
         }
     }
-    KafkaError::Connect(ConnectError {
+    KafkaError::from(ConnectError {
         brokers,
         cause: None,
         what: format!("the Kafka client settings are not valid ({doing})"),
@@ -279,12 +279,9 @@ pub fn fetch_metadata(
     }
     match cause {
         Some(cause) => Err(connect_error(settings, cause, topic, evidence(&lines, Some(cause)))),
-        None => Err(KafkaError::Unreachable {
-            brokers: settings.brokers.clone(),
-            waited: timeout,
-            source: error,
-            detail: evidence(&lines, None).map(|l| format!(" [librdkafka: {l}]")).unwrap_or_default(),
-        }),
+        None => {
+            Err(KafkaError::Unreachable { brokers: settings.brokers.clone(), waited: timeout, source: error })
+        }
     }
 }
 

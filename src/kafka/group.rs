@@ -138,7 +138,7 @@ impl GroupCommits {
 /// # Safety
 /// `event` must be a valid event returned by `rd_kafka_queue_poll`.
 unsafe fn commit_outcome(event: *mut rdsys::rd_kafka_event_t) -> Option<Result<(), String>> {
-    if rdsys::rd_kafka_event_type(event) != rdsys::RD_KAFKA_EVENT_OFFSET_COMMIT as i32 {
+    if rdsys::rd_kafka_event_type(event) != rdsys::RD_KAFKA_EVENT_OFFSET_COMMIT {
         return None;
     }
     let err = rdsys::rd_kafka_event_error(event);

@@ -85,7 +85,7 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// Reads a properties file in the subset of `java.util.Properties` that Kafka's client files use:
 /// `key=value` lines, `#` and `!` comments, blank lines, whitespace trimmed. Each setting comes
 /// with its line number.
-pub fn read_properties(path: &Path) -> Result<Vec<(usize, String, String)>, SettingsError> {
+pub fn read_properties(path: &Path) -> Result<Vec<PropertyLine>, SettingsError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
     parse_properties(&text).map_err(|(line, reason)| SettingsError::Syntax {
@@ -95,9 +95,11 @@ pub fn read_properties(path: &Path) -> Result<Vec<(usize, String, String)>, Sett
     })
 }
 
-/// The parser behind [`read_properties`]: `(line number, key, value)`; an error is
-/// `(line number, reason)`.
-pub fn parse_properties(text: &str) -> Result<Vec<(usize, String, String)>, (usize, String)> {
+/// One setting of a properties file: `(line number, key, value)`.
+pub type PropertyLine = (usize, String, String);
+
+/// The parser behind [`read_properties`]; an error is `(line number, reason)`.
+pub fn parse_properties(text: &str) -> Result<Vec<PropertyLine>, (usize, String)> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
