@@ -25,7 +25,9 @@ TEST_KAFKA_STATE_DIR="${STREAMLAKE_TEST_KAFKA_STATE_DIR:-$REPO_ROOT/.kafka-test}
 # for the status-page test in tests/observability.rs.
 # librdkafka 2.12's CMake build includes <curl/curl.h> even with curl disabled, so the
 # headers must exist (seen: "fatal error: curl/curl.h: No such file or directory").
-APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev chromium)
+# libssl-dev: librdkafka is built with OpenSSL (feature ssl; SASL SCRAM and OAUTHBEARER need it
+# too) for the tests against the broker's SASL_SSL and mutual-TLS listeners.
+APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-dev chromium)
 
 T_ALL="$(date +%s)"
 CURRENT_STEP="setup"
@@ -196,6 +198,19 @@ start_kafka() {
     [[ "$addr" =~ ^127\.0\.0\.1:[0-9]+$ ]] || die "unexpected address from kafka.sh start: '$addr'"
     export KAFKA_BOOTSTRAP_SERVERS="$addr"
     info "Kafka ready at $KAFKA_BOOTSTRAP_SERVERS ($(($(date +%s) - t0)) s)"
+    # The secured listeners of the same broker; certificates and client properties are in secure/.
+    local secure="$TEST_KAFKA_STATE_DIR/secure" f
+    [[ "$secure" == /* ]] || secure="$REPO_ROOT/$secure" # as kafka.sh resolves it
+    for f in sasl_ssl_address ssl_address; do
+        [[ -s "$secure/$f" ]] || die "kafka.sh start wrote no $secure/$f"
+    done
+    export STREAMLAKE_TEST_KAFKA_SECURE_DIR="$secure"
+    STREAMLAKE_TEST_SASL_SSL_BROKERS="$(cat "$secure/sasl_ssl_address")"
+    STREAMLAKE_TEST_SSL_BROKERS="$(cat "$secure/ssl_address")"
+    export STREAMLAKE_TEST_SASL_SSL_BROKERS STREAMLAKE_TEST_SSL_BROKERS
+    info "STREAMLAKE_TEST_KAFKA_SECURE_DIR=$STREAMLAKE_TEST_KAFKA_SECURE_DIR"
+    info "STREAMLAKE_TEST_SASL_SSL_BROKERS=$STREAMLAKE_TEST_SASL_SSL_BROKERS"
+    info "STREAMLAKE_TEST_SSL_BROKERS=$STREAMLAKE_TEST_SSL_BROKERS"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,25 @@ use crate::kafka::admin::{create_topic, TopicOutcome};
 use crate::kafka::producer::{produce, ProduceConfig};
 use crate::signals::Shutdown;
 
+/// The exit code for a command that failed: [`crate::error::EXIT_PERMANENT`] when waiting or
+/// retrying cannot help (a permanent Kafka error, a run folder that belongs to another job), 1
+/// otherwise.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use crate::sink::identity::IdentityError;
+    for cause in err.chain() {
+        if let Some(stopped) = cause.downcast_ref::<crate::error::RunStopped>() {
+            return if stopped.permanent { crate::error::EXIT_PERMANENT } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<IdentityError>() {
+            return if matches!(e, IdentityError::Sink(_)) { 1 } else { crate::error::EXIT_PERMANENT };
+        }
+        if let Some(e) = cause.downcast_ref::<crate::operators::source::SourceError>() {
+            return if e.is_permanent() { crate::error::EXIT_PERMANENT } else { 1 };
+        }
+    }
+    1
+}
+
 /// Runs the chosen command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {

@@ -67,3 +67,45 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Exit code of a failure that waiting or retrying cannot fix: a permanent Kafka error, or a run
+/// folder that belongs to another job. Other failures exit with 1.
+pub const EXIT_PERMANENT: i32 = 2;
+
+/// How a worker failed, so `job.rs` picks the cause by kind rather than by matching text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Waiting cannot help (exit code [`EXIT_PERMANENT`]).
+    Permanent,
+    /// Any other failure of this worker.
+    Failed,
+    /// The worker stopped only because another one failed.
+    Follower,
+}
+
+/// A worker's failure, carried from the dataflow to the job.
+#[derive(Debug, Clone)]
+pub struct WorkerError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl WorkerError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        WorkerError { kind: FailureKind::Failed, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A run that stopped with an error; `permanent` selects exit code [`EXIT_PERMANENT`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RunStopped {
+    pub message: String,
+    pub permanent: bool,
+}

@@ -24,16 +24,18 @@ use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::cli::RunArgs;
-use crate::error::{ConfigError, KafkaError};
-use crate::kafka::client::{fetch_metadata, partition_count};
+use crate::error::{ConfigError, FailureKind, KafkaError, RunStopped, WorkerError};
+use crate::kafka::client::{base_config, fetch_metadata, partition_count};
+use crate::kafka::topic_id::{describe_topic_id, TopicId};
 use crate::observe::telemetry::{ClusterInfo, Telemetry};
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
 use crate::operators::console::ConsoleSink;
 use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
 use crate::operators::window::WindowAverage;
 use crate::signals::Shutdown;
-use crate::sink::aggregates::remove_unmarked;
+use crate::sink::aggregates::{remove_unmarked, AggregatesOwner, AGGREGATES_DIR};
 use crate::sink::checkpoint::CheckpointDir;
+use crate::sink::identity::{self, RunIdentity};
 use crate::sink::lock::RunLock;
 use crate::spec::{Spec, EVENTS_TOML};
 
@@ -115,14 +117,18 @@ pub fn load_spec(args: &RunArgs) -> Result<Spec, ConfigError> {
     Ok(spec)
 }
 
-/// The folder of the aggregates dataset: beside the raw dataset, never inside it.
-pub fn aggregates_dir(output: &Path, run_id: &str) -> PathBuf {
-    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    parent.join("aggregates").join(format!("run_{run_id}"))
+/// The folder of the aggregates dataset: `_aggregates/` inside the run folder, so that it is
+/// owned, locked and cleaned by that run folder alone (format 2; format 1 put it beside the raw
+/// dataset, where two jobs with one RUN_ID shared it). The `_` keeps it out of the raw dataset
+/// for pandas, pyarrow, Spark and `validate`, like `_quarantine`.
+pub fn aggregates_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join(AGGREGATES_DIR)
 }
 
 /// What a worker reports when it stops because another one failed.
-const FOLLOWER: &str = "stopped because another worker failed";
+fn follower() -> WorkerError {
+    WorkerError { kind: FailureKind::Follower, message: "stopped because another worker failed".into() }
+}
 
 /// Drops this worker's dataflows after a failure. Timely steps a worker until its dataflows
 /// complete once the worker closure returns; a dataflow whose peers stopped (or never built it)
@@ -169,16 +175,29 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     if partition_count(&meta, &spec.topic).is_none() {
         return Err(KafkaError::NoSuchTopic { topic: spec.topic.clone(), brokers }.into());
     }
+    // The topic's ID tells a recreated topic from the one the checkpoint was made of.
+    let topic_id = match describe_topic_id(&base_config(&client), &spec.topic, args.connect_timeout)? {
+        TopicId::Known(id) => Some(id),
+        TopicId::Unavailable(why) => {
+            tracing::warn!(topic = %spec.topic, %why, "cannot learn the topic's ID; a recreated topic is then caught only by its offsets");
+            None
+        }
+    };
     let run_dir = args.output.join(format!("run_{}", args.run_id));
+    // Refuse a run folder of another topic or dataflow before creating or locking anything, so a
+    // refusal leaves the output exactly as it was.
+    let expected = RunIdentity::expected(&spec, &args.run_id, topic_id);
+    identity::check(&run_dir, &expected)?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating output folder {}", run_dir.display()))?;
     let _lock = RunLock::acquire(&run_dir, args.process as usize)?;
+    let identity = identity::establish(&run_dir, expected)?;
     let checkpoint = CheckpointDir::new(&run_dir);
     let windows = checkpoint.load_windows()?;
     checkpoint.verify_all()?;
-    let agg_dir = aggregates_dir(&args.output, &args.run_id);
+    let agg_dir = aggregates_dir(&run_dir);
     if args.process == 0 {
-        for path in remove_unmarked(&agg_dir, &windows.files)? {
+        for path in remove_unmarked(&agg_dir, &identity.run_uid, &windows.files)? {
             tracing::warn!(path = %path.display(), "removed a window file written before a crash but never marked in windows.json; its windows are emitted again");
         }
     }
@@ -192,6 +211,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         spec: spec.clone(),
         run_dir: run_dir.clone(),
         run_id: args.run_id.clone(),
+        run_uid: identity.run_uid.clone(),
         starting: args.starting_offsets,
         available_now: args.available_now,
         flush_windows: args.flush_windows,
@@ -217,13 +237,18 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.client)?;
     let started = Instant::now();
     let worker_counters = counters.clone();
-    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::new(std::sync::Mutex::new(None));
+    let fatal: Arc<std::sync::Mutex<Option<WorkerError>>> = Arc::new(std::sync::Mutex::new(None));
+    let owner = AggregatesOwner {
+        run_id: args.run_id.clone(),
+        run_uid: identity.run_uid.clone(),
+        topic: spec.topic.clone(),
+    };
     let (allocators, comms) = crate::cluster::build(config.communication, args.peer_timeout, &shutdown)?;
     let guards = timely::execute::execute_from(
         allocators,
         comms,
         config.worker,
-        move |worker| -> Result<(u64, u64), String> {
+        move |worker| -> Result<(u64, u64), WorkerError> {
             let index = worker.index();
             let peers = worker.peers();
             crate::observe::busy::track(worker, telemetry.clone());
@@ -233,7 +258,9 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
                     Err(e) => {
                         // This worker never builds the dataflow, so the others would wait for it forever:
                         // tell them through the shared slot (checked in their step loop).
-                        let e = e.to_string();
+                        let kind =
+                            if e.is_permanent() { FailureKind::Permanent } else { FailureKind::Failed };
+                        let e = WorkerError { kind, message: e.to_string() };
                         if let Ok(mut slot) = fatal.lock() {
                             slot.get_or_insert_with(|| e.clone());
                         }
@@ -245,6 +272,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
             let report = Rc::new(RefCell::new(AggregatesReport::default()));
             let target = AggregatesTarget {
                 dir: agg_dir.clone(),
+                owner: owner.clone(),
                 checkpoint: CheckpointDir::new(&settings.run_dir),
                 key: spec.key_field().clone(),
                 window_ms: spec.window_ms,
@@ -262,7 +290,8 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
             });
             while !probe.done() {
                 worker.step_or_park(Some(Duration::from_millis(100)));
-                let local = error.borrow().clone().or_else(|| report.borrow().error.clone());
+                let local =
+                    error.borrow().clone().or_else(|| report.borrow().error.clone().map(WorkerError::failed));
                 if let Some(e) = local {
                     // Tell this process's other workers, so none waits for a frontier that will
                     // never move again; peers in other processes see the connection close.
@@ -274,7 +303,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
                 }
                 if fatal.lock().map(|s| s.is_some()).unwrap_or(true) {
                     abandon_dataflows(worker);
-                    return Err(FOLLOWER.into());
+                    return Err(follower());
                 }
             }
             let r = report.borrow();
@@ -293,15 +322,21 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
                 summary.window_rows += rows;
                 summary.closed_through_ms = summary.closed_through_ms.max(closed);
             }
-            Ok(Err(e)) => errors.push(format!("worker {i}: {e}")),
-            Err(e) => errors.push(format!("worker {i} panicked: {e}")),
+            Ok(Err(e)) => errors.push((e.kind, format!("worker {i}: {e}"))),
+            Err(e) => errors.push((FailureKind::Failed, format!("worker {i} panicked: {e}"))),
         }
     }
     if !errors.is_empty() {
         // Name the cause, not the workers that only stopped because of it.
-        let causes: Vec<&String> = errors.iter().filter(|e| !e.ends_with(FOLLOWER)).collect();
+        let causes: Vec<&(FailureKind, String)> =
+            errors.iter().filter(|(kind, _)| *kind != FailureKind::Follower).collect();
         let shown = if causes.is_empty() { errors.iter().collect() } else { causes };
-        anyhow::bail!("the run stopped: {}", shown.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("; "));
+        let permanent = shown.iter().any(|(kind, _)| *kind == FailureKind::Permanent);
+        let message = format!(
+            "the run stopped: {}",
+            shown.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("; ")
+        );
+        return Err(RunStopped { message, permanent }.into());
     }
     summary.messages = counters.messages.load(Ordering::Relaxed);
     summary.rows = counters.rows.load(Ordering::Relaxed);

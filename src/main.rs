@@ -11,7 +11,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("Error: {err:#}");
-            std::process::exit(1);
+            std::process::exit(streamlake::commands::exit_code(&err));
         }
     }
 }

@@ -182,7 +182,7 @@ fn oracle(cluster: Cluster) {
     assert_eq!(got, want, "{cluster:?}: raw rows differ");
 
     // Final windows: exactly the oracle's, each once.
-    let aggs = read_aggregates(&tmp.path().join("aggregates").join("run_oracle"));
+    let aggs = read_aggregates(&run_dir.join("_aggregates"));
     let want_windows: BTreeMap<(i64, i64), (f64, i64)> =
         exp.windows.iter().map(|(k, vals)| (*k, (exact_avg(vals), vals.len() as i64))).collect();
     assert_eq!(

@@ -522,7 +522,7 @@ fn cluster_of_two_processes_matches_one_worker() {
     assert_eq!(a.len(), 20_000, "one worker: every event is a raw row");
     assert_eq!(b.len(), a.len(), "2 × 2 cluster: raw row count");
     assert!(a == b, "the cluster wrote different raw rows than one worker");
-    let aggregates = |out: &Path| read_aggregates(&out.parent().unwrap().join("aggregates").join(run));
+    let aggregates = |out: &Path| read_aggregates(&out.join(run).join("_aggregates"));
     let (wa, wb) = (aggregates(&single), aggregates(&cluster));
     assert!(!wa.is_empty(), "--flush-windows wrote final windows");
     assert_eq!(wa, wb, "the cluster's final windows differ from one worker's");
@@ -667,7 +667,7 @@ fn up_runs_stops_and_resumes_exactly_once() {
     assert_eq!(report["audit"]["ok"], true);
     let workers = writer_workers(&run_dir);
     assert!(workers.contains(&0) && workers.contains(&1), "both processes wrote raw files: {workers:?}");
-    let window_workers = aggregate_workers(&output.parent().unwrap().join("aggregates/run_local_run"));
+    let window_workers = aggregate_workers(&run_dir.join("_aggregates"));
     assert!(
         window_workers.contains(&0) && window_workers.contains(&1),
         "closed windows were computed in both processes: {window_workers:?}"

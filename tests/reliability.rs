@@ -12,11 +12,12 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::job::Job;
 use common::ledger::{self, Records};
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -29,105 +30,6 @@ fn future_limit_ms() -> i64 {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// A running `streamlake run` whose stdout and stderr go to files (read them with [`Job::log`]).
-struct Job {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Job {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Job {
-        let f = std::fs::File::create(&log).unwrap();
-        let child = cmd
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting streamlake");
-        Job { child, log }
-    }
-
-    fn log(&self) -> String {
-        let mut s = String::new();
-        std::fs::File::open(&self.log).unwrap().read_to_string(&mut s).unwrap();
-        s
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until `pred(log)` holds, or panics after `timeout` with the log.
-    fn wait_log(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if pred(&log) {
-                return;
-            }
-            if let Some(s) = self.child.try_wait().unwrap() {
-                panic!("job exited ({s:?}) before {what}; log:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "no {what} after {timeout:?}; log:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until `cond()` holds; panics with the job's log after `timeout` or if it exits.
-    fn wait_until(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !cond() {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                panic!("job exited ({s:?}) before {what}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM and wait: a graceful stop commits and exits 0.
-    fn stop(mut self) -> String {
-        self.signal(libc::SIGTERM);
-        let status = self.wait_for(Duration::from_secs(60)).expect("job did not stop within 60 s of SIGTERM");
-        let log = self.log();
-        assert!(status.success(), "graceful stop failed ({status:?}); log:\n{log}");
-        log
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Job {
-    /// A failed assertion must not leave a job running after the test.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The i-th event of a synthetic stream: 2 ms of event time apart (so windows close while it
@@ -273,7 +175,7 @@ fn chaos_kills_at_crash_points_and_random_moments() {
     // Every closed window once (read_aggregates panics on a window written twice); the audit
     // above checked that no window counts more records than the raw data holds. (The late
     // counter can over-count after a crash, see docs/reliability.md, so no sum is asserted.)
-    assert!(!read_aggregates(&tmp.path().join("aggregates").join(RUN)).is_empty(), "windows were written");
+    assert!(!read_aggregates(&out.join(RUN).join("_aggregates")).is_empty(), "windows were written");
 }
 
 /// Loads `n` synthetic events (one acknowledged batch).
@@ -419,10 +321,6 @@ fn damaged_checkpoint_is_an_error_naming_the_file_and_the_recovery() {
 }
 
 /// Kafka messages committed so far over all partitions (newest checkpoint entries).
-fn committed(out: &Path) -> u64 {
-    ledger::newest_entries(&out.join(RUN)).values().map(|e| e["total_messages"].as_u64().unwrap_or(0)).sum()
-}
-
 fn admin(brokers: &str) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
     rdkafka::config::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
 }
@@ -441,7 +339,9 @@ fn a_second_instance_on_the_same_run_id_is_refused() {
         run_earliest(&brokers, &topic, &out, &["--roll-interval", "200ms"]),
         tmp.path().join("first.log"),
     );
-    first.wait_until("the first instance's commits", Duration::from_secs(60), || committed(&out) == 3_000);
+    first.wait_until("the first instance's commits", Duration::from_secs(60), || {
+        ledger::committed(&out) == 3_000
+    });
     let o = output_within(
         &mut run_earliest(&brokers, &topic, &out, &["--available-now"]),
         Duration::from_secs(60),
@@ -454,7 +354,7 @@ fn a_second_instance_on_the_same_run_id_is_refused() {
     assert!(first.wait_for(Duration::ZERO).is_none(), "the first instance still runs");
     load(&brokers, &topic, 1_750_000_010_000, 3_000);
     first.wait_until("the first instance's later commits", Duration::from_secs(60), || {
-        committed(&out) == 6_000
+        ledger::committed(&out) == 6_000
     });
     first.stop();
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
@@ -619,7 +519,7 @@ fn watermark_survives_idle_partitions_future_events_and_late_data() {
     create_topic(&brokers, &topic, 3);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
-    let aggs = tmp.path().join("aggregates").join(RUN);
+    let aggs = out.join(RUN).join("_aggregates");
     // Partitions 0 and 1 only: partition 2 stays idle. One minute of backlog, then live events.
     let start = now_ms();
     let backlog: Vec<_> =
@@ -664,7 +564,7 @@ fn watermark_survives_idle_partitions_future_events_and_late_data() {
     stop.store(true, Ordering::SeqCst);
     let sent = live.join().unwrap();
     let total = 600 + sent + 1;
-    job.wait_until("the live events committed", Duration::from_secs(60), || committed(&out) == total);
+    job.wait_until("the live events committed", Duration::from_secs(60), || ledger::committed(&out) == total);
     let late_before: u64 =
         ledger::newest_entries(&out.join(RUN)).values().map(|e| e["total_late"].as_u64().unwrap()).sum();
     assert_eq!(late_before, 0, "nothing late: the future event did not move the watermark");
@@ -672,7 +572,9 @@ fn watermark_survives_idle_partitions_future_events_and_late_data() {
     // Five events ten minutes old: behind the watermark, counted late, kept raw.
     let late: Vec<_> = (0..5).map(|i| (i % 2, event_at(1, now_ms() - 600_000 + i as i64, 9.0).1)).collect();
     send(&brokers, &topic, &late);
-    job.wait_until("the late events committed", Duration::from_secs(60), || committed(&out) == total + 5);
+    job.wait_until("the late events committed", Duration::from_secs(60), || {
+        ledger::committed(&out) == total + 5
+    });
     job.stop();
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     let l = verify("watermark", &brokers, &topic, &out);
@@ -701,7 +603,7 @@ fn a_partition_added_while_running_is_read_from_the_beginning() {
         ),
         tmp.path().join("grow.log"),
     );
-    job.wait_until("the first commits", Duration::from_secs(60), || committed(&out) == 3_000);
+    job.wait_until("the first commits", Duration::from_secs(60), || ledger::committed(&out) == 3_000);
     let new = rdkafka::admin::NewPartitions::new(&topic, 4);
     let res = futures_executor::block_on(
         admin(&brokers).create_partitions([&new], &rdkafka::admin::AdminOptions::new()),
@@ -714,7 +616,7 @@ fn a_partition_added_while_running_is_read_from_the_beginning() {
     job.wait_log("the new partition", Duration::from_secs(60), |l| {
         l.contains("partitions added to the topic")
     });
-    job.wait_until("partition 3 committed", Duration::from_secs(60), || committed(&out) == 3_500);
+    job.wait_until("partition 3 committed", Duration::from_secs(60), || ledger::committed(&out) == 3_500);
     job.stop();
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now", "--flush-windows"]));
     let l = verify("partition added", &brokers, &topic, &out);
@@ -754,7 +656,7 @@ fn offsets_gone_from_the_broker_fail_or_are_skipped_deliberately() {
         err.contains("partition 0") && err.contains("1000") && err.contains("1500"),
         "names partition and range: {err}"
     );
-    assert_eq!(committed(&out), 3_000, "nothing committed past the gap");
+    assert_eq!(ledger::committed(&out), 3_000, "nothing committed past the gap");
 
     let o = run_ok(&mut run_earliest(
         &brokers,
@@ -786,7 +688,7 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     let t0 = 1_750_000_000_000;
     load(&brokers, &topic, t0, 3_000);
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
-    assert_eq!(committed(&out), 3_000);
+    assert_eq!(ledger::committed(&out), 3_000);
     send(&brokers, &topic, &(3_000..60_000).map(|i| synthetic(t0, i)).collect::<Vec<_>>());
     let mut cmd = run_earliest(&brokers, &topic, &out, &["--available-now", "--roll-interval", "1h"]);
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -805,7 +707,7 @@ fn a_full_disk_stops_the_run_and_a_restart_completes_exactly_once() {
     println!("[disk full] exit {:?}: {}", o.status.code(), err.lines().last().unwrap_or(""));
     assert!(!o.status.success(), "a write failure stops the run");
     assert!(err.contains("File too large") && err.contains("the disk has room"), "{err}");
-    let partial = committed(&out);
+    let partial = ledger::committed(&out);
     println!("[disk full] committed before the failure: {partial} of 60000");
     assert_eq!(partial, 3_000, "the failed commit left the earlier one as it was");
     // What is visible is complete and not duplicated (the rest is simply not there yet).
@@ -846,7 +748,8 @@ fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
             )
         })
         .collect();
-    procs[0].wait_until("the cluster's first commits", Duration::from_secs(90), || committed(&out) > 0);
+    procs[0]
+        .wait_until("the cluster's first commits", Duration::from_secs(90), || ledger::committed(&out) > 0);
     let survivor = procs.remove(0);
     procs.pop().unwrap().kill();
     let mut survivor = survivor;
@@ -867,8 +770,8 @@ fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
     run_ok(&mut run_earliest(&brokers, &topic, &reference, &["--available-now", "--flush-windows"]));
     assert_eq!(read_raw(&out.join(RUN)), read_raw(&reference.join(RUN)), "raw rows");
     assert_eq!(
-        read_aggregates(&tmp.path().join("aggregates").join(RUN)),
-        read_aggregates(&tmp.path().join("ref/aggregates").join(RUN)),
+        read_aggregates(&out.join(RUN).join("_aggregates")),
+        read_aggregates(&reference.join(RUN).join("_aggregates")),
         "window rows"
     );
 }
@@ -936,7 +839,9 @@ fn a_broker_restart_mid_stream_loses_nothing() {
         run_earliest(&brokers, &topic, &out, &["--roll-interval", "200ms", "-w", "2"]),
         tmp.path().join("restart.log"),
     );
-    job.wait_until("the first 20000 committed", Duration::from_secs(60), || committed(&out) == 20_000);
+    job.wait_until("the first 20000 committed", Duration::from_secs(60), || {
+        ledger::committed(&out) == 20_000
+    });
     broker.stop();
     let down = Instant::now();
     job.wait_log("the job to say it waits for the broker", Duration::from_secs(60), |l| {
@@ -950,7 +855,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     let more: Vec<_> = (20_000..40_000).map(|i| synthetic(t0, i)).collect();
     send(&brokers, &topic, &more);
     job.wait_until("everything committed after the restart", Duration::from_secs(120), || {
-        committed(&out) == 40_000
+        ledger::committed(&out) == 40_000
     });
     let log = job.stop();
     assert!(log.contains("the Kafka broker is back"), "says it resumed:\n{log}");

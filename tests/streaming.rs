@@ -234,7 +234,7 @@ fn live_mode_prints_updates_and_closes_windows_while_producing() {
         }
         batches
     });
-    let aggs = tmp.path().join("aggregates/run_live");
+    let aggs = out.join("run_live/_aggregates");
     let deadline = Instant::now() + Duration::from_secs(90);
     while data_files(&aggs).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -307,7 +307,7 @@ fn string_key_dataflow() {
     assert!(run_dir.join("sensor=a%2Fb").is_dir(), "unsafe characters are percent-encoded");
     assert!(run_dir.join("sensor=kitchen").is_dir());
     let mut got: BTreeMap<(i64, String), (f64, i64)> = BTreeMap::new();
-    for file in data_files(&tmp.path().join("aggregates/run_s")) {
+    for file in data_files(&run_dir.join("_aggregates")) {
         for b in parquet_batches(&file) {
             let end = b
                 .column_by_name("window_end")

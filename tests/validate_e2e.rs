@@ -777,7 +777,6 @@ fn audit_reports_on_time_late_and_open_records_per_window() {
     // A final row counting records that are not in the raw files: an overcount, exit 3.
     let copy = lake.tmp.path().join("overcount");
     copy_tree(&root, &copy.join("parquet"));
-    copy_tree(&lake.tmp.path().join("aggregates"), &copy.join("aggregates"));
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         Field::new("window_start", ts.clone(), false),
@@ -797,7 +796,7 @@ fn audit_reports_on_time_late_and_open_records_per_window() {
         Arc::new(Float64Array::from(vec![2.0])),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let forged = copy.join(format!("aggregates/run_{RUN_ID}/windows-forged.parquet"));
+    let forged = copy.join(format!("parquet/run_{RUN_ID}/_aggregates/windows-forged.parquet"));
     let mut w = ArrowWriter::try_new(fs::File::create(&forged).unwrap(), schema, None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();

@@ -21,8 +21,9 @@ use rdkafka::types::RDKafkaErrorCode;
 pub enum Polled<'a> {
     /// A record: its partition, offset and payload (`None` for a null payload).
     Record { partition: i32, offset: i64, payload: Option<&'a [u8]> },
-    /// A consumer error reported in place of a message.
-    Error(KafkaError),
+    /// A consumer error reported in place of a message: the partition and offset it concerns
+    /// (`-1` when librdkafka does not say) and its text (librdkafka puts it in the payload).
+    Error { error: KafkaError, partition: i32, offset: i64, detail: String },
 }
 
 /// A handle on a consumer's queue plus a reusable message buffer. Must be dropped before the
@@ -63,7 +64,18 @@ impl BatchReader {
                         .then(|| unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) });
                     Polled::Record { partition: m.partition, offset: m.offset, payload }
                 } else {
-                    Polled::Error(KafkaError::MessageConsumption(RDKafkaErrorCode::from(m.err)))
+                    let detail = if m.payload.is_null() {
+                        String::new()
+                    } else {
+                        let bytes = unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) };
+                        String::from_utf8_lossy(bytes).into_owned()
+                    };
+                    Polled::Error {
+                        error: KafkaError::MessageConsumption(RDKafkaErrorCode::from(m.err)),
+                        partition: m.partition,
+                        offset: m.offset,
+                        detail,
+                    }
                 };
                 if let Err(e) = f(item) {
                     result = Err(e);

@@ -17,13 +17,14 @@ use timely::dataflow::Stream;
 
 use super::window::WindowOutput;
 use super::FLUSH_TIME;
-use crate::sink::aggregates::{write_windows, WindowRow};
+use crate::sink::aggregates::{write_windows, AggregatesOwner, WindowRow};
 use crate::sink::checkpoint::{CheckpointDir, WindowsEntry};
 use crate::spec::Field;
 
 /// Where the sink writes and what it starts from.
 pub struct AggregatesTarget {
     pub dir: PathBuf,
+    pub owner: AggregatesOwner,
     pub checkpoint: CheckpointDir,
     pub key: Field,
     pub window_ms: u64,
@@ -101,7 +102,8 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                     }
                     if !ready.is_empty() {
                         ready.sort();
-                        match write_windows(&target.dir, &target.key, target.window_ms, &ready) {
+                        match write_windows(&target.dir, &target.owner, &target.key, target.window_ms, &ready)
+                        {
                             Ok(name) => {
                                 windows.files.push(name);
                                 max_written =

@@ -34,10 +34,12 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::{Delta, FLUSH_TIME};
+use crate::error::{FailureKind, WorkerError};
 use crate::kafka::assignment::owned_partitions;
 use crate::kafka::batch::{BatchReader, Polled};
 use crate::kafka::client::{base_config, fetch_metadata, partition_count, ClientSettings};
 use crate::kafka::context::KafkaContext;
+use crate::kafka::errors::{classify, topic_absent, ErrorClass, UNCLASSIFIED_LIMIT};
 use crate::kafka::group::GroupCommits;
 use crate::observe::telemetry::{PartitionReport, Telemetry};
 use crate::parse::json::RecordParser;
@@ -76,6 +78,8 @@ pub struct SourceSettings {
     pub spec: Arc<Spec>,
     pub run_dir: PathBuf,
     pub run_id: String,
+    /// The run folder's `run_uid` (see `sink::identity`).
+    pub run_uid: String,
     pub starting: StartingOffsets,
     pub available_now: bool,
     pub flush_windows: bool,
@@ -145,6 +149,39 @@ pub enum SourceError {
     Recreated { topic: String, partition: i32, next: i64, high: i64 },
     #[error("partition {partition} of topic `{topic}`: {reason}")]
     Read { topic: String, partition: i32, reason: String },
+    #[error(
+        "partition {partition} of topic `{topic}` at offset {offset}: permanent Kafka error {code:?} ({detail}); \
+         waiting cannot fix it, so the job stops. What to do: {advice}. Everything committed before it stays \
+         valid; a restart resumes at the committed offset"
+    )]
+    Permanent {
+        topic: String,
+        partition: i32,
+        offset: String,
+        code: rdkafka::types::RDKafkaErrorCode,
+        detail: String,
+        advice: String,
+    },
+    #[error(
+        "topic `{topic}` is gone from the broker ({brokers}) while the job was reading it (partition {partition}, \
+         next offset {offset}): it was deleted, or this client may no longer see it. The job stops; what it \
+         committed stays valid. If the topic was recreated, its offsets name other records: use a new RUN_ID"
+    )]
+    TopicGone { topic: String, brokers: String, partition: i32, offset: i64 },
+}
+
+impl SourceError {
+    /// Whether waiting or restarting cannot help (exit code 2), as opposed to an I/O failure or
+    /// a checkpoint problem, which a restart after a fix resolves.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Permanent { .. }
+                | SourceError::TopicGone { .. }
+                | SourceError::DataLoss { .. }
+                | SourceError::Recreated { .. }
+        )
+    }
 }
 
 /// Per-partition read state.
@@ -192,6 +229,11 @@ pub struct PreparedSource {
     lost_offsets: bool,
     /// When the broker was last probed because no message arrived.
     last_probe: Instant,
+    /// A "maybe gone" error of the last batch: (partition, offset), checked against metadata.
+    maybe_gone: Option<(i32, i64)>,
+    /// Since when an unclassified consumer error repeats with no record read, and when it was
+    /// last logged.
+    unclassified: Option<(Instant, Instant)>,
 }
 
 impl PreparedSource {
@@ -214,6 +256,7 @@ impl PreparedSource {
             settings.run_dir.clone(),
             &topic,
             &settings.run_id,
+            &settings.run_uid,
             worker,
             spec.schema.clone(),
             spec.partition_col,
@@ -271,6 +314,8 @@ impl PreparedSource {
             last_discovery: Instant::now(),
             lost_offsets: false,
             last_probe: Instant::now(),
+            maybe_gone: None,
+            unclassified: None,
         };
         let starting = src.settings.starting;
         let mut tpl = TopicPartitionList::new();
@@ -317,7 +362,7 @@ impl PreparedSource {
                 OnDataLoss::Skip => {
                     // Clear the files of the old position first: the skip entry moves the
                     // committed position past them.
-                    remove_uncommitted(&self.settings.run_dir, p, e.next_offset)?;
+                    remove_uncommitted(&self.layout, p, e.next_offset)?;
                     let skipped = skip_entry(&e, low);
                     self.checkpoint.write_partition(&skipped)?;
                     tracing::warn!(
@@ -336,7 +381,7 @@ impl PreparedSource {
                 StartingOffsets::Latest => high,
             },
         };
-        let removed = remove_uncommitted(&self.settings.run_dir, p, start)?;
+        let removed = remove_uncommitted(&self.layout, p, start)?;
         for path in removed {
             tracing::warn!(partition = p, path = %path.display(), "removed an uncommitted file left by an earlier run");
         }
@@ -392,6 +437,16 @@ impl PreparedSource {
         let Some(consumer) = self.consumer.as_ref() else { return Ok(()) };
         let topic = self.settings.topic.clone();
         let Ok(meta) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(2)) else { return Ok(()) };
+        if topic_absent(&meta, &topic) {
+            // The broker answered and does not list the topic.
+            let first = self.parts.first().map_or((-1, -1), |p| (p.partition, p.next_offset));
+            return Err(SourceError::TopicGone {
+                topic,
+                brokers: self.settings.brokers.clone(),
+                partition: first.0,
+                offset: first.1,
+            });
+        }
         let Some(now) = partition_count(&meta, &topic) else { return Ok(()) };
         let known = self.index.len();
         if now <= known {
@@ -456,6 +511,63 @@ impl PreparedSource {
         let consumer = self.consumer.as_ref()?;
         self.last_probe = Instant::now();
         consumer.fetch_watermarks(&self.settings.topic, p, Duration::from_millis(500)).err()
+    }
+
+    /// After an "unknown topic or partition": asks the broker's metadata whether the topic and
+    /// the partition still exist. Gone is a permanent error; present (a leader moving, a topic
+    /// being created) is not. An unanswered question is left to the broker-down handling.
+    fn check_topic_present(&self, partition: i32, offset: i64) -> Result<(), SourceError> {
+        let Some(consumer) = self.consumer.as_ref() else { return Ok(()) };
+        let topic = &self.settings.topic;
+        let Ok(meta) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return Ok(()) };
+        let listed = partition_count(&meta, topic);
+        match listed {
+            _ if !topic_absent(&meta, topic) && listed.is_none() => Ok(()), // listed, no leader yet
+            Some(n) if partition < 0 || (partition as usize) < n => {
+                tracing::debug!(topic = %topic, partition, "unknown topic or partition, but the broker lists it; retrying");
+                Ok(())
+            }
+            _ => Err(SourceError::TopicGone {
+                topic: topic.clone(),
+                brokers: self.settings.brokers.clone(),
+                partition,
+                offset,
+            }),
+        }
+    }
+
+    /// An error code the classification does not list: retried, logged every 10 s, and after
+    /// [`UNCLASSIFIED_LIMIT`] with no record read, a permanent error.
+    fn track_unclassified(
+        &mut self,
+        got: usize,
+        seen: Option<(rdkafka::error::KafkaError, i32, i64, String)>,
+    ) -> Result<(), SourceError> {
+        if got > 0 {
+            self.unclassified = None;
+        }
+        let Some((error, partition, offset, detail)) = seen else { return Ok(()) };
+        let now = Instant::now();
+        let (since, said) = *self.unclassified.get_or_insert((now, now - Duration::from_secs(60)));
+        if since.elapsed() >= UNCLASSIFIED_LIMIT {
+            return Err(SourceError::Permanent {
+                topic: self.settings.topic.clone(),
+                partition,
+                offset: offset.to_string(),
+                code: error.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown),
+                detail: if detail.is_empty() { error.to_string() } else { detail },
+                advice: format!(
+                    "this error is not one streamlake knows to be transient, and it repeated for {}s with no \
+                     record read; check the broker and the client settings",
+                    UNCLASSIFIED_LIMIT.as_secs()
+                ),
+            });
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(%error, partition, offset, repeating_s = since.elapsed().as_secs(), "Kafka consumer error; retrying");
+            self.unclassified = Some((since, now));
+        }
+        Ok(())
     }
 
     fn broker_back(&mut self) {
@@ -575,7 +687,7 @@ enum Phase {
 }
 
 /// A fatal error slot shared with the worker loop.
-pub type ErrorSlot = Rc<RefCell<Option<String>>>;
+pub type ErrorSlot = Rc<RefCell<Option<WorkerError>>>;
 
 /// Builds the source operator for one worker.
 pub fn kafka_source<'scope>(
@@ -648,7 +760,7 @@ pub fn kafka_source<'scope>(
             let got = match result {
                 Ok(n) => n,
                 Err(e) => {
-                    *error.borrow_mut() = Some(e.to_string());
+                    *error.borrow_mut() = Some(worker_error(&e));
                     return;
                 }
             };
@@ -667,7 +779,7 @@ pub fn kafka_source<'scope>(
 
             if phase == Phase::Reading && (roll_due || all_done || stopping) {
                 if let Err(e) = commit_all(&mut src, closed, &counters, false) {
-                    *error.borrow_mut() = Some(e.to_string());
+                    *error.borrow_mut() = Some(worker_error(&e));
                     return;
                 }
                 last_commit = now;
@@ -688,7 +800,7 @@ pub fn kafka_source<'scope>(
             if phase == Phase::Flushing && !probe.less_than(&FLUSH_TIME) {
                 // Every window is written: record that none stays open.
                 if let Err(e) = commit_all(&mut src, FLUSH_TIME, &counters, true) {
-                    *error.borrow_mut() = Some(e.to_string());
+                    *error.borrow_mut() = Some(worker_error(&e));
                     return;
                 }
                 phase = Phase::Finished;
@@ -711,6 +823,12 @@ pub fn kafka_source<'scope>(
             }
         }
     })
+}
+
+/// A source error as the job sees it.
+fn worker_error(e: &SourceError) -> WorkerError {
+    let kind = if e.is_permanent() { FailureKind::Permanent } else { FailureKind::Failed };
+    WorkerError { kind, message: e.to_string() }
 }
 
 /// The window end the aggregates probe has passed: every window ending before it is written.
@@ -774,23 +892,48 @@ fn read_batch(
     let mut bytes_read = 0u64;
     let closed_through = src.closed_through;
     let settings = &src.settings;
-    let (parts, index, lost_offsets) = (&mut src.parts, &src.index, &mut src.lost_offsets);
+    let (parts, index, lost_offsets, maybe_gone) =
+        (&mut src.parts, &src.index, &mut src.lost_offsets, &mut src.maybe_gone);
+    let mut unclassified = None;
     let reader = src.reader.as_mut().expect("a consumer has a batch reader");
     reader.read(|item| -> Result<(), SourceError> {
         let (partition, offset, payload) = match item {
             Polled::Record { partition, offset, payload } => (partition, offset, payload),
-            Polled::Error(e) => {
-                use rdkafka::types::RDKafkaErrorCode as C;
-                match e.rdkafka_error_code() {
-                    Some(C::AutoOffsetReset) | Some(C::OffsetOutOfRange) => {
-                        // The error does not say which partition: the caller asks the broker.
-                        tracing::warn!(error = %e, "a partition's next offset is gone from the broker");
+            Polled::Error { error, partition, offset, detail } => {
+                let code = error.rdkafka_error_code();
+                // librdkafka leaves the offset at -1 for some errors: the partition's position
+                // is what the job was about to read.
+                let at = if offset >= 0 {
+                    offset
+                } else {
+                    index
+                        .get(partition.max(0) as usize)
+                        .copied()
+                        .flatten()
+                        .map_or(-1, |i| parts[i].next_offset)
+                };
+                match code.map_or(ErrorClass::Unclassified, classify) {
+                    ErrorClass::OffsetOutOfRange => {
+                        // The error does not say reliably which partition: the caller asks the broker.
+                        tracing::warn!(%error, "a partition's next offset is gone from the broker");
                         *lost_offsets = true;
                     }
-                    Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure) | Some(C::NetworkException) => {
-                        broker_error = Some(e);
+                    ErrorClass::BrokerDown => broker_error = Some(error),
+                    ErrorClass::Transient => {
+                        tracing::debug!(%error, partition, "transient Kafka error; librdkafka retries")
                     }
-                    _ => tracing::warn!(error = %e, "kafka consumer error; retrying"),
+                    ErrorClass::MaybeGone => *maybe_gone = Some((partition, at)),
+                    ErrorClass::Permanent(advice) => {
+                        return Err(SourceError::Permanent {
+                            topic: settings.topic.clone(),
+                            partition,
+                            offset: if at >= 0 { at.to_string() } else { "unknown".into() },
+                            code: code.unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown),
+                            detail: if detail.is_empty() { error.to_string() } else { detail },
+                            advice: advice.to_string(),
+                        });
+                    }
+                    ErrorClass::Unclassified => unclassified = Some((error, partition, at, detail)),
                 }
                 return Ok(());
             }
@@ -874,8 +1017,20 @@ fn read_batch(
         }
     }
     if !any_message && broker_error.is_none() {
-        broker_error = src.probe_broker_if_silent();
+        if let Some(e) = src.probe_broker_if_silent() {
+            if e.rdkafka_error_code().map(classify) == Some(ErrorClass::MaybeGone) {
+                let first =
+                    src.parts.iter().find(|p| !p.done).map_or((-1, -1), |p| (p.partition, p.next_offset));
+                src.maybe_gone = Some(first);
+            } else {
+                broker_error = Some(e);
+            }
+        }
     }
+    if let Some((partition, offset)) = src.maybe_gone.take() {
+        src.check_topic_present(partition, offset)?;
+    }
+    src.track_unclassified(got, unclassified)?;
     if let Some(e) = broker_error {
         src.broker_lost(&e);
     } else if any_message && src.broker_down.is_some() {

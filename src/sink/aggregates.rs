@@ -13,10 +13,12 @@ use arrow::datatypes::{DataType, Field as ArrowField, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::durable::{create_dir_durable, publish};
 use super::raw::key_arrow_type;
+use super::raw::meta_keys::{self, RUN_UID};
 use super::{io_err, SinkError};
 use crate::parse::Key;
 use crate::spec::{ColumnType, Field};
@@ -50,15 +52,33 @@ pub fn to_nanos(v: f64) -> i128 {
     (v * SUM_SCALE).round() as i128
 }
 
+/// The aggregates folder's name inside the run folder.
+pub const AGGREGATES_DIR: &str = "_aggregates";
+
+/// Which run writes an aggregates folder: recorded in every window file's metadata, so that the
+/// start-up cleanup deletes only this run's own unmarked files.
+#[derive(Debug, Clone)]
+pub struct AggregatesOwner {
+    pub run_id: String,
+    pub run_uid: String,
+    pub topic: String,
+}
+
 /// Writes `rows` (final windows of `size_ms` length) to `dir/windows-<first>-<last>.parquet`
 /// durably and returns the file name.
-pub fn write_windows(dir: &Path, key: &Field, size_ms: u64, rows: &[WindowRow]) -> Result<String, SinkError> {
+pub fn write_windows(
+    dir: &Path,
+    owner: &AggregatesOwner,
+    key: &Field,
+    size_ms: u64,
+    rows: &[WindowRow],
+) -> Result<String, SinkError> {
     create_dir_durable(dir)?;
     let first = rows.iter().map(|r| r.end_ms).min().unwrap_or(0);
     let last = rows.iter().map(|r| r.end_ms).max().unwrap_or(0);
     let name = format!("windows-{first:015}-{last:015}.parquet");
     let dst = dir.join(&name);
-    let tmp: PathBuf = dir.join(format!(".{name}.inprogress"));
+    let tmp: PathBuf = dir.join(format!(".{name}.u{}.inprogress", owner.run_uid));
     let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         ArrowField::new("window_start", ts(), false),
@@ -121,6 +141,16 @@ pub fn write_windows(dir: &Path, key: &Field, size_ms: u64, rows: &[WindowRow]) 
     let mut writer = ArrowWriter::try_new(file, schema, Some(props))
         .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
     writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
+    for (k, v) in [
+        ("streamlake.kind", "aggregates".to_string()),
+        ("streamlake.run_id", owner.run_id.clone()),
+        (RUN_UID, owner.run_uid.clone()),
+        ("streamlake.topic", owner.topic.clone()),
+        ("streamlake.first_window_end_ms", first.to_string()),
+        ("streamlake.last_window_end_ms", last.to_string()),
+    ] {
+        writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
+    }
     let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
     inner.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(inner);
@@ -129,21 +159,33 @@ pub fn write_windows(dir: &Path, key: &Field, size_ms: u64, rows: &[WindowRow]) 
     Ok(name)
 }
 
-/// Deletes what a crash may have left in the aggregates folder: in-progress files, and window
-/// files that `windows.json` does not list. Those were written, but the mark that says so was
-/// not, so their windows are still open in the partition checkpoints and will be emitted again;
-/// keeping the old file would emit them twice. Returns the paths removed.
-pub fn remove_unmarked(dir: &Path, listed: &[String]) -> Result<Vec<PathBuf>, SinkError> {
+/// Deletes what a crash may have left in the aggregates folder: this run's in-progress files,
+/// and this run's window files that `windows.json` does not list. Those were written, but the mark
+/// that says so was not, so their windows are still open in the partition checkpoints and will be
+/// emitted again; keeping the old file would emit them twice.
+///
+/// "This run's" is decided by the file, never by the folder: an in-progress name ending in
+/// `.u<run_uid>.inprogress`, or a footer whose `streamlake.run_uid` is this run's. Any other file is
+/// left alone and reported: deleting files because `windows.json` does not know them is exactly
+/// how two jobs sharing a folder once emptied each other's aggregates. Returns the paths removed.
+pub fn remove_unmarked(dir: &Path, run_uid: &str, listed: &[String]) -> Result<Vec<PathBuf>, SinkError> {
     let mut removed = Vec::new();
     let Ok(read) = std::fs::read_dir(dir) else { return Ok(removed) };
+    let ours_in_progress = format!(".u{run_uid}.inprogress");
     for entry in read.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let leftover = name.starts_with(".windows-") && name.ends_with(".inprogress");
+        let path = entry.path();
+        let leftover = name.starts_with(".windows-") && name.ends_with(&ours_in_progress);
         let unmarked = name.starts_with("windows-") && name.ends_with(".parquet") && !listed.contains(&name);
-        if leftover || unmarked {
-            let path = entry.path();
+        let ours = leftover
+            || (unmarked
+                && meta_keys::read(&path)
+                    .is_ok_and(|kv| kv.iter().any(|(k, v)| k == RUN_UID && v == run_uid)));
+        if ours {
             std::fs::remove_file(&path).map_err(io_err("remove unmarked window file", &path))?;
             removed.push(path);
+        } else if unmarked {
+            tracing::warn!(path = %path.display(), "a window file that this run did not write is in its aggregates folder; it was left alone");
         }
     }
     if !removed.is_empty() {

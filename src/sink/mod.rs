@@ -7,6 +7,7 @@
 pub mod aggregates;
 pub mod checkpoint;
 pub mod durable;
+pub mod identity;
 pub mod lock;
 pub mod raw;
 

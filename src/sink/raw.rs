@@ -39,6 +39,9 @@ pub struct RawLayout {
     pub run_dir: PathBuf,
     pub topic: String,
     pub run_id: String,
+    /// The run folder's `run_uid` (`_checkpoint/identity.json`): in every file's metadata and
+    /// every in-progress name, so that cleanups only ever delete this run's own files.
+    pub run_uid: String,
     pub worker: usize,
     pub fields: Vec<Field>,
     pub partition_col: usize,
@@ -68,6 +71,7 @@ impl RawLayout {
         run_dir: PathBuf,
         topic: &str,
         run_id: &str,
+        run_uid: &str,
         worker: usize,
         fields: Vec<Field>,
         partition_col: usize,
@@ -93,6 +97,7 @@ impl RawLayout {
             run_dir,
             topic: topic.to_string(),
             run_id: run_id.to_string(),
+            run_uid: run_uid.to_string(),
             worker,
             fields,
             partition_col,
@@ -305,8 +310,8 @@ impl PartitionFiles {
         let dir = self.layout.run_dir.join(self.layout.key_dir(key));
         create_dir_durable(&dir)?;
         let tmp = dir.join(format!(
-            ".part-p{:03}-o{:012}-w{:03}.parquet.inprogress",
-            self.partition, self.start_offset, self.layout.worker
+            ".part-p{:03}-o{:012}-w{:03}.parquet.u{}.inprogress",
+            self.partition, self.start_offset, self.layout.worker, self.layout.run_uid
         ));
         let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         let writer = ArrowWriter::try_new(
@@ -391,6 +396,7 @@ impl PartitionFiles {
                 ("streamlake.range_messages", self.messages.to_string()),
                 ("streamlake.worker", layout.worker.to_string()),
                 ("streamlake.run_id", layout.run_id.clone()),
+                (meta_keys::RUN_UID, layout.run_uid.clone()),
                 ("streamlake.kind", kind.to_string()),
             ]
         };
@@ -453,8 +459,9 @@ impl PartitionFiles {
         meta: Vec<(&str, String)>,
     ) -> Result<(), SinkError> {
         let tmp = dst.with_file_name(format!(
-            ".{}.inprogress",
-            dst.file_name().and_then(|n| n.to_str()).unwrap_or("q")
+            ".{}.u{}.inprogress",
+            dst.file_name().and_then(|n| n.to_str()).unwrap_or("q"),
+            self.layout.run_uid
         ));
         let now = chrono::Utc::now().timestamp_micros();
         let mut partition = Int32Builder::new();
@@ -508,17 +515,24 @@ impl PartitionFiles {
     }
 }
 
-/// Deletes what a crash may have left for `partition`: in-progress files, and committed-looking
-/// files whose range starts at or after `next_offset` (the committed position), which a replay
-/// will write again. Returns the paths removed.
+/// Deletes what a crash left of `partition` in `run_dir`: this run's in-progress files of the
+/// partition, and its committed-looking files that start at or beyond `next_offset` (written and
+/// renamed, but the checkpoint entry that would have made them committed was not).
+///
+/// Only files that carry this run's identity are deleted: an in-progress name with `u<run_uid>`,
+/// or a footer whose `streamlake.run_uid`, `streamlake.topic` and `streamlake.partition` are this
+/// run's. A file that matches the name pattern but not the identity is left where it is and
+/// reported (the audit flags it as outside every committed range): it is not this run's to delete.
 pub fn remove_uncommitted(
-    run_dir: &Path,
+    layout: &RawLayout,
     partition: i32,
     next_offset: i64,
 ) -> Result<Vec<PathBuf>, SinkError> {
+    let run_dir = &layout.run_dir;
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(run_dir) else { return Ok(removed) };
     let prefix_tmp = format!(".part-p{partition:03}-");
+    let suffix_tmp = format!(".u{}.inprogress", layout.run_uid);
     for entry in entries.flatten() {
         let dir = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -529,13 +543,18 @@ pub fn remove_uncommitted(
         let mut changed = false;
         for file in files.flatten() {
             let fname = file.file_name().to_string_lossy().into_owned();
-            let stale_tmp = fname.starts_with(&prefix_tmp) && fname.ends_with(".inprogress");
+            let ours_in_progress = fname.starts_with(&prefix_tmp) && fname.ends_with(&suffix_tmp);
             let beyond = parse_part_file_name(&fname)
                 .is_some_and(|(p, start, _)| p == partition && start >= next_offset);
-            let stale_q =
-                fname.starts_with(&format!(".part-p{partition:03}-")) && fname.ends_with(".inprogress");
-            if stale_tmp || beyond || stale_q {
-                let path = file.path();
+            let path = file.path();
+            if beyond && !written_by(&path, layout, partition) {
+                tracing::warn!(
+                    path = %path.display(), partition, next_offset,
+                    "a file beyond the committed position does not carry this run's identity; it was left alone"
+                );
+                continue;
+            }
+            if ours_in_progress || beyond {
                 fs::remove_file(&path).map_err(io_err("remove uncommitted file", &path))?;
                 removed.push(path);
                 changed = true;
@@ -546,6 +565,32 @@ pub fn remove_uncommitted(
         }
     }
     Ok(removed)
+}
+
+/// Whether the Parquet file at `path` says it was written by this run for `partition`.
+fn written_by(path: &Path, layout: &RawLayout, partition: i32) -> bool {
+    let Ok(meta) = meta_keys::read(path) else { return false };
+    let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    get(meta_keys::RUN_UID) == Some(layout.run_uid.as_str())
+        && get("streamlake.topic") == Some(layout.topic.as_str())
+        && get("streamlake.partition") == Some(partition.to_string().as_str())
+}
+
+/// The key-value metadata streamlake writes into its Parquet footers.
+pub mod meta_keys {
+    use std::path::Path;
+
+    /// The run folder's `run_uid`: which run wrote the file.
+    pub const RUN_UID: &str = "streamlake.run_uid";
+
+    /// A file's key-value metadata (footer only).
+    pub fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let reader = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
+        let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        Ok(kv.into_iter().filter_map(|kv| kv.value.map(|v| (kv.key, v))).collect())
+    }
 }
 
 #[cfg(test)]

@@ -93,9 +93,14 @@ struct WindowsJson {
     closed_through_ms: u64,
 }
 
-/// Where `streamlake run` puts the aggregates of the run folder `dir` (`P/run_X` →
-/// `P/../aggregates/run_X`, as `job::aggregates_dir`).
+/// Where `streamlake run` put the aggregates of the run folder `dir`: `dir/_aggregates` (format
+/// 2, as `job::aggregates_dir`), or for a format-1 folder without it, `P/../aggregates/run_X`
+/// beside `P/run_X`, so that old run folders stay auditable.
 pub fn aggregates_dir(dir: &Path) -> Option<PathBuf> {
+    let inside = dir.join(crate::sink::aggregates::AGGREGATES_DIR);
+    if inside.is_dir() || dir.join("_checkpoint").join(crate::sink::identity::IDENTITY_FILE).is_file() {
+        return Some(inside);
+    }
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let name = dir.file_name()?;
     Some(dir.parent()?.parent()?.join("aggregates").join(name))
@@ -461,11 +466,13 @@ mod tests {
     }
 
     #[test]
-    fn aggregates_sit_beside_the_raw_dataset() {
+    fn aggregates_sit_inside_the_run_folder_or_beside_a_format_1_one() {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path().join("parquet/run_e2e");
         fs::create_dir_all(&run).unwrap();
         let want = fs::canonicalize(tmp.path()).unwrap().join("aggregates/run_e2e");
-        assert_eq!(aggregates_dir(&run), Some(want));
+        assert_eq!(aggregates_dir(&run), Some(want), "format 1: beside the raw dataset");
+        fs::create_dir_all(run.join("_aggregates")).unwrap();
+        assert_eq!(aggregates_dir(&run), Some(run.join("_aggregates")), "format 2: inside the run folder");
     }
 }

@@ -330,6 +330,12 @@ pub fn check(run_dir: &Path, records: &Records, max_future_ms: i64) -> Ledger {
     ledger
 }
 
+/// Kafka records committed so far under `out/run_t` (the newest entries' totals), for polling a
+/// live job.
+pub fn committed(out: &Path) -> u64 {
+    newest_entries(&out.join("run_t")).values().map(|e| e["total_messages"].as_u64().unwrap_or(0)).sum()
+}
+
 /// Runs `streamlake validate --audit` on the output folder: it must pass. Returns its stdout.
 pub fn audit_ok(output: &Path) -> String {
     let out: Output = bin().args(["validate", "--audit", "--path"]).arg(output).output().unwrap();

@@ -2,6 +2,7 @@
 //! for what it writes.
 #![allow(dead_code)]
 
+pub mod job;
 pub mod ledger;
 
 use std::collections::BTreeMap;
@@ -242,4 +243,54 @@ pub fn run_totals(outputs: &[Output]) -> BTreeMap<String, u64> {
         }
     }
     totals
+}
+
+/// A digest of a whole folder tree: every relative path (folders end in `/`) with its size and a
+/// hash of its content. Two equal digests mean nothing was created, removed or changed.
+pub fn tree_digest(dir: &Path) -> BTreeMap<String, (u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u64, u64)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                out.insert(format!("{rel}/"), (0, 0));
+                walk(root, &p, out);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                out.insert(rel, (bytes.len() as u64, h.finish()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Deletes a topic through the admin API and waits until the broker no longer lists it.
+pub fn delete_topic(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let results = futures_executor::block_on(admin.delete_topics(&[topic], &AdminOptions::new()))
+        .expect("delete_topics request");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("deleting topic {t}: {e}"));
+    }
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+        let listed = meta.topics().iter().any(|t| t.name() == topic && t.error().is_none());
+        if !listed {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "topic {topic} still listed 30 s after deletion");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
