@@ -86,9 +86,10 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// `kafka-consumer-groups --describe --group G` (Kafka's own tool, from the broker's jars):
-/// partition → (current offset, log end offset, lag). `None` while the group has no offsets.
-fn describe_group(brokers: &str, group: &str) -> Option<Vec<(i32, i64, i64, i64)>> {
+/// `kafka-consumer-groups --describe --group G` (Kafka's own tool, from the broker's jars), the
+/// rows of `topic`: (partition, current offset, log end offset, lag). `None` while the group has
+/// no offsets for it.
+fn describe_group(brokers: &str, group: &str, topic: &str) -> Option<Vec<(i32, i64, i64, i64)>> {
     let libs = std::env::var("STREAMLAKE_TEST_KAFKA_LIBS")
         .expect("STREAMLAKE_TEST_KAFKA_LIBS (run scripts/test.sh)");
     let out = Command::new("java")
@@ -102,7 +103,7 @@ fn describe_group(brokers: &str, group: &str) -> Option<Vec<(i32, i64, i64, i64)
     // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID
     let rows: Vec<(i32, i64, i64, i64)> = stdout
         .lines()
-        .filter(|l| l.starts_with(group))
+        .filter(|l| l.split_whitespace().take(2).eq([group, topic]))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             Some((
@@ -153,7 +154,8 @@ fn sasl_ssl_scram_topic_create_produce_run_exactly_once() {
     // The group offsets for lag tools: every partition committed to the end (over PLAINTEXT,
     // the broker's own tool needs no credentials there).
     if let Some(plain) = brokers() {
-        let rows = describe_group(&plain, "streamlake-t").expect("the group streamlake-t has offsets");
+        let rows =
+            describe_group(&plain, "streamlake-t", &topic).expect("the group streamlake-t has offsets");
         assert_eq!(rows.len(), 3, "{rows:?}");
         assert!(rows.iter().all(|r| r.3 == 0 && r.1 == r.2), "lag 0 after the run: {rows:?}");
         assert_eq!(rows.iter().map(|r| r.1).sum::<i64>(), 100_000);
@@ -484,7 +486,7 @@ fn the_password_is_in_no_log_metrics_or_status_page_and_lag_tools_see_the_group(
             log.join("\n")
         );
         log.extend(rx.try_iter());
-        live = describe_group(&plain, "lag-tools-live")
+        live = describe_group(&plain, "lag-tools-live", &topic)
             .filter(|rows| rows.iter().map(|r| r.1).sum::<i64>() == 20_000);
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -497,7 +499,7 @@ fn the_password_is_in_no_log_metrics_or_status_page_and_lag_tools_see_the_group(
     let status_code = child.wait().unwrap();
     log.extend(rx.iter());
     assert!(status_code.success(), "the run failed:\n{}", log.join("\n"));
-    let rows = describe_group(&plain, "lag-tools-live").unwrap();
+    let rows = describe_group(&plain, "lag-tools-live", &topic).unwrap();
     assert!(rows.iter().all(|r| r.3 == 0), "lag 0 after the run: {rows:?}");
 
     let all_log = log.join("\n");

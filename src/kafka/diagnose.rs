@@ -188,7 +188,10 @@ pub fn creation_error(
     let text = super::settings::redact_text(&error.to_string(), &settings.secrets());
     let lower = text.to_ascii_lowercase();
     let brokers = settings.brokers.clone();
-    if lower.contains("sasl mechanism") || lower.contains("sasl.mechanism") {
+    // "Unsupported SASL mechanism: X", "No provider for SASL mechanism X", and for an unknown
+    // SCRAM variant "Unsupported hash function: SCRAM-SHA-1024".
+    if lower.contains("sasl mechanism") || lower.contains("sasl.mechanism") || lower.contains("hash function")
+    {
         let (what, mut advice) = advice(Cause::UnsupportedMechanism, settings, None);
         if settings.get("sasl.mechanism").is_some_and(|m| m.eq_ignore_ascii_case("GSSAPI")) {
             advice.push_str("; a build with rdkafka's `gssapi` feature adds it");
