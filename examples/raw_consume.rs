@@ -27,6 +27,7 @@ use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use streamlake::kafka::settings::ClientSettings;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PollMode {
@@ -42,9 +43,16 @@ struct Args {
     /// Topic to read.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "events")]
     topic: String,
-    /// Bootstrap servers (default: `.kafka/address`, else 127.0.0.1:9092).
+    /// Bootstrap servers (default: the settings' bootstrap.servers, else `.kafka/address`, else
+    /// 127.0.0.1:9092).
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     bootstrap_servers: Option<String>,
+    /// Client properties file (librdkafka `key=value` lines), as streamlake's --kafka-config.
+    #[arg(long = "kafka-config", env = "KAFKA_CONFIG_FILE", value_name = "FILE")]
+    kafka_config: Option<std::path::PathBuf>,
+    /// One client setting over the file's, as streamlake's --kafka-option (repeatable).
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = streamlake::kafka::settings::parse_key_value)]
+    kafka_options: Vec<(String, String)>,
     /// How to poll.
     #[arg(long, value_enum, default_value = "batch")]
     poll: PollMode,
@@ -82,20 +90,19 @@ impl Progress {
     }
 }
 
-fn brokers(explicit: Option<String>) -> String {
-    explicit
-        .filter(|b| !b.trim().is_empty())
-        .or_else(|| std::fs::read_to_string(".kafka/address").ok().map(|s| s.trim().to_string()))
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| "127.0.0.1:9092".to_string())
-}
-
 type SetUp = (BaseConsumer, Progress, usize);
 
 /// Creates a consumer, reads the end offsets of the partitions `own` selects and assigns them
 /// from the beginning. Returns the consumer, its progress and the topic's partition count.
-fn set_up(args: &Args, brokers: &str, own: &dyn Fn(usize) -> bool) -> Result<SetUp> {
-    let consumer: BaseConsumer = ClientConfig::new()
+fn set_up(args: &Args, settings: &ClientSettings, own: &dyn Fn(usize) -> bool) -> Result<SetUp> {
+    let brokers = &settings.brokers;
+    let mut config = ClientConfig::new();
+    // The same security settings as streamlake's clients, first, so the tuning below is the same
+    // for every contender.
+    for (key, value) in &settings.options {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", brokers)
         .set("client.id", "raw_consume")
         .set("group.id", "raw_consume") // required by librdkafka; never joined (assign, no commits)
@@ -143,12 +150,12 @@ fn set_up(args: &Args, brokers: &str, own: &dyn Fn(usize) -> bool) -> Result<Set
 /// every consumer is set up (the barrier). Returns (messages, bytes, partitions of the topic).
 fn consume(
     args: &Args,
-    brokers: &str,
+    settings: &ClientSettings,
     own: &dyn Fn(usize) -> bool,
     barrier: &Barrier,
 ) -> Result<(u64, u64, usize)> {
     // Wait at the barrier even when the set-up fails, so the other threads are not stuck.
-    let setup = set_up(args, brokers, own);
+    let setup = set_up(args, settings, own);
     barrier.wait();
     let (consumer, mut progress, partitions) = setup?;
     match args.poll {
@@ -205,7 +212,11 @@ fn consume(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let brokers = brokers(args.bootstrap_servers.clone());
+    let settings = ClientSettings::from_cli(
+        args.bootstrap_servers.as_deref(),
+        args.kafka_config.as_deref(),
+        &args.kafka_options,
+    )?;
     let n = args.consumers.max(1);
     // Every consumer fetches metadata and end offsets and assigns first; the clock starts when
     // all are ready.
@@ -213,8 +224,8 @@ fn main() -> Result<()> {
     let (results, elapsed) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
-                let (args, brokers, barrier) = (&args, &brokers, &barrier);
-                scope.spawn(move || consume(args, brokers, &|p| p % n == i, barrier))
+                let (args, settings, barrier) = (&args, &settings, &barrier);
+                scope.spawn(move || consume(args, settings, &|p| p % n == i, barrier))
             })
             .collect();
         barrier.wait();

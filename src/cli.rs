@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::kafka::settings::{parse_key_value, RESERVED_CONSUMER_OPTIONS};
+use crate::kafka::settings::{ClientSettings, SettingsError};
+
 /// streamlake: Kafka → event-time window averages → exactly-once Parquet, on Timely Dataflow.
 ///
 /// One program replaces the Kafka producer, the Spark Structured Streaming job and the Airflow
@@ -24,6 +27,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: boxing `RunArgs` would only add noise where the commands use it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Manage the Kafka topic (the original platform's `kafka-init` service).
@@ -52,6 +57,28 @@ pub struct RunArgs {
     /// Kafka bootstrap servers (see `streamlake topic create --help`).
     #[arg(long = "brokers", short = 'b', env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "HOST:PORT,...")]
     pub brokers: Option<String>,
+
+    /// Kafka client settings in the format of Kafka's own tools (`--command-config`): one
+    /// librdkafka `key=value` per line, `#` or `!` comments, e.g. security.protocol=SASL_SSL,
+    /// sasl.mechanism=SCRAM-SHA-512, sasl.username, sasl.password, ssl.ca.location. Used by every
+    /// client of the command. Secret values are never logged. A `bootstrap.servers` line is used
+    /// when neither --brokers nor KAFKA_BOOTSTRAP_SERVERS is given.
+    #[arg(long = "kafka-config", env = "KAFKA_CONFIG_FILE", value_name = "FILE")]
+    pub kafka_config: Option<std::path::PathBuf>,
+
+    /// One librdkafka client setting, KEY=VALUE, over those of --kafka-config (repeatable), e.g.
+    /// `--kafka-option ssl.ca.location=/etc/kafka/ca.pem`. Settings exactly-once depends on
+    /// (group.id, enable.auto.commit, enable.auto.offset.store, auto.offset.reset,
+    /// isolation.level, enable.idempotence, acks, transactional.id) are refused here and in the file.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+
+    /// Consumer group to which the checkpoint's offsets are also committed after each commit, so
+    /// Kafka's lag tools (`kafka-consumer-groups --describe --group ...`) show the job's lag.
+    /// Monitoring only: the checkpoint stays the source of truth and a resume never reads them.
+    /// Default: `streamlake-<RUN_ID>`.
+    #[arg(long = "consumer-group", env = "STREAMLAKE_CONSUMER_GROUP", value_name = "NAME")]
+    pub consumer_group: Option<String>,
 
     /// Topic to read; overrides the dataflow file's `topic`.
     #[arg(long, env = "KAFKA_TOPIC")]
@@ -179,6 +206,28 @@ pub struct KafkaArgs {
     /// Topic to read or write.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "events")]
     pub topic: String,
+
+    /// Kafka client settings in the format of Kafka's own tools (`--command-config`): one
+    /// librdkafka `key=value` per line, `#` or `!` comments, e.g. security.protocol=SASL_SSL,
+    /// sasl.mechanism=SCRAM-SHA-512, sasl.username, sasl.password, ssl.ca.location. Used by every
+    /// client of the command. Secret values are never logged. A `bootstrap.servers` line is used
+    /// when neither --brokers nor KAFKA_BOOTSTRAP_SERVERS is given.
+    #[arg(long = "kafka-config", env = "KAFKA_CONFIG_FILE", value_name = "FILE")]
+    pub kafka_config: Option<std::path::PathBuf>,
+
+    /// One librdkafka client setting, KEY=VALUE, over those of --kafka-config (repeatable), e.g.
+    /// `--kafka-option ssl.ca.location=/etc/kafka/ca.pem`. Settings exactly-once depends on
+    /// (group.id, enable.auto.commit, enable.auto.offset.store, auto.offset.reset,
+    /// isolation.level, enable.idempotence, acks, transactional.id) are refused here and in the file.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The validated client settings of these flags.
+    pub fn client_settings(&self) -> Result<ClientSettings, SettingsError> {
+        ClientSettings::from_cli(self.brokers.as_deref(), self.kafka_config.as_deref(), &self.kafka_options)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,27 +285,54 @@ pub struct ProduceArgs {
     /// How long to wait for the broker at start and for the final flush, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Compression of the record batches (librdkafka's compression.type). `run` reads every one.
+    #[arg(long, value_enum, default_value = "lz4")]
+    pub compression: Compression,
 }
 
-/// Consumer settings streamlake owns: offsets live in the checkpoint, never in the group, and an
-/// out-of-range position must be reported, not silently reset.
-pub const RESERVED_CONSUMER_OPTIONS: &[&str] =
-    &["group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "isolation.level"];
+/// Record batch compression codecs Kafka knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
 
 /// `KEY=VALUE` for `--consumer-option`.
 pub fn parse_consumer_option(s: &str) -> Result<(String, String), String> {
-    let (key, value) = s
-        .split_once('=')
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304"))?;
+    let (key, value) = parse_key_value(s)
+        .map_err(|_| format!("`{s}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304"))?;
+    let key = key.as_str();
     if RESERVED_CONSUMER_OPTIONS.contains(&key) {
         return Err(format!(
             "`{key}` is set by streamlake and cannot be overridden: the checkpoint, not the consumer, \
              tracks offsets (exactly once depends on it)"
         ));
     }
-    Ok((key.to_string(), value.to_string()))
+    Ok((key.to_string(), value))
+}
+
+impl RunArgs {
+    /// The validated client settings of `--brokers`, `--kafka-config` and `--kafka-option`.
+    pub fn client_settings(&self) -> Result<ClientSettings, SettingsError> {
+        ClientSettings::from_cli(self.brokers.as_deref(), self.kafka_config.as_deref(), &self.kafka_options)
+    }
 }
 
 /// A pacing tick between 1 ms and 1 s.

@@ -7,7 +7,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{Cli, Command, ProduceArgs, Rate, TopicCommand, TopicCreateArgs};
 use crate::kafka::admin::{create_topic, TopicOutcome};
-use crate::kafka::client::resolve_brokers;
 use crate::kafka::producer::{produce, ProduceConfig};
 use crate::signals::Shutdown;
 
@@ -44,9 +43,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn topic_create(args: TopicCreateArgs) -> anyhow::Result<i32> {
-    let brokers = resolve_brokers(args.kafka.brokers.as_deref());
+    let settings = args.kafka.client_settings()?;
+    let brokers = &settings.brokers;
     let topic = &args.kafka.topic;
-    let outcome = create_topic(&brokers, topic, args.partitions, args.replication_factor, args.timeout)?;
+    let outcome = create_topic(&settings, topic, args.partitions, args.replication_factor, args.timeout)?;
     match outcome {
         TopicOutcome::Created => {
             println!("created topic {topic} with {} partitions on {brokers}", args.partitions)
@@ -67,7 +67,7 @@ fn produce_cmd(args: ProduceArgs) -> anyhow::Result<i32> {
             .unwrap_or(0)
     });
     let config = ProduceConfig {
-        brokers: resolve_brokers(args.kafka.brokers.as_deref()),
+        client: args.kafka.client_settings()?,
         topic: args.kafka.topic.clone(),
         rate: args.rate,
         tick: args.tick,
@@ -75,16 +75,18 @@ fn produce_cmd(args: ProduceArgs) -> anyhow::Result<i32> {
         ids: args.ids,
         seed,
         timeout: args.timeout,
+        compression: args.compression,
     };
     let rate = match config.rate {
         Rate::Max => "max".to_string(),
         Rate::PerSecond(n) => format!("{n}/s"),
     };
     eprintln!(
-        "producing to topic {} on {} at rate {rate}{} (seed {seed}); Ctrl-C stops after a flush",
+        "producing to topic {} on {} at rate {rate}{} (seed {seed}, {} compression); Ctrl-C stops after a flush",
         config.topic,
-        config.brokers,
-        config.count.map(|c| format!(", {c} events")).unwrap_or_default()
+        config.client.brokers,
+        config.count.map(|c| format!(", {c} events")).unwrap_or_default(),
+        config.compression.as_str()
     );
 
     let bar = match config.count {

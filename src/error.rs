@@ -17,6 +17,11 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A connection that cannot work as configured (TLS, SASL, authorization, settings).
+    #[error(transparent)]
+    Connect(Box<crate::kafka::diagnose::ConnectError>),
+    #[error(transparent)]
+    Settings(#[from] crate::kafka::settings::SettingsError),
     #[error(
         "topic `{topic}` already exists with {existing} partitions, but {requested} were requested; \
          use --partitions {existing}, or delete the topic first if you really want {requested}"
@@ -34,6 +39,12 @@ pub enum KafkaError {
     },
     #[error("could not deliver {failed} event(s) to topic `{topic}`: {reason}")]
     Delivery { topic: String, failed: u64, reason: String },
+}
+
+impl From<crate::kafka::diagnose::ConnectError> for KafkaError {
+    fn from(e: crate::kafka::diagnose::ConnectError) -> Self {
+        KafkaError::Connect(Box::new(e))
+    }
 }
 
 impl KafkaError {

@@ -25,7 +25,7 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use crate::cli::RunArgs;
 use crate::error::{ConfigError, FailureKind, KafkaError, RunStopped, WorkerError};
-use crate::kafka::client::{base_config, fetch_metadata, partition_count, resolve_brokers};
+use crate::kafka::client::{base_config, fetch_metadata, partition_count};
 use crate::kafka::topic_id::{describe_topic_id, TopicId};
 use crate::observe::telemetry::{ClusterInfo, Telemetry};
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
@@ -149,31 +149,26 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         )
         .into());
     }
-    // A misspelt --consumer-option fails here, before anything is created, rather than in every
-    // worker after the output folder exists. librdkafka checks names and values when a client is
-    // created; this one never connects.
-    if !args.consumer_options.is_empty() {
-        let mut probe = rdkafka::ClientConfig::new();
-        for (key, value) in &args.consumer_options {
-            probe.set(key, value);
-        }
-        if let Err(e) = probe.create::<rdkafka::consumer::BaseConsumer>() {
-            return Err(ConfigError::Invalid(format!(
-                "--consumer-option is not a valid librdkafka consumer setting: {e}; the settings are listed \
-                 in librdkafka's CONFIGURATION.md"
-            ))
-            .into());
-        }
-    }
+    // A misspelt setting (--kafka-config, --kafka-option, --consumer-option) or a missing
+    // certificate fails here, before anything is created, rather than in every worker after the
+    // output folder exists. librdkafka checks names, values and files when a client is created.
+    let client = args.client_settings()?;
+    let group = args.consumer_group.clone().unwrap_or_else(|| format!("streamlake-{}", args.run_id));
+    tracing::info!(settings = %client.redacted(), %group, "kafka client settings");
+    crate::kafka::diagnose::check_settings(
+        &client,
+        &args.consumer_options,
+        "checking the consumer settings",
+    )?;
     // Check the broker and the topic before touching the output folder: a bad configuration
     // fails here, with nothing created.
-    let brokers = resolve_brokers(args.brokers.as_deref());
-    let meta = fetch_metadata(&brokers, Some(&spec.topic), args.connect_timeout)?;
+    let brokers = client.brokers.clone();
+    let meta = fetch_metadata(&client, Some(&spec.topic), args.connect_timeout)?;
     if partition_count(&meta, &spec.topic).is_none() {
         return Err(KafkaError::NoSuchTopic { topic: spec.topic.clone(), brokers }.into());
     }
     // The topic's ID tells a recreated topic from the one the checkpoint was made of.
-    let topic_id = match describe_topic_id(&base_config(&brokers), &spec.topic, args.connect_timeout)? {
+    let topic_id = match describe_topic_id(&base_config(&client), &spec.topic, args.connect_timeout)? {
         TopicId::Known(id) => Some(id),
         TopicId::Unavailable(why) => {
             tracing::warn!(topic = %spec.topic, %why, "cannot learn the topic's ID; a recreated topic is then caught only by its offsets");
@@ -209,6 +204,8 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     let telemetry = Arc::new(Telemetry::new(ClusterInfo::from_run(&args, &spec), counters.clone()));
     let settings = SourceSettings {
         brokers,
+        client,
+        group,
         topic: spec.topic.clone(),
         spec: spec.clone(),
         run_dir: run_dir.clone(),
@@ -236,7 +233,7 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         workers = args.workers, processes = args.processes, process = args.process, "starting"
     );
     let observer =
-        crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.brokers)?;
+        crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.client)?;
     let started = Instant::now();
     let worker_counters = counters.clone();
     let fatal: Arc<std::sync::Mutex<Option<WorkerError>>> = Arc::new(std::sync::Mutex::new(None));

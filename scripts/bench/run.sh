@@ -13,6 +13,11 @@
 #   --no-spark        do not run Spark
 #   --only LIST       comma-separated subset of: raw,raw2,w1,w2,n2,spark,validate
 #   --keep-data       keep every run's output (default: only the last run of each contender)
+#   --kafka-config F  every contender but Spark connects with the librdkafka client properties F
+#                     (exported as KAFKA_CONFIG_FILE; point KAFKA_BOOTSTRAP_SERVERS at the listener
+#                     F is for); Spark is skipped (its kafka.* options are not derived from F)
+#   --tls             the same over the local broker's SASL_SSL listener (scripts/kafka.sh's
+#                     <state>/secure/client-sasl-ssl.properties and sasl_ssl_address)
 #
 # Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
 # pandas, pyarrow, duckdb; default .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g).
@@ -31,6 +36,7 @@ RUNS=3
 OUT=""
 ONLY="raw,raw2,w1,w2,n2,spark,validate"
 KEEP=0
+TLS=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --events) EVENTS="$2"; shift 2 ;;
@@ -39,7 +45,9 @@ while [[ $# -gt 0 ]]; do
     --no-spark) ONLY="${ONLY//spark/}"; shift ;;
     --only) ONLY="$2"; shift 2 ;;
     --keep-data) KEEP=1; shift ;;
-    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kafka-config) KAFKA_CONFIG_FILE="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; export KAFKA_CONFIG_FILE; shift 2 ;;
+    --tls) TLS=1; shift ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -72,6 +80,17 @@ fi
 source "$BENCH/common.sh"
 bench_start_kafka
 trap bench_stop_kafka EXIT
+if [[ "$TLS" == 1 ]]; then
+  secure="${KAFKA_STATE_DIR:-$ROOT/.kafka}/secure"
+  [[ -f "$secure/sasl_ssl_address" ]] || { log "no SASL_SSL listener in $secure (scripts/kafka.sh start makes one)"; exit 1; }
+  KAFKA_BOOTSTRAP_SERVERS="$(cat "$secure/sasl_ssl_address")"
+  KAFKA_CONFIG_FILE="$secure/client-sasl-ssl.properties"
+  export KAFKA_BOOTSTRAP_SERVERS KAFKA_CONFIG_FILE
+fi
+if [[ -n "${KAFKA_CONFIG_FILE:-}" ]]; then
+  log "client settings from $KAFKA_CONFIG_FILE; Spark skipped"
+  ONLY="${ONLY//spark/}"
+fi
 log "broker $KAFKA_BOOTSTRAP_SERVERS"
 SPARK_OK=0
 SPARK_WHY=""

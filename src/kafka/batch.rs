@@ -13,7 +13,7 @@
 //! as messages carrying an error code.
 
 use rdkafka::bindings as rdsys;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -35,7 +35,7 @@ pub struct BatchReader {
 
 impl BatchReader {
     /// A reader of up to `max` messages per call on `consumer`'s queue.
-    pub fn new(consumer: &BaseConsumer, max: usize) -> Self {
+    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, max: usize) -> Self {
         // SAFETY: the client pointer is valid while `consumer` lives; the returned queue handle
         // holds its own reference to the queue and is destroyed in Drop.
         let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };

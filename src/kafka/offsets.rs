@@ -7,19 +7,21 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::client::{base_config, partition_count};
+use super::client::{base_config, partition_count, ClientSettings};
+use super::context::KafkaContext;
 use crate::error::KafkaError;
 
 /// A metadata-only client (no group, no assignment): it never reads records.
 pub struct OffsetsClient {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<KafkaContext>,
     topic: String,
 }
 
 impl OffsetsClient {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
-        let consumer: BaseConsumer =
-            base_config(brokers).create().map_err(|e| KafkaError::client("creating an offsets client", e))?;
+    pub fn new(settings: &ClientSettings, topic: &str) -> Result<Self, KafkaError> {
+        let consumer: BaseConsumer<KafkaContext> = base_config(settings)
+            .create_with_context(KafkaContext::new(settings))
+            .map_err(|e| KafkaError::client("creating an offsets client", e))?;
         Ok(OffsetsClient { consumer, topic: topic.to_string() })
     }
 

@@ -18,8 +18,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
-use super::client::{base_config, fetch_metadata, partition_count};
-use crate::cli::Rate;
+use super::client::{base_config, fetch_metadata, partition_count, ClientSettings};
+use super::context::KafkaContext;
+use crate::cli::{Compression, Rate};
 use crate::error::KafkaError;
 use crate::signals::Shutdown;
 
@@ -31,9 +32,10 @@ pub struct DeliveryCounter {
     last_error: std::sync::Mutex<Option<String>>,
 }
 
-/// The producer's client context: a handle on the shared counters.
+/// The producer's client context: a handle on the shared counters, and streamlake's context
+/// for librdkafka's log lines (secrets masked).
 #[derive(Clone, Default)]
-pub struct Deliveries(pub Arc<DeliveryCounter>);
+pub struct Deliveries(pub Arc<DeliveryCounter>, pub KafkaContext);
 
 impl std::ops::Deref for Deliveries {
     type Target = DeliveryCounter;
@@ -42,7 +44,14 @@ impl std::ops::Deref for Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.1.log(level, fac, log_message)
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.1.error(error, reason)
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -54,7 +63,7 @@ impl ProducerContext for Deliveries {
             Err((err, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some(err.to_string());
+                    *last = Some(self.1.redact(&err.to_string()));
                 }
             }
         }
@@ -64,7 +73,7 @@ impl ProducerContext for Deliveries {
 /// Settings for one producer run.
 #[derive(Debug, Clone)]
 pub struct ProduceConfig {
-    pub brokers: String,
+    pub client: ClientSettings,
     pub topic: String,
     pub rate: Rate,
     /// Paced mode's tick: `rate × tick` events per tick (the original: one second).
@@ -73,6 +82,7 @@ pub struct ProduceConfig {
     pub ids: u32,
     pub seed: u64,
     pub timeout: Duration,
+    pub compression: Compression,
 }
 
 /// What a producer run did.
@@ -104,20 +114,20 @@ pub fn produce(
     shutdown: &Shutdown,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ProduceSummary, KafkaError> {
-    let metadata = fetch_metadata(&config.brokers, Some(&config.topic), config.timeout)?;
+    let metadata = fetch_metadata(&config.client, Some(&config.topic), config.timeout)?;
     let partitions = partition_count(&metadata, &config.topic).ok_or_else(|| KafkaError::NoSuchTopic {
         topic: config.topic.clone(),
-        brokers: config.brokers.clone(),
+        brokers: config.client.brokers.clone(),
     })? as i32;
 
-    let counter = Deliveries::default();
-    let mut client = base_config(&config.brokers);
+    let counter = Deliveries(Arc::default(), KafkaContext::new(&config.client));
+    let mut client = base_config(&config.client);
     client
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // The original's setting: wait up to 50 ms to fill a batch.
         .set("linger.ms", "50")
-        .set("compression.type", "lz4");
+        .set("compression.type", config.compression.as_str());
     if config.rate == Rate::Max {
         // Flat out: big batches and a deep queue, so the client never stalls the loop.
         client

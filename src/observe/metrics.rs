@@ -100,6 +100,19 @@ impl Collector for TelemetryCollector {
             "Records whose window had already closed: written raw, not aggregated.",
             s.late,
         )?;
+        let group = &crate::kafka::group::STATS;
+        counter(
+            e,
+            "streamlake_group_commits",
+            "Checkpoint offsets committed to the consumer group (for Kafka's lag tools only).",
+            group.committed.load(std::sync::atomic::Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "streamlake_group_commit_failures",
+            "Group offset commits that failed; the job is not affected (its checkpoint holds the offsets).",
+            group.failures.load(std::sync::atomic::Ordering::Relaxed),
+        )?;
         family(
             e,
             "streamlake_quarantined",

@@ -59,7 +59,7 @@ pub fn start(
     addr: Option<MetricsAddr>,
     process: u16,
     telemetry: Arc<Telemetry>,
-    brokers: &str,
+    client: &crate::kafka::settings::ClientSettings,
 ) -> Result<Observer, ObserveError> {
     let (target, explicit) = match addr {
         Some(MetricsAddr::Off) => (None, true),
@@ -86,6 +86,6 @@ pub fn start(
             }
         },
     };
-    let progress = progress::start(telemetry, brokers.to_string()).map_err(ObserveError::Thread)?;
+    let progress = progress::start(telemetry, client.clone()).map_err(ObserveError::Thread)?;
     Ok(Observer { server, _progress: progress })
 }

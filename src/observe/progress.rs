@@ -81,16 +81,23 @@ pub struct Progress {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Starts the thread. `brokers` is for the high-water marks (lag).
-pub fn start(telemetry: Arc<Telemetry>, brokers: String) -> std::io::Result<Progress> {
+/// Starts the thread. `client` is for the high-water marks (lag).
+pub fn start(
+    telemetry: Arc<Telemetry>,
+    client: crate::kafka::settings::ClientSettings,
+) -> std::io::Result<Progress> {
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("streamlake-progress".into())
-        .spawn(move || run(telemetry, brokers, stopped))?;
+        .spawn(move || run(telemetry, client, stopped))?;
     Ok(Progress { stop: Some(stop), thread: Some(thread) })
 }
 
-fn run(telemetry: Arc<Telemetry>, brokers: String, stopped: mpsc::Receiver<()>) {
+fn run(
+    telemetry: Arc<Telemetry>,
+    client: crate::kafka::settings::ClientSettings,
+    stopped: mpsc::Receiver<()>,
+) {
     let info = telemetry.info.clone();
     let bar = (info.available_now && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(0);
@@ -116,7 +123,7 @@ fn run(telemetry: Arc<Telemetry>, brokers: String, stopped: mpsc::Receiver<()>) 
         if last_offsets.is_none_or(|t| t.elapsed() >= OFFSETS_EVERY) {
             last_offsets = Some(Instant::now());
             if offsets.is_none() {
-                offsets = OffsetsClient::new(&brokers, &info.topic)
+                offsets = OffsetsClient::new(&client, &info.topic)
                     .map_err(|e| tracing::debug!(error = %e, "no offsets client yet"))
                     .ok();
             }

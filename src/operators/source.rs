@@ -37,8 +37,10 @@ use super::{Delta, FLUSH_TIME};
 use crate::error::{FailureKind, WorkerError};
 use crate::kafka::assignment::owned_partitions;
 use crate::kafka::batch::{BatchReader, Polled};
-use crate::kafka::client::{base_config, fetch_metadata, partition_count};
+use crate::kafka::client::{base_config, fetch_metadata, partition_count, ClientSettings};
+use crate::kafka::context::KafkaContext;
 use crate::kafka::errors::{classify, topic_absent, ErrorClass, UNCLASSIFIED_LIMIT};
+use crate::kafka::group::GroupCommits;
 use crate::observe::telemetry::{PartitionReport, Telemetry};
 use crate::parse::json::RecordParser;
 use crate::parse::{Key, KeyRef, Reject};
@@ -68,6 +70,10 @@ pub enum OnDataLoss {
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
     pub brokers: String,
+    /// Every client setting (`--kafka-config`, `--kafka-option`), brokers included.
+    pub client: ClientSettings,
+    /// The consumer group the checkpoint's offsets are also committed to, for lag tools only.
+    pub group: String,
     pub topic: String,
     pub spec: Arc<Spec>,
     pub run_dir: PathBuf,
@@ -205,7 +211,9 @@ pub struct PreparedSource {
     settings: SourceSettings,
     /// Batch reads of the consumer's queue; declared before `consumer` so it is dropped first.
     reader: Option<BatchReader>,
-    consumer: Option<BaseConsumer>,
+    /// Group offsets for lag tools; also dropped before `consumer`.
+    group: Option<GroupCommits>,
+    consumer: Option<BaseConsumer<KafkaContext>>,
     parts: Vec<Part>,
     /// Partition number → index in `parts`; its length is the topic's partition count as known.
     index: Vec<Option<usize>>,
@@ -238,7 +246,7 @@ impl PreparedSource {
         closed_through: u64,
     ) -> Result<Self, SourceError> {
         let topic = settings.topic.clone();
-        let meta = fetch_metadata(&settings.brokers, Some(&topic), settings.metadata_timeout)?;
+        let meta = fetch_metadata(&settings.client, Some(&topic), settings.metadata_timeout)?;
         let partitions = partition_count(&meta, &topic).ok_or_else(|| {
             crate::error::KafkaError::NoSuchTopic { topic: topic.clone(), brokers: settings.brokers.clone() }
         })?;
@@ -258,9 +266,9 @@ impl PreparedSource {
         let consumer = if owned.is_empty() && settings.available_now {
             None
         } else {
-            let mut config = base_config(&settings.brokers);
+            let mut config = base_config(&settings.client);
             config
-                .set("group.id", format!("streamlake-{}", settings.run_id))
+                .set("group.id", &settings.group)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 // Never jump silently: an out-of-range position is reported as data loss.
@@ -284,11 +292,16 @@ impl PreparedSource {
             for (key, value) in &settings.consumer_options {
                 config.set(key, value);
             }
-            Some(config.create().map_err(|e| crate::error::KafkaError::client("creating the consumer", e))?)
+            Some(
+                config
+                    .create_with_context(KafkaContext::new(&settings.client))
+                    .map_err(|e| crate::error::KafkaError::client("creating the consumer", e))?,
+            )
         };
         let mut src = PreparedSource {
             checkpoint: CheckpointDir::new(&settings.run_dir),
             reader: consumer.as_ref().map(|c| BatchReader::new(c, settings.max_batch)),
+            group: consumer.as_ref().map(|c| GroupCommits::new(c, &settings.group, &topic)),
             settings,
             consumer,
             parts: Vec::new(),
@@ -1074,6 +1087,7 @@ fn commit_all(
 ) -> Result<(), SourceError> {
     let started = Instant::now();
     let mut committed_any = false;
+    let mut group_offsets = Vec::new();
     let checkpoint = &src.checkpoint;
     for part in &mut src.parts {
         if part.files.pending_messages() == 0 && part.late_pending == 0 && !force {
@@ -1124,6 +1138,7 @@ fn commit_all(
             },
         };
         checkpoint.write_partition(&entry)?;
+        group_offsets.push((part.partition, entry.next_offset));
         part.last_entry = Some(entry);
         part.late_pending = 0;
         counters.rows.fetch_add(stats.rows, Ordering::Relaxed);
@@ -1138,6 +1153,10 @@ fn commit_all(
             quarantined = stats.quarantined,
             "committed"
         );
+    }
+    if let (Some(group), Some(consumer)) = (src.group.as_mut(), src.consumer.as_ref()) {
+        // For Kafka's lag tools only, never waited for (see kafka::group).
+        group.commit(consumer, &group_offsets);
     }
     if committed_any {
         src.settings.telemetry.committed(started.elapsed());

@@ -29,7 +29,16 @@ pub type Records = BTreeMap<i32, Vec<(i64, Option<Vec<u8>>)>>;
 
 /// Reads every record the topic holds now (from each partition's low to its high watermark).
 pub fn consume_topic(brokers: &str, topic: &str) -> Records {
-    let consumer: BaseConsumer = ClientConfig::new()
+    consume_topic_with(brokers, topic, &[])
+}
+
+/// [`consume_topic`] with client settings (TLS, SASL) applied first, e.g. a properties file's.
+pub fn consume_topic_with(brokers: &str, topic: &str, settings: &[(String, String)]) -> Records {
+    let mut config = ClientConfig::new();
+    for (key, value) in settings {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", brokers)
         .set("group.id", "ledger-reader")
         .set("enable.auto.commit", "false")
