@@ -289,3 +289,53 @@ fn a_topic_deleted_mid_run_stops_the_job() {
     l.assert_exact("deleted topic");
     ledger::audit_ok(&out);
 }
+
+/// Case 4 with a permanent error the broker itself gives: the topic's ACLs deny this client Read
+/// (Describe allowed, so it starts and is assigned its partitions; every fetch is refused). The job
+/// used to log "kafka consumer error; retrying" forever; now `--available-now` exits with 2
+/// within a bound, naming the partition, the offset and the cause. Runs over the test broker's
+/// SASL_SSL listener as the SCRAM user `denied` (scripts/kafka.sh, "Secured listeners").
+#[test]
+fn a_topic_acl_denying_read_stops_the_job() {
+    let Some(brokers) = brokers() else { return };
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(secure), Some(sasl_ssl)) =
+        (var("STREAMLAKE_TEST_KAFKA_SECURE_DIR"), var("STREAMLAKE_TEST_SASL_SSL_BROKERS"))
+    else {
+        let required = std::env::var("STREAMLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1")
+            || std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!required, "the secured test broker is required: run scripts/test.sh");
+        eprintln!("no secured broker: not running this test");
+        return;
+    };
+    let secure = Path::new(&secure);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("parquet");
+    let topic = unique("denied");
+    create_topic(&brokers, &topic, 3);
+    send(&brokers, &topic, &events(T0, 1_000));
+    let acl = std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh"))
+        .args(["acl-deny-read", "denied", &topic])
+        .env("KAFKA_STATE_DIR", secure.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(acl.status.success(), "kafka.sh acl-deny-read: {}", stderr_of(&acl));
+    let config = secure.join("client-sasl-ssl-denied.properties").display().to_string();
+    let started = Instant::now();
+    let o = run_earliest(&sasl_ssl, &topic, &out, &["--available-now", "--kafka-config", &config])
+        .output()
+        .unwrap();
+    let err = stderr_of(&o);
+    println!(
+        "[acl denied] exit {:?} after {:?}: {}",
+        o.status.code(),
+        started.elapsed(),
+        err.lines().find(|l| l.starts_with("Error")).unwrap_or("")
+    );
+    assert_eq!(o.status.code(), Some(2), "a permanent error exits with 2:\n{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped within the bound");
+    assert!(err.contains("TopicAuthorizationFailed") && err.contains("ACLs"), "names the cause:\n{err}");
+    assert!(err.contains(&format!("of topic `{topic}` at offset 0")), "names partition and offset:\n{err}");
+    assert_eq!(ledger::committed(&out), 0, "nothing was read, nothing committed");
+}

@@ -189,10 +189,14 @@ pub enum IdentityError {
 }
 
 fn describe(differences: &[(String, String, String)]) -> String {
+    // Another ID under the same name is a recreated topic; under another name it is just another topic.
+    let renamed = differences.iter().any(|(field, ..)| field == "topic");
     differences
         .iter()
         .map(|(field, was, now)| {
-            if field == "topic_id" {
+            if field == "topic_id" && renamed {
+                format!("topic_id was {was}, now {now}")
+            } else if field == "topic_id" {
                 format!(
                     "topic_id was {was}, the topic now has ID {now} (the topic was deleted and recreated)"
                 )
