@@ -336,7 +336,7 @@ mod tests {
         let err = check(tmp.path(), &other).unwrap_err().to_string();
         assert!(err.contains("window.size was `10000ms`, now `20000ms`"), "{err}");
         assert!(err.contains("topic was `events`, now `other`"), "{err}");
-        assert!(err.contains("topic_id was OLD, the topic now has ID NEW"), "{err}");
+        assert!(err.contains("topic_id was OLD, now NEW"), "{err}");
         assert!(err.contains("new RUN_ID"), "{err}");
         // Trigger is not part of the identity.
         let trig = EVENTS_TOML.replace("trigger = \"10s\"", "trigger = \"1s\"");
