@@ -186,11 +186,18 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
             args.output.display()
         ))
     })?;
-    check_owner(&agg_dir, &run_dir, recorded.as_ref().map(|r| r.run_uid.as_str()))?;
+    // A fresh run folder cannot know its run_uid yet, and another process of the same cluster may
+    // have created the identity and claimed the aggregates folder a moment ago: then the claim is
+    // checked again below, once the identity in force is known.
+    let claimed = agg_dir.join(crate::sink::aggregates::OWNER_FILE).exists();
+    if recorded.is_some() || !claimed {
+        check_owner(&agg_dir, &run_dir, recorded.as_ref().map(|r| r.run_uid.as_str()))?;
+    }
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating output folder {}", run_dir.display()))?;
     let _lock = RunLock::acquire(&run_dir, args.process as usize)?;
     let identity = identity::establish(&run_dir, expected)?;
+    check_owner(&agg_dir, &run_dir, Some(&identity.run_uid))?;
     let checkpoint = CheckpointDir::new(&run_dir);
     let windows = checkpoint.load_windows()?;
     checkpoint.verify_all()?;
