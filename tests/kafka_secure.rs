@@ -183,7 +183,7 @@ fn mutual_tls_reads_and_writes() {
                 "off",
             ])
             .args(["--run-id", "m", "--output"])
-            .arg(tmp.path())
+            .arg(tmp.path().join("parquet"))
             .args(kafka),
     );
     assert_eq!(run_totals(&[run])["rows"], 3000);
@@ -207,14 +207,16 @@ fn every_codec_is_produced_and_read() {
         assert!(text(&out).contains(&format!("{codec} compression")), "{}", text(&out));
     }
     let tmp = tempfile::tempdir().unwrap();
-    let run = run_ok(&mut run_earliest(
-        &brokers,
-        &topic,
-        tmp.path(),
-        &["--available-now", "--metrics-addr", "off"],
-    ));
-    let totals = run_totals(&[run]);
+    let out = tmp.path().join("parquet");
+    let totals = run_available_now(&brokers, &topic, &out);
     assert_eq!((totals["messages"], totals["rows"]), (10_000, 10_000), "{totals:?}");
+}
+
+/// `run --available-now` of `topic` into `out` (below a temp folder, so that the aggregates
+/// folder beside it, `out/../aggregates/`, is inside the temp folder too); the run's totals.
+fn run_available_now(brokers: &str, topic: &str, out: &Path) -> std::collections::BTreeMap<String, u64> {
+    let run = run_ok(&mut run_earliest(brokers, topic, out, &["--available-now", "--metrics-addr", "off"]));
+    run_totals(&[run])
 }
 
 #[test]
@@ -247,15 +249,10 @@ fn a_foreign_producer_with_every_codec_is_read_in_full() {
     assert_eq!(report["codecs"].as_object().unwrap().len(), 4, "{report}");
 
     let tmp = tempfile::tempdir().unwrap();
-    let run = run_ok(&mut run_earliest(
-        &brokers,
-        &topic,
-        tmp.path(),
-        &["--available-now", "--metrics-addr", "off"],
-    ));
-    let totals = run_totals(&[run]);
+    let out = tmp.path().join("parquet");
+    let totals = run_available_now(&brokers, &topic, &out);
     assert_eq!((totals["messages"], totals["rows"], totals["quarantined"]), (total, total, 0), "{totals:?}");
-    let ledger = check(&tmp.path().join("run_t"), &common::ledger::consume_topic(&brokers, &topic), i64::MAX);
+    let ledger = check(&out.join("run_t"), &common::ledger::consume_topic(&brokers, &topic), i64::MAX);
     ledger.assert_exact("foreign codecs");
 }
 
@@ -451,7 +448,7 @@ fn the_password_is_in_no_log_metrics_or_status_page_and_lag_tools_see_the_group(
             "lag-tools-live",
             "--output",
         ])
-        .arg(tmp.path())
+        .arg(tmp.path().join("parquet"))
         .args(kafka)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
