@@ -18,6 +18,9 @@
 #                     F is for); Spark is skipped (its kafka.* options are not derived from F)
 #   --tls             the same over the local broker's SASL_SSL listener (scripts/kafka.sh's
 #                     <state>/secure/client-sasl-ssl.properties and sasl_ssl_address)
+#   --baseline-bin B  also run the streamlake binary B as contenders w1-base/w2-base (for each of
+#                     w1/w2 selected), alternating with the current binary in every round, so a
+#                     change is measured before and after in one run on the same topic
 #
 # Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
 # pandas, pyarrow, duckdb; default .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g).
@@ -37,6 +40,7 @@ OUT=""
 ONLY="raw,raw2,w1,w2,n2,spark,validate"
 KEEP=0
 TLS=0
+BASE_BIN=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --events) EVENTS="$2"; shift 2 ;;
@@ -47,7 +51,8 @@ while [[ $# -gt 0 ]]; do
     --keep-data) KEEP=1; shift ;;
     --kafka-config) KAFKA_CONFIG_FILE="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; export KAFKA_CONFIG_FILE; shift 2 ;;
     --tls) TLS=1; shift ;;
-    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --baseline-bin) BASE_BIN="$2"; shift 2 ;;
+    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -68,6 +73,10 @@ PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [[ -x "$BIN" ]] || { log "building streamlake"; cargo build --release; }
 # a snapshot of the binary, so a rebuild during the benchmark cannot mix two versions
 mkdir -p "$OUT/bin" && cp "$BIN" "$OUT/bin/streamlake" && BIN="$OUT/bin/streamlake"
+if [[ -n "$BASE_BIN" ]]; then
+  [[ -x "$BASE_BIN" ]] || { log "--baseline-bin $BASE_BIN: not an executable file"; exit 64; }
+  cp "$BASE_BIN" "$OUT/bin/streamlake-base" && BASE_BIN="$OUT/bin/streamlake-base"
+fi
 if { want raw || want raw2; } && [[ ! -x "$RAW" ]]; then log "building examples/raw_consume"; cargo build --release --example raw_consume; fi
 if want validate && ! "$PY" -c 'import pandas, pyarrow, duckdb' 2>/dev/null; then
   log "python with pandas/pyarrow/duckdb missing: scripts/test.sh --setup-only"
@@ -180,9 +189,18 @@ for ((r = 1; r <= RUNS; r++)); do
   fi
   for w in 1 2; do
     want "w$w" || continue
-    d="$(dataset "w$w" "$r")"
-    run_measured "w$w" "$r" 1 "$BIN" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w "$w"
-    check_rows "w$w" "$r" "$d/parquet"; drop_previous "w$w" "$r"
+    # with a baseline, the two binaries take turns going first, so neither always meets a warmer
+    # page cache or a quieter disk
+    contenders=("w$w")
+    if [[ -n "$BASE_BIN" ]]; then
+      if ((r % 2)); then contenders=("w$w-base" "w$w"); else contenders=("w$w" "w$w-base"); fi
+    fi
+    for c in "${contenders[@]}"; do
+      b="$BIN"; [[ "$c" == *-base ]] && b="$BASE_BIN"
+      d="$(dataset "$c" "$r")"
+      run_measured "$c" "$r" 1 "$b" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w "$w"
+      check_rows "$c" "$r" "$d/parquet"; drop_previous "$c" "$r"
+    done
   done
   if want n2; then
     d="$(dataset n2 "$r")"; mkdir -p "$d"
@@ -231,6 +249,7 @@ fi
   echo "runs=$RUNS"
   echo "topic=$TOPIC"
   bench_machine_meta "$BIN"
+  [[ -n "$BASE_BIN" ]] && echo "baseline_sha256=$(sha256sum "$BASE_BIN" | head -c 16)"
   echo "java=$(java -version 2>&1 | head -n1)"
   echo "rustc=$(rustc --version 2>/dev/null || echo '?')"
   if [[ -x "$BENCH/.venv-spark/bin/python" ]]; then
@@ -239,7 +258,7 @@ fi
   fi
   [[ -n "$SPARK_WHY" ]] && echo "spark_skipped=$SPARK_WHY"
   "$PY" -c 'import pandas, pyarrow, duckdb; print(f"pandas={pandas.__version__}\npyarrow={pyarrow.__version__}\nduckdb={duckdb.__version__}")' 2>/dev/null || true
-  echo "command=scripts/bench/run.sh --events $EVENTS --runs $RUNS --only $ONLY"
+  echo "command=scripts/bench/run.sh --events $EVENTS --runs $RUNS --only $ONLY${BASE_BIN:+ --baseline-bin B}"
 } >"$OUT/meta.txt"
 python3 "$BENCH/summarize.py" "$OUT" >"$OUT/summary.md"
 cat "$OUT/summary.md"

@@ -16,6 +16,8 @@ LABELS = {
     "raw2": "raw limit, 2 consumers (`raw_consume --consumers 2`)",
     "w1": "streamlake `-w 1`",
     "w2": "streamlake `-w 2`",
+    "w1-base": "streamlake `-w 1`, baseline binary (`--baseline-bin`)",
+    "w2-base": "streamlake `-w 2`, baseline binary (`--baseline-bin`)",
     "n2": "streamlake `-n 2` × `-w 1` (2 processes)",
     "spark": "Spark 3.5 Structured Streaming, `local[2]`, AvailableNow",
     "validate-streamlake": "`streamlake validate --json`",
@@ -85,11 +87,12 @@ def main(argv):
     print()
 
     ratios = []
-    for c in ("w1", "w2", "n2"):
+    for c in ("w1", "w2", "n2", "w1-base", "w2-base"):
         if med(c, "wall_s") is None:
             continue
-        raw = (("raw", "raw limit, 1 consumer"),) if c == "w1" else (("raw2", "raw limit, 2 consumers"),)
-        for ref, name in (("spark", "Spark"),) + raw:
+        raw = (("raw", "raw limit, 1 consumer"),) if c.startswith("w1") else (("raw2", "raw limit, 2 consumers"),)
+        base = ((f"{c}-base", "the baseline binary"),) if c in ("w1", "w2") else ()
+        for ref, name in (("spark", "Spark"),) + raw + base:
             if med(ref, "wall_s") is None:
                 continue
             ratios.append(
