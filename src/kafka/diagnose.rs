@@ -8,7 +8,7 @@
 //! repeated without host name verification: if that connects, the name was the problem.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
@@ -241,6 +241,41 @@ pub fn creation_error(
     })
 }
 
+/// How long one metadata request may wait before the recorded lines are looked at again.
+const ATTEMPT: Duration = Duration::from_millis(500);
+
+/// How long a client that was hung up on during the protocol handshake keeps trying before that
+/// counts as [`Cause::PlaintextToTls`]: a broker that is still starting can hang up once too.
+const HANGUP_GRACE: Duration = Duration::from_secs(3);
+
+/// Asks for metadata in short attempts until `timeout`, and gives up early once the recorded
+/// lines show a cause that waiting cannot cure (a rejected password, an untrusted certificate).
+/// Without that, every such mistake would cost the whole `--connect-timeout`.
+fn fetch_watching(
+    consumer: &BaseConsumer<KafkaContext>,
+    ctx: &KafkaContext,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<Metadata, rdkafka::error::KafkaError> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        let error = match consumer.fetch_metadata(topic, left.min(ATTEMPT)) {
+            Ok(meta) => return Ok(meta),
+            Err(e) => e,
+        };
+        drain(consumer);
+        let definite = match classify(&ctx.lines()) {
+            None => false,
+            Some(Cause::PlaintextToTls) => start.elapsed() >= HANGUP_GRACE,
+            Some(_) => true,
+        };
+        if definite || start.elapsed() >= timeout {
+            return Err(error);
+        }
+    }
+}
+
 /// Fetches metadata for `topic` (or all topics), bounded by `timeout`, explaining a failure:
 /// an authentication, TLS or protocol problem by its cause, a silent broker as unreachable.
 pub fn fetch_metadata(
@@ -250,7 +285,7 @@ pub fn fetch_metadata(
 ) -> Result<Metadata, KafkaError> {
     let ctx = KafkaContext::recording(settings);
     let consumer = probe_client(settings, &ctx, &[])?;
-    let error = match consumer.fetch_metadata(topic, timeout) {
+    let error = match fetch_watching(&consumer, &ctx, topic, timeout) {
         Ok(meta) => {
             let denied = meta.topics().iter().any(|t| {
                 Some(t.name()) == topic
@@ -273,7 +308,7 @@ pub fn fetch_metadata(
         // Same handshake error for both: try once more without host name verification.
         let retry = KafkaContext::recording(settings);
         if let Ok(c) = probe_client(settings, &retry, &[("ssl.endpoint.identification.algorithm", "none")]) {
-            let answered = c.fetch_metadata(topic, timeout.min(Duration::from_secs(10))).is_ok();
+            let answered = fetch_watching(&c, &retry, topic, timeout.min(Duration::from_secs(10))).is_ok();
             drain(&c);
             if answered {
                 cause = Some(Cause::HostnameMismatch);
