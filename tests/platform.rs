@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,22 +17,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn repo(path: &str) -> PathBuf {
     Path::new(ROOT).join(path)
-}
-
-/// A python with PyYAML (the venv `scripts/test.sh` makes). Under CI a missing one fails.
-fn python() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            let required = std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("STREAMLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1");
-            if required {
-                panic!("STREAMLAKE_TEST_PYTHON is not set under CI: run scripts/test.sh");
-            }
-            eprintln!("STREAMLAKE_TEST_PYTHON is not set (python with PyYAML); not running this test");
-            None
-        }
-    }
 }
 
 /// A script run through bash, with the binary under test and none of the developer's settings.
@@ -49,63 +32,6 @@ fn script(name: &str) -> Command {
         .env_remove("LOGDIR")
         .env_remove("UP_LOG_DIR");
     cmd
-}
-
-/// Runs `cmd` to completion, but at most `limit`: then SIGTERM (the scripts forward it to what
-/// they started), SIGKILL 30 s later, and the test fails with the output so far.
-fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline && !timed_out {
-            timed_out = true;
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        }
-        if timed_out && Instant::now() >= deadline + Duration::from_secs(30) {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() };
-    if timed_out {
-        panic!(
-            "{cmd:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    output
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `streamlake validate --json [--audit]` on a dataset: the report, and the exit code.
@@ -226,7 +152,7 @@ fn load_compose(py: &str) -> Value {
 
 #[test]
 fn compose_file_wires_the_platform() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("not running this test (it needs PyYAML)") else { return };
     let compose = load_compose(&py);
     let services = map(&compose["services"], "services");
 
@@ -581,31 +507,12 @@ fn cluster_stops_the_others_when_one_process_dies() {
     assert!(status.success());
 
     let started = Instant::now();
-    let out = wait_output_within(child, Duration::from_secs(90));
+    let out = wait_output_within(child, Duration::from_secs(90), "scripts/cluster.sh");
     assert!(!out.status.success(), "cluster.sh exits non-zero when a process dies: {}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(60), "and stops the other one promptly");
     assert!(!Path::new(&format!("/proc/{}", pids[0])).exists(), "process 0 (pid {}) is stopped too", pids[0]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("process 1 (pid") && stdout.contains("exited 137"), "{stdout}");
-}
-
-/// Waits for a spawned child; kills it (and fails) after `limit`.
-fn wait_output_within(mut child: std::process::Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            std::thread::sleep(Duration::from_secs(25));
-            let _ = child.kill();
-            panic!(
-                "{} did not finish within {limit:?}: {}",
-                child.id(),
-                text(&child.wait_with_output().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
