@@ -2,9 +2,11 @@
 //! for what it writes.
 #![allow(dead_code)]
 
+pub mod compose;
 pub mod job;
 pub mod ledger;
 pub mod process;
+pub mod secure;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
