@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use streamlake::kafka::batch::{BatchReader, Polled, ReadError};
 use streamlake::kafka::settings::ClientSettings;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -172,37 +172,20 @@ fn consume(
             }
         }
         PollMode::Batch => {
-            // SAFETY: the queue and the messages come from librdkafka, are used only on this
-            // thread while `consumer` is alive, and are each destroyed exactly once.
-            unsafe {
-                let queue = rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr());
-                if queue.is_null() {
-                    bail!("no consumer queue");
-                }
-                let mut buf: Vec<*mut rdsys::rd_kafka_message_t> =
-                    vec![std::ptr::null_mut(); args.batch.max(1)];
-                let mut failure = None;
-                while progress.remaining > 0 && failure.is_none() {
-                    let n = rdsys::rd_kafka_consume_batch_queue(queue, 100, buf.as_mut_ptr(), buf.len());
-                    if n < 0 {
-                        failure = Some("rd_kafka_consume_batch_queue failed".to_string());
-                        break;
+            let mut reader = BatchReader::new(&consumer, args.batch);
+            while progress.remaining > 0 {
+                let read = reader.read_within(Duration::from_millis(100), |m| match m.polled() {
+                    Polled::Record { partition, offset, payload } => {
+                        progress.record(partition, offset, payload.map_or(0, <[u8]>::len) + m.key_len());
+                        Ok(())
                     }
-                    for &msg in &buf[..n as usize] {
-                        let m = &*msg;
-                        if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                            progress.record(m.partition, m.offset, m.len + m.key_len);
-                        } else if m.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
-                            && failure.is_none()
-                        {
-                            failure = Some(format!("consume error: {:?}", m.err));
-                        }
-                        rdsys::rd_kafka_message_destroy(msg);
-                    }
-                }
-                rdsys::rd_kafka_queue_destroy(queue);
-                if let Some(f) = failure {
-                    bail!(f);
+                    Polled::Error { .. } if m.is_partition_eof() => Ok(()),
+                    Polled::Error { error, .. } => Err(error),
+                });
+                match read {
+                    Ok(_) => {}
+                    Err(ReadError::Refused) => bail!("rd_kafka_consume_batch_queue failed"),
+                    Err(ReadError::Stopped(e)) => bail!("consume error: {e}"),
                 }
             }
         }

@@ -36,19 +36,11 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 BIN="${STREAMLAKE_BIN:-$REPO_ROOT/target/release/streamlake}"
 GRACE="${CLUSTER_STOP_GRACE:-60}"
 
+LIB_TAG="[cluster.sh]"
+LIB_DIE_CODE=2
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 log() { printf '[cluster.sh] %s\n' "$*"; }
-die() {
-    printf '[cluster.sh] ERROR: %s\n' "$*" >&2
-    exit 2
-}
-usage() { # $1 = exit code: 0 for --help (text on stdout), 2 for a usage error (on stderr)
-    if (($1 == 0)); then
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    else
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-    fi
-    exit "$1"
-}
 
 # ---------------------------------------------------------------------------------------------
 # arguments
@@ -149,15 +141,6 @@ on_exit() { # an unexpected exit of this script (an error) must not leave proces
     fi
 }
 
-# True once process $1 has exited: bash reaped it already (no /proc entry; `wait PID` still
-# returns its status) or it is a zombie waiting for `wait`.
-finished() {
-    local stat state
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
-    state="${stat##*) }"
-    [[ "${state:0:1}" == Z ]]
-}
-
 trap 'on_signal SIGINT' INT
 trap 'on_signal SIGTERM' TERM
 trap on_exit EXIT
@@ -168,30 +151,26 @@ for ((i = 0; i < N; i++)); do
         break
     fi
     logfile="$log_dir/process-$i.log"
-    # A background child of a non-interactive shell is not a process group leader, so setsid
-    # execs the binary in place: $! is the streamlake process itself.
-    setsid "$BIN" run -n "$N" -p "$i" -w "$W" -h "$hostfile" ${extra[@]+"${extra[@]}"} \
-        >"$logfile" 2>&1 </dev/null &
-    pid=$!
+    start_bg "$logfile" "$BIN" run -n "$N" -p "$i" -w "$W" -h "$hostfile" ${extra[@]+"${extra[@]}"}
+    pid=$started_pid
     pids+=("$pid")
     index_of[$pid]=$i
     running[$pid]=1
     log "process $i: pid $pid, timely ${addresses[$i]}, log $logfile"
 done
-printf '%s\n' "${pids[@]}" >"$log_dir/pids"
+# Written whole, then renamed: scripts/up.sh waits for this file to know every process started.
+printf '%s\n' "${pids[@]}" >"$log_dir/pids.tmp"
+mv "$log_dir/pids.tmp" "$log_dir/pids"
 
 # ---------------------------------------------------------------------------------------------
 # wait
 
-# Polling, not `wait -n`: bash forgets a job killed by a signal once it has printed "Killed",
-# after which `wait -n PID` fails with "no such job" (seen with bash 5.2); `wait PID` still works.
+# Polling `finished`, not `wait -n` (see scripts/lib.sh).
 while ((${#running[@]})); do
     for pid in "${!running[@]}"; do
         finished "$pid" || continue
-        set +e
-        wait "$pid"
-        rc=$?
-        set -e
+        reap "$pid"
+        rc=$reaped_rc
         i="${index_of[$pid]}"
         unset "running[$pid]"
         codes[i]=$rc

@@ -46,20 +46,12 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 
+LIB_TAG="[up]"
+LIB_DIE_CODE=1
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 say() { printf '[up] %s\n' "$*"; }
 line() { printf '[up] %-9s %s\n' "$1" "$2"; } # one line per component
-die() {
-    printf '[up] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-usage() { # $1 = exit code: 0 for --help (text on stdout), 2 for a usage error (on stderr)
-    if (($1 == 0)); then
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    else
-        sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-    fi
-    exit "$1"
-}
 
 # ---------------------------------------------------------------------------------------------
 # arguments and settings
@@ -123,15 +115,6 @@ fi
 # ---------------------------------------------------------------------------------------------
 # process helpers
 
-# True once process $1 has exited: reaped by bash already (no /proc entry; `wait PID` still gives
-# its status) or a zombie waiting for `wait`.
-finished() {
-    local stat state
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
-    state="${stat##*) }"
-    [[ "${state:0:1}" == Z ]]
-}
-
 stop_requested=0 # a signal asked to stop
 hurry=0          # a further signal while stopping
 current_pid=""   # the component being stopped (gets the hurry signal)
@@ -185,22 +168,8 @@ wait_exit() {
         sleep 0.2 || true
     done
     current_pid=""
-    set +e
-    wait "$pid"
-    wait_rc=$?
-    set -e
-}
-
-# Starts a command in its own session (so a Ctrl-C in the terminal reaches only this script,
-# which then stops components one by one), output to $1; sets started_pid.
-started_pid=""
-start_bg() {
-    local logfile="$1"
-    shift
-    # A background child of a non-interactive shell is not a group leader: setsid execs in place,
-    # so $! is the command itself.
-    setsid "$@" >"$logfile" 2>&1 </dev/null &
-    started_pid=$!
+    reap "$pid"
+    wait_rc=$reaped_rc
 }
 
 check_stop() { # during startup: a signal skips the remaining steps
@@ -252,15 +221,18 @@ startup() {
     producer_pid=$started_pid
     line producer "pid $producer_pid, $MSGS_PER_SEC events/s to $KAFKA_TOPIC, log $log_dir/producer.log"
 
-    # job: one timely cluster of 2 processes
+    # job: one timely cluster of 2 processes (a pids file left by an earlier run in this log
+    # folder would say it started before it did)
+    rm -f "$log_dir/job/pids"
     start_bg "$log_dir/job/cluster.log" bash "$SCRIPT_DIR/cluster.sh" --log-dir "$log_dir/job" 2 "$workers" -- \
         --topic "$KAFKA_TOPIC" --output "$output" --run-id "$RUN_ID" \
         --starting-offsets earliest --roll-interval 10s
     job_pid=$started_pid
     line job "2 processes x $workers worker(s), RUN_ID $RUN_ID, scripts/cluster.sh pid $job_pid, log $log_dir/job/cluster.log"
     line job "raw Parquet $output/run_$RUN_ID, window averages $aggregates"
+    # cluster.sh writes its pids file once every process started: then its log has their lines.
     local waited=0
-    while (($(grep -c '^\[cluster.sh\] process [0-9]*: pid' "$log_dir/job/cluster.log" 2>/dev/null || true) < 2)); do
+    while [[ ! -f "$log_dir/job/pids" ]]; do
         if finished "$job_pid" || ((waited >= 100)); then
             break
         fi
@@ -301,10 +273,8 @@ monitor() {
                 validator) pid=$validator_pid ;;
             esac
             if finished "$pid"; then
-                set +e
-                wait "$pid"
-                local rc=$?
-                set -e
+                reap "$pid"
+                local rc=$reaped_rc
                 failures+=("$name exited by itself with code $rc")
                 say "$name (pid $pid) exited by itself with code $rc; last lines of its log:"
                 case "$name" in

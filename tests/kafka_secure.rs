@@ -10,81 +10,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::ledger::{audit_ok, check, consume_topic_with};
+use common::secure::Secure;
 use common::*;
-use streamlake::kafka::settings::read_properties;
-
-/// The secured listeners and their files.
-struct Secure {
-    dir: PathBuf,
-    sasl_ssl: String,
-    ssl: String,
-}
-
-impl Secure {
-    fn get() -> Option<Secure> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        match (
-            var("STREAMLAKE_TEST_KAFKA_SECURE_DIR"),
-            var("STREAMLAKE_TEST_SASL_SSL_BROKERS"),
-            var("STREAMLAKE_TEST_SSL_BROKERS"),
-        ) {
-            (Some(dir), Some(sasl_ssl), Some(ssl)) => Some(Secure { dir: dir.into(), sasl_ssl, ssl }),
-            _ => {
-                let required = std::env::var("STREAMLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1")
-                    || std::env::var("CI").is_ok_and(|v| v == "true");
-                assert!(
-                    !required,
-                    "STREAMLAKE_TEST_KAFKA_SECURE_DIR / _SASL_SSL_BROKERS / _SSL_BROKERS are not set but a \
-                     broker is required: run scripts/test.sh"
-                );
-                eprintln!("no secured broker: run scripts/test.sh; not running this test");
-                None
-            }
-        }
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn sasl_props(&self) -> PathBuf {
-        self.file("client-sasl-ssl.properties")
-    }
-
-    /// The settings of a properties file, for the test's own clients.
-    fn options(&self, name: &str) -> Vec<(String, String)> {
-        read_properties(&self.file(name)).unwrap().into_iter().map(|(_, k, v)| (k, v)).collect()
-    }
-
-    fn password(&self) -> String {
-        std::fs::read_to_string(self.file("streamlake.password")).unwrap().trim().to_string()
-    }
-
-    /// A copy of the SASL_SSL properties with `changes` applied (a value `None` drops the key).
-    fn variant(&self, dir: &Path, name: &str, base: &str, changes: &[(&str, Option<&str>)]) -> PathBuf {
-        let mut lines: Vec<(String, String)> = self.options(base);
-        for (key, value) in changes {
-            lines.retain(|(k, _)| k != key);
-            if let Some(v) = value {
-                lines.push((key.to_string(), v.to_string()));
-            }
-        }
-        let path = dir.join(name);
-        let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 /// `kafka-consumer-groups --describe --group G` (Kafka's own tool, from the broker's jars), the
 /// rows of `topic`: (partition, current offset, log end offset, lag). `None` while the group has

@@ -6,35 +6,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::compose::*;
 use common::*;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(ROOT).join(path)
-}
-
-/// A python with PyYAML (the venv `scripts/test.sh` makes). Under CI a missing one fails.
-fn python() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            let required = std::env::var("CI").is_ok_and(|v| v == "true")
-                || std::env::var("STREAMLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1");
-            if required {
-                panic!("STREAMLAKE_TEST_PYTHON is not set under CI: run scripts/test.sh");
-            }
-            eprintln!("STREAMLAKE_TEST_PYTHON is not set (python with PyYAML); not running this test");
-            None
-        }
-    }
-}
 
 /// A script run through bash, with the binary under test and none of the developer's settings.
 fn script(name: &str) -> Command {
@@ -49,63 +29,6 @@ fn script(name: &str) -> Command {
         .env_remove("LOGDIR")
         .env_remove("UP_LOG_DIR");
     cmd
-}
-
-/// Runs `cmd` to completion, but at most `limit`: then SIGTERM (the scripts forward it to what
-/// they started), SIGKILL 30 s later, and the test fails with the output so far.
-fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline && !timed_out {
-            timed_out = true;
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        }
-        if timed_out && Instant::now() >= deadline + Duration::from_secs(30) {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() };
-    if timed_out {
-        panic!(
-            "{cmd:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    output
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `streamlake validate --json [--audit]` on a dataset: the report, and the exit code.
@@ -137,96 +60,9 @@ fn writer_workers(dir: &Path) -> BTreeSet<u32> {
 // ---------------------------------------------------------------------------------------------
 // (a) docker-compose.yml, .env, Dockerfile
 
-fn map<'a>(v: &'a Value, what: &str) -> &'a serde_json::Map<String, Value> {
-    v.as_object().unwrap_or_else(|| panic!("{what} is not a mapping: {v}"))
-}
-
-/// A service's environment as name → value, from either compose form (mapping or `K=V` list).
-fn environment(service: &Value) -> Vec<(String, String)> {
-    match &service["environment"] {
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-            .collect(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| {
-                let s = i.as_str().unwrap_or_default();
-                let (k, v) = s.split_once('=').unwrap_or((s, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        Value::Null => Vec::new(),
-        other => panic!("environment must be a mapping or a list: {other}"),
-    }
-}
-
-fn env_value(service: &Value, name: &str) -> Option<String> {
-    environment(service).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-/// The command as a list of words (compose allows a string too).
-fn command(service: &Value) -> Vec<String> {
-    match &service["command"] {
-        Value::Array(a) => {
-            a.iter().map(|w| w.as_str().map_or_else(|| w.to_string(), str::to_string)).collect()
-        }
-        Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// depends_on as service → condition (`service_started` for the short list form).
-fn depends_on(service: &Value) -> Vec<(String, String)> {
-    match &service["depends_on"] {
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), v["condition"].as_str().unwrap_or("service_started").to_string()))
-            .collect(),
-        Value::Array(a) => {
-            a.iter().map(|s| (s.as_str().unwrap_or_default().to_string(), "service_started".into())).collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Volume mounts as (source, target), from the short `source:target[:mode]` or the long form.
-fn mounts(service: &Value) -> Vec<(String, String)> {
-    service["volumes"]
-        .as_array()
-        .map(|vols| {
-            vols.iter()
-                .map(|v| match v {
-                    Value::String(s) => {
-                        let mut parts = s.splitn(3, ':');
-                        (
-                            parts.next().unwrap_or_default().to_string(),
-                            parts.next().unwrap_or_default().to_string(),
-                        )
-                    }
-                    _ => (
-                        v["source"].as_str().unwrap_or_default().to_string(),
-                        v["target"].as_str().unwrap_or_default().to_string(),
-                    ),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn load_compose(py: &str) -> Value {
-    let out = Command::new(py)
-        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
-        .arg(repo("docker-compose.yml"))
-        .output()
-        .expect("running python");
-    assert!(out.status.success(), "PyYAML could not load docker-compose.yml: {}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("PyYAML's JSON")
-}
-
 #[test]
 fn compose_file_wires_the_platform() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("not running this test (it needs PyYAML)") else { return };
     let compose = load_compose(&py);
     let services = map(&compose["services"], "services");
 
@@ -405,33 +241,6 @@ fn docker_compose_config() {
     );
 }
 
-/// The Dockerfile's instructions, continuation lines joined, comments dropped.
-fn dockerfile_instructions() -> Vec<String> {
-    let text = std::fs::read_to_string(repo("Dockerfile")).expect("Dockerfile");
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('#') || (t.is_empty() && current.is_empty()) {
-            continue;
-        }
-        match t.strip_suffix('\\') {
-            Some(head) => {
-                current.push_str(head);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(t);
-                if !current.trim().is_empty() {
-                    out.push(current.trim().to_string());
-                }
-                current.clear();
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn dockerfile_is_multi_stage() {
     let instructions = dockerfile_instructions();
@@ -581,31 +390,12 @@ fn cluster_stops_the_others_when_one_process_dies() {
     assert!(status.success());
 
     let started = Instant::now();
-    let out = wait_output_within(child, Duration::from_secs(90));
+    let out = wait_output_within(child, Duration::from_secs(90), "scripts/cluster.sh");
     assert!(!out.status.success(), "cluster.sh exits non-zero when a process dies: {}", text(&out));
     assert!(started.elapsed() < Duration::from_secs(60), "and stops the other one promptly");
     assert!(!Path::new(&format!("/proc/{}", pids[0])).exists(), "process 0 (pid {}) is stopped too", pids[0]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("process 1 (pid") && stdout.contains("exited 137"), "{stdout}");
-}
-
-/// Waits for a spawned child; kills it (and fails) after `limit`.
-fn wait_output_within(mut child: std::process::Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            std::thread::sleep(Duration::from_secs(25));
-            let _ = child.kill();
-            panic!(
-                "{} did not finish within {limit:?}: {}",
-                child.id(),
-                text(&child.wait_with_output().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

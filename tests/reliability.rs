@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -195,36 +194,6 @@ fn entries_of(out: &Path, partition: i32) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// Runs `cmd` to its end, or kills it after `timeout` and fails: no scenario may hang.
-fn output_within(cmd: &mut Command, timeout: Duration) -> std::process::Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
-    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let t_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        so.read_to_end(&mut b).unwrap();
-        b
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        se.read_to_end(&mut b).unwrap();
-        b
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let err = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-            panic!("{cmd:?} hung: killed after {timeout:?}; stderr:\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::process::Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
 }
 
 fn stderr_of(out: &std::process::Output) -> String {

@@ -53,19 +53,6 @@ fn oracle_windows(events: &[(i64, i64, f64)]) -> BTreeMap<(i64, i64), (f64, i64)
     acc.into_iter().map(|(k, (s, c))| (k, ((s as f64 / 1e9) / c as f64, c))).collect()
 }
 
-fn python() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("STREAMLAKE_TEST_PYTHON is not set under CI")
-        }
-        _ => {
-            eprintln!("STREAMLAKE_TEST_PYTHON not set: run scripts/test.sh; skipping the Python readers");
-            None
-        }
-    }
-}
-
 /// The seed DAG's reader and DuckDB's, each returning {id: (count, mean)} as JSON.
 fn python_readers(py: &str, raw_root: &Path) -> (serde_json::Value, serde_json::Value) {
     let script = r#"
@@ -133,7 +120,7 @@ fn sigkill_mid_run_then_restart_is_exactly_once() {
     let aggs = read_aggregates(&aggregates_of(&out, "run_t"));
     assert_eq!(aggs, oracle_windows(&events), "every window once, with the oracle's average");
 
-    if let Some(py) = python() {
+    if let Some(py) = python("skipping the Python readers") {
         let (pandas, duck) = python_readers(&py, &out);
         let mut per_id: BTreeMap<i64, (i64, f64)> = BTreeMap::new();
         for &(id, _, v) in &events {

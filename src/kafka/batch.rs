@@ -16,6 +16,7 @@ use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
 
 /// One item of a batch.
 pub enum Polled<'a> {
@@ -48,43 +49,91 @@ impl BatchReader {
     /// stops the batch and is returned, and the messages after it are dropped unread: the caller
     /// must resume from its own offsets (the source stops the run on such an error).
     pub fn read<E>(&mut self, mut f: impl FnMut(Polled<'_>) -> Result<(), E>) -> Result<usize, E> {
+        match self.read_within(Duration::ZERO, |m| f(m.polled())) {
+            Ok(n) => Ok(n),
+            // A refused call reads as an empty batch here: the source notices a lost consumer
+            // by its broker probe, as it notices every global error (see the module comment).
+            Err(ReadError::Refused) => Ok(0),
+            Err(ReadError::Stopped(e)) => Err(e),
+        }
+    }
+
+    /// As [`BatchReader::read`], but waits up to `timeout` for the first message, and hands `f`
+    /// the whole message (its key length, whether it is a partition-end event), for readers that
+    /// count bytes, such as `examples/raw_consume.rs`.
+    pub fn read_within<E>(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&BatchMessage<'_>) -> Result<(), E>,
+    ) -> Result<usize, ReadError<E>> {
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: `queue` is valid (see `new`); librdkafka writes at most `buf.len()` pointers.
         let n = unsafe {
-            rdsys::rd_kafka_consume_batch_queue(self.queue, 0, self.buf.as_mut_ptr(), self.buf.len())
+            rdsys::rd_kafka_consume_batch_queue(self.queue, timeout_ms, self.buf.as_mut_ptr(), self.buf.len())
         };
-        let n = usize::try_from(n).unwrap_or(0);
+        let n = usize::try_from(n).map_err(|_| ReadError::Refused)?;
         let mut result = Ok(n);
         for &msg in &self.buf[..n] {
             if result.is_ok() {
                 // SAFETY: librdkafka returned `msg` as a valid message that we own until we
-                // destroy it below; the payload slice does not outlive this iteration.
-                let m = unsafe { &*msg };
-                let item = if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                    let payload = (!m.payload.is_null())
-                        .then(|| unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) });
-                    Polled::Record { partition: m.partition, offset: m.offset, payload }
-                } else {
-                    let detail = if m.payload.is_null() {
-                        String::new()
-                    } else {
-                        let bytes = unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) };
-                        String::from_utf8_lossy(bytes).into_owned()
-                    };
-                    Polled::Error {
-                        error: KafkaError::MessageConsumption(RDKafkaErrorCode::from(m.err)),
-                        partition: m.partition,
-                        offset: m.offset,
-                        detail,
-                    }
-                };
-                if let Err(e) = f(item) {
-                    result = Err(e);
+                // destroy it below; the borrow does not outlive this iteration.
+                let m = BatchMessage(unsafe { &*msg });
+                if let Err(e) = f(&m) {
+                    result = Err(ReadError::Stopped(e));
                 }
             }
             // SAFETY: each message returned by the batch call is destroyed exactly once.
             unsafe { rdsys::rd_kafka_message_destroy(msg) };
         }
         result
+    }
+}
+
+/// Why [`BatchReader::read_within`] returned early.
+#[derive(Debug)]
+pub enum ReadError<E> {
+    /// librdkafka refused the batch call (it returned -1: the queue is unusable).
+    Refused,
+    /// The callback failed; the rest of the batch was dropped unread.
+    Stopped(E),
+}
+
+/// One message of a batch, valid during the callback that receives it.
+pub struct BatchMessage<'a>(&'a rdsys::rd_kafka_message_t);
+
+impl<'a> BatchMessage<'a> {
+    fn bytes(&self) -> Option<&'a [u8]> {
+        let m = self.0;
+        // SAFETY: librdkafka's payload pointer and length describe one allocation that lives as
+        // long as the message, which outlives `'a`.
+        (!m.payload.is_null()).then(|| unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) })
+    }
+
+    /// The record, or the consumer error reported in its place.
+    pub fn polled(&self) -> Polled<'a> {
+        let m = self.0;
+        if m.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Polled::Record { partition: m.partition, offset: m.offset, payload: self.bytes() }
+        } else {
+            let detail = self.bytes().map_or_else(String::new, |b| String::from_utf8_lossy(b).into_owned());
+            Polled::Error {
+                error: KafkaError::MessageConsumption(RDKafkaErrorCode::from(m.err)),
+                partition: m.partition,
+                offset: m.offset,
+                detail,
+            }
+        }
+    }
+
+    /// The key's length in bytes (0 without a key).
+    pub fn key_len(&self) -> usize {
+        self.0.key_len
+    }
+
+    /// Whether this is librdkafka's end-of-partition event (only with `enable.partition.eof`),
+    /// not an error.
+    pub fn is_partition_eof(&self) -> bool {
+        self.0.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
     }
 }
 

@@ -5,6 +5,8 @@
 //! record overwrites, so the hot path allocates nothing: strings stay slices of the payload unless
 //! they contain escapes, numbers are parsed from the bytes, timestamps by [`timestamp`].
 
+#[cfg(test)]
+mod differential;
 pub mod json;
 pub mod timestamp;
 
