@@ -217,6 +217,7 @@ impl Lake {
         t.late += c.late;
         let prefix = format!("{run}/");
         let entry = PartitionEntry {
+            version: streamlake::format::checkpoint::ENTRY_VERSION,
             partition,
             start_offset: start,
             next_offset: end,
