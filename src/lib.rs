@@ -3,13 +3,16 @@
 //! The modules follow the data flow: [`kafka`] reads and writes the broker, [`parse`] turns JSON
 //! payloads into typed columns, [`operators`] holds the timely operators (source, windows, sinks),
 //! [`sink`] the Parquet writer and the commit protocol, [`validate`] reads the result back, and
-//! [`observe`] serves metrics, the status page and progress lines of a running job.
+//! [`observe`] serves metrics, the status page and progress lines of a running job. [`format`]
+//! defines the on-disk layout that the sinks write and `validate` reads; [`util`] holds small
+//! helpers they share (atomic writes, the thread fan-out).
 
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod crash;
 pub mod error;
+pub mod format;
 pub mod job;
 pub mod kafka;
 pub mod logging;
@@ -20,4 +23,5 @@ pub mod peer;
 pub mod signals;
 pub mod sink;
 pub mod spec;
+pub mod util;
 pub mod validate;

@@ -5,7 +5,9 @@
 //! (`tests/py/dag_validate.py`), run on the same folder with `STREAMLAKE_TEST_PYTHON`.
 
 mod common;
+mod validate_cli;
 
+use std::cell::Cell as StdCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -18,6 +20,12 @@ use arrow::record_batch::RecordBatch;
 use common::*;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
+use streamlake::sink::raw::part_file_name;
+use streamlake::validate::audit::ProblemKind;
+use streamlake::validate::scan::Cell;
+use streamlake::validate::{self, Status, ValidateArgs};
+use validate_cli::fixture::{self, args, assert_matches_oracle, audit_args, close, run_validate};
+use validate_cli::*;
 
 const PARTITIONS: i32 = 3;
 const RUN_ID: &str = "e2e";
@@ -73,73 +81,6 @@ impl Lake {
     fn run(&self) -> Output {
         run_ok(&mut self.run_cmd())
     }
-}
-
-/// `streamlake validate --path PATH --json EXTRA...`: exit code and the printed report.
-fn validate_json(path: &Path, extra: &[&str]) -> (i32, Value) {
-    let out = bin().arg("validate").arg("--path").arg(path).arg("--json").args(extra).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "validate --json printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(report["exit_code"], exit_code(out.status), "{report:#}");
-    (exit_code(out.status), report)
-}
-
-/// `streamlake validate --path PATH EXTRA...` as people see it: exit code, stdout, stderr.
-fn validate_text(path: &Path, extra: &[&str]) -> (i32, String, String) {
-    let out = bin().arg("validate").arg("--path").arg(path).args(extra).output().unwrap();
-    (
-        exit_code(out.status),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn exit_code(status: ExitStatus) -> i32 {
-    status.code().unwrap_or_else(|| panic!("killed by a signal: {status:?}"))
-}
-
-fn python() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("STREAMLAKE_TEST_PYTHON is not set under CI: run scripts/test.sh");
-            }
-            eprintln!(
-                "STREAMLAKE_TEST_PYTHON is not set (python with pandas + pyarrow); not comparing with pandas"
-            );
-            None
-        }
-    }
-}
-
-/// The DAG's pandas code on `path`: exit code and its JSON line (None without a python).
-fn dag(path: &Path) -> Option<(i32, Value)> {
-    let python = python()?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
-    let out = Command::new(python).arg(script).arg(path).output().expect("running python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "dag_validate.py printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    Some((exit_code(out.status), json))
-}
-
-/// Relative closeness for means. pandas computes a group mean with its own (Kahan-compensated,
-/// row-order) summation of all rows of the group, while `validate` sums each file on its own and
-/// then adds the per-file sums in path order; over a few hundred thousand values the two roundings
-/// differ in the last bits (about 1e-13 relative here), so bit equality would test the summation
-/// order, not the result.
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 /// Asserts that `validate --json` and the DAG's pandas code report the same total, the same ids
@@ -208,19 +149,6 @@ fn raw_files(root: &Path, run_dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Report files in `<dataset>/_reports/` (not the incremental state or temp files).
-fn report_files(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(root.join("_reports"))
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| {
-        let name = p.file_name().unwrap().to_string_lossy();
-        name.ends_with(".json") && !name.starts_with('_') && !name.starts_with('.')
-    });
-    v.sort();
-    v
-}
-
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -244,6 +172,81 @@ fn problems(report: &Value) -> &Vec<Value> {
 
 #[test]
 fn report_matches_the_dags_pandas_code() {
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `report_numbers_match_the_oracle`).
+    {
+        let lake = fixture::Lake::standard();
+        let report = run_validate(&args(&lake.root()));
+        assert_eq!(report.status, Status::Ok, "{}", report.render_text());
+        assert_eq!(report.exit_code, 0);
+        assert_eq!(report.files, 6 * 4, "3 partitions x 2 commits x 4 keys");
+        assert_matches_oracle(&report, &lake);
+        assert_eq!(report.rows_without_id, 0);
+        assert!(report.unreadable.is_empty());
+
+        // The preview: id from the folder, then the file columns, rows of the first files.
+        assert_eq!(report.head.columns, ["id", "ts", "value", "source"]);
+        assert_eq!(report.head.rows.len(), 10);
+        for (got, want) in report.head.rows.iter().zip(lake.oracle_head(10)) {
+            assert_eq!(got[0], Cell::Int(want.id));
+            assert!(matches!(&got[1], Cell::Text(t) if t.starts_with("2025-11-24T")), "{:?}", got[1]);
+            assert_eq!(got[2], Cell::Float(want.value));
+            assert_eq!(got[3], want.source.clone().map_or(Cell::Null, Cell::Text));
+        }
+
+        // Tables, and the same report saved as JSON.
+        let text = report.render_text();
+        assert!(text.contains(&format!("[validate] Total rows: {} in 24 files", lake.oracle().0)), "{text}");
+        assert!(text.contains("=== Count per id ===") && text.contains("=== First 10 rows ==="), "{text}");
+        let saved = report_files(&lake.root());
+        assert_eq!(saved.len(), 1);
+        assert_eq!(report.report_file.as_deref(), Some(saved[0].to_str().unwrap()));
+        let name = saved[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.len() == "20261124T225000Z.json".len() && name.ends_with("Z.json"), "{name}");
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&saved[0]).unwrap()).unwrap();
+        assert_eq!(json["total_rows"], lake.oracle().0);
+        assert_eq!(json["status"], "ok");
+        assert_eq!(json["per_id"][0]["id"], 0);
+        assert!(json["audit"].is_null());
+    }
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `validate_agrees_with_the_dags_pandas_code`).
+    {
+        // Without a python the comparison is left out, and the rest of the test still runs.
+        if let Some(python) = python() {
+            let lake = fixture::Lake::standard();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
+            let out = std::process::Command::new(&python)
+                .arg(&script)
+                .arg(lake.root())
+                .output()
+                .expect("running python");
+            assert!(out.status.success(), "dag_validate.py failed: {}", String::from_utf8_lossy(&out.stderr));
+            let dag: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("dag_validate.py prints JSON");
+
+            let report = run_validate(&args(&lake.root()));
+            assert_eq!(dag["total"], report.total_rows);
+            let per_id = dag["per_id"].as_object().unwrap();
+            assert_eq!(per_id.len(), report.per_id.len());
+            for s in &report.per_id {
+                let d = &per_id[&s.id.to_string()];
+                assert_eq!(d["count"], s.count, "id {}", s.id);
+                let (m, dm) = (s.mean.unwrap(), d["mean"].as_f64().unwrap());
+                assert!(close(m, dm), "id {}: validate {m} vs pandas {dm}", s.id);
+            }
+            let head = dag["head"].as_array().unwrap();
+            assert_eq!(head.len(), report.head.rows.len());
+            for (d, row) in head.iter().zip(&report.head.rows) {
+                // serde_json parses floats only to within an ulp (no `float_roundtrip`): compare closely.
+                let (Some(dv), Cell::Float(v)) = (d["value"].as_f64(), &row[2]) else {
+                    panic!("{d} vs {row:?}")
+                };
+                assert!(close(dv, *v), "head: pandas {dv} vs validate {v}");
+                assert_eq!(d["id"], serde_json::json!(row[0]));
+            }
+        }
+    }
     let Some(brokers) = brokers() else { return };
     let lake = Lake::new(&brokers, "validate-dag");
     // 12 ids: `id=10` and `id=11` sort before `id=2` as folder names, after it as numbers.
@@ -281,90 +284,27 @@ fn report_matches_the_dags_pandas_code() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn missing_path_and_empty_folder_exit_zero_as_the_dag() {
-    let tmp = tempfile::tempdir().unwrap();
-    let missing = tmp.path().join("parquet");
-    let (code, text, _) = validate_text(&missing, &[]);
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("[validate] Path does not exist yet: {}", missing.display())), "{text}");
-    let (code, report) = validate_json(&missing, &["--audit"]);
-    assert_eq!((code, report["status"].as_str()), (0, Some("path_missing")), "{report:#}");
-    assert!(!missing.exists(), "validate must not create the path it waits for");
-    if let Some((dag_code, dag)) = dag(&missing) {
-        assert_eq!((dag_code, dag["status"].as_str()), (0, Some("path_missing")));
-    }
-
-    let empty = tmp.path().join("empty");
-    fs::create_dir_all(empty.join("run_x/id=0")).unwrap();
-    let (code, text, _) = validate_text(&empty, &[]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains(&format!("[validate] No .parquet files found under: {}", empty.display())),
-        "{text}"
-    );
-    let (code, report) = validate_json(&empty, &[]);
-    assert_eq!(
-        (code, report["status"].as_str(), &report["total_rows"]),
-        (0, Some("no_files"), &Value::from(0))
-    );
-    assert_eq!(report_files(&empty).len(), 2, "each run saves its report");
-    if let Some((dag_code, dag)) = dag(&empty) {
-        assert_eq!((dag_code, dag["status"].as_str()), (0, Some("no_files")));
-    }
-
-    // A file where the folder should be is a usage error.
-    let file = tmp.path().join("file");
-    fs::write(&file, b"x").unwrap();
-    let (code, _, stderr) = validate_text(&file, &[]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("is not a folder"), "{stderr}");
-}
-
-#[test]
-fn missing_value_column_exits_2_naming_the_columns() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("parquet");
-    let file = root.join("id=0/part-0.parquet");
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Int64, false),
-        Field::new("reading", DataType::Float64, false),
-    ]));
-    let columns: Vec<ArrayRef> =
-        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Float64Array::from(vec![0.5, 1.5, 2.5]))];
-    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let mut w = ArrowWriter::try_new(fs::File::create(&file).unwrap(), schema, None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-
-    let (code, text, _) = validate_text(&root, &[]);
-    assert_eq!(code, 2, "{text}");
-    assert!(
-        text.contains(
-            "[validate] Expected columns 'id' and 'value' not found in the dataset (missing: 'value')"
-        ),
-        "{text}"
-    );
-    assert!(text.contains(r#"[validate] Columns present: ["id", "ts", "reading"]"#), "{text}");
-    assert!(!text.contains("=== Count per id ==="), "no aggregate without the column:\n{text}");
-    let (code, report) = validate_json(&root, &[]);
-    assert_eq!((code, report["status"].as_str()), (2, Some("missing_columns")));
-    assert_eq!(report["total_rows"], 3);
-    if let Some((dag_code, dag)) = dag(&root) {
-        assert_eq!((dag_code, dag["status"].as_str()), (2, Some("missing_columns")), "{dag}");
-        assert_eq!(dag["total"], report["total_rows"]);
-        let mut theirs: Vec<String> =
-            dag["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
-        let mut ours: Vec<String> =
-            report["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
-        theirs.sort();
-        ours.sort();
-        assert_eq!(ours, theirs, "the same columns (pandas puts partition columns last)");
-    }
-}
-
-#[test]
 fn corrupt_files_exit_1_naming_the_file() {
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `a_corrupt_file_is_named_and_the_rest_is_reported_with_exit_1`).
+    {
+        let lake = fixture::Lake::standard();
+        let bad = "run_a/id=1/part-p009-o000000000000-000000000005-w000.parquet";
+        fs::write(lake.root().join(bad), b"PAR1 this is not parquet PAR1").unwrap();
+        let report = run_validate(&args(&lake.root()));
+        assert_eq!((report.status, report.exit_code), (Status::UnreadableFiles, 1));
+        assert_eq!(report.unreadable.len(), 1);
+        assert_eq!(report.unreadable[0].file, bad);
+        assert!(
+            report.unreadable[0].reason.contains("cannot read Parquet file"),
+            "{}",
+            report.unreadable[0].reason
+        );
+        assert_matches_oracle(&report, &lake);
+        let text = report.render_text();
+        assert!(text.contains("1 file(s) could not be read") && text.contains(bad), "{text}");
+        assert_eq!(validate::run(&args(&lake.root()), &|| false).unwrap(), 1);
+    }
     let Some(brokers) = brokers() else { return };
     let lake = Lake::new(&brokers, "validate-corrupt");
     lake.produce(20_000, 5, 5);
@@ -427,6 +367,30 @@ fn corrupt_files_exit_1_naming_the_file() {
 
 #[test]
 fn audit_passes_on_a_clean_run() {
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `audit_passes_on_a_consistent_dataset`).
+    {
+        let lake = fixture::Lake::standard();
+        let report = run_validate(&audit_args(&lake.root()));
+        let audit = report.audit.clone().unwrap();
+        assert!(audit.ok, "{}", report.render_text());
+        assert_eq!(report.exit_code, 0);
+        let (rows, quarantined, late): (u64, u64, u64) =
+            lake.totals.values().fold((0, 0, 0), |a, t| (a.0 + t.rows, a.1 + t.quarantined, a.2 + t.late));
+        assert_eq!(rows, lake.oracle().0);
+        assert_eq!(
+            audit.summary,
+            format!(
+                "audit: partitions=3 messages=90 written={rows} quarantined={quarantined} late={late} duplicates=0 \
+                 gaps=0 outside=0 overlaps=0 invalid=0 -> OK"
+            )
+        );
+        for p in &audit.partitions {
+            assert_eq!((p.first_offset, p.next_offset, p.ranges), (Some(0), Some(30), 2));
+            assert_eq!(p.messages, p.written + p.quarantined);
+        }
+        assert!(report.render_text().contains(&audit.summary));
+    }
     let Some(brokers) = brokers() else { return };
     let lake = Lake::new(&brokers, "validate-audit-clean");
     lake.produce(20_000, 3, 5);
@@ -554,6 +518,68 @@ fn audit_passes_after_a_killed_run_is_restarted() {
 
 #[test]
 fn audit_names_a_duplicated_file_and_a_deleted_file() {
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `audit_names_both_files_of_a_copied_file_as_duplicate`).
+    {
+        let lake = fixture::Lake::standard();
+        let original = "run_a/id=2/part-p001-o000000000012-000000000030-w000.parquet";
+        let copy = "run_a/id=2/part-p001-o000000000012-000000000030-w000 (copy).parquet";
+        fs::copy(lake.root().join(original), lake.root().join(copy)).unwrap();
+        let report = run_validate(&audit_args(&lake.root()));
+        assert_eq!((report.status, report.exit_code), (Status::AuditFailed, 3));
+        let audit = report.audit.unwrap();
+        assert_eq!(audit.counts.duplicates, 1, "{:#?}", audit.problems);
+        assert_eq!(audit.problems.len(), 1, "{:#?}", audit.problems);
+        let p = &audit.problems[0];
+        assert_eq!((p.kind, p.partition), (ProblemKind::Duplicate, Some(1)));
+        assert_eq!(p.files, [copy, original], "both, in path order");
+        assert!(p.message.contains("[12, 30)"), "{}", p.message);
+        assert!(p.message.contains(&format!("the checkpoint lists {original}: keep it")), "{}", p.message);
+        assert!(
+            audit.summary.ends_with("duplicates=1 gaps=0 outside=0 overlaps=0 invalid=0 -> FAILED"),
+            "{}",
+            audit.summary
+        );
+        assert_eq!(validate::run(&audit_args(&lake.root()), &|| false).unwrap(), 3);
+    }
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `audit_names_a_deleted_file_as_a_gap`).
+    {
+        // One key file of a range: the range holds fewer rows than records.
+        let lake = fixture::Lake::standard();
+        let deleted = "run_a/id=3/part-p002-o000000000000-000000000012-w000.parquet";
+        fs::remove_file(lake.root().join(deleted)).unwrap();
+        let audit = run_validate(&audit_args(&lake.root())).audit.unwrap();
+        assert_eq!((audit.counts.gaps, audit.problems.len()), (1, 1), "{:#?}", audit.problems);
+        let p = &audit.problems[0];
+        assert_eq!((p.kind, p.partition), (ProblemKind::Gap, Some(2)));
+        assert_eq!(p.files, [deleted]);
+        assert!(
+            p.message.contains(&format!("missing: {deleted}")) && p.message.contains("[0, 12)"),
+            "{}",
+            p.message
+        );
+
+        // Every file of a range: the committed offsets are not tiled.
+        let lake = fixture::Lake::standard();
+        let range = part_file_name(0, 0, 12, 0);
+        let c: Vec<String> = lake.written.iter().filter(|f| f.ends_with(&range)).cloned().collect();
+        assert_eq!(c.len(), 5, "4 key files and a quarantine file: {c:?}");
+        for f in &c {
+            fs::remove_file(lake.root().join(f)).unwrap();
+        }
+        let report = run_validate(&audit_args(&lake.root()));
+        assert_eq!(report.exit_code, 3);
+        let audit = report.audit.unwrap();
+        assert_eq!((audit.counts.gaps, audit.problems.len()), (1, 1), "{:#?}", audit.problems);
+        let p = &audit.problems[0];
+        assert!(
+            p.message.contains("offsets [0, 12) of partition 0 are committed (next_offset=30)"),
+            "{}",
+            p.message
+        );
+        assert_eq!(p.files, c, "the checkpoint entry names the lost files");
+    }
     let Some(brokers) = brokers() else { return };
     let lake = Lake::new(&brokers, "validate-audit-damage");
     lake.produce(20_000, 8, 5);
@@ -609,6 +635,29 @@ fn audit_names_a_duplicated_file_and_a_deleted_file() {
 
 #[test]
 fn every_runs_on_schedule_and_stops_on_sigterm() {
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `scheduler_runs_cycles_until_shutdown`).
+    {
+        let cycles = StdCell::new(0);
+        let code = validate::schedule::run_every(
+            Duration::from_secs(1),
+            &|| cycles.get() >= 2,
+            || {
+                cycles.set(cycles.get() + 1);
+                cycles.get()
+            },
+            |_| {},
+        );
+        assert_eq!((cycles.get(), code), (2, 2));
+
+        // The real command: two reports written, then stopped by the flag.
+        let lake = fixture::Lake::standard();
+        let root = lake.root();
+        let every = ValidateArgs { every: Some(Duration::from_secs(1)), json: true, ..args(&root) };
+        let code = validate::run(&every, &|| report_files(&root).len() >= 2).unwrap();
+        assert_eq!(code, 0);
+        assert_eq!(report_files(&root).len(), 2);
+    }
     let Some(brokers) = brokers() else { return };
     let lake = Lake::new(&brokers, "validate-every");
     lake.produce(10_000, 13, 5);
@@ -657,6 +706,56 @@ fn every_runs_on_schedule_and_stops_on_sigterm() {
 
 #[test]
 fn incremental_after_a_second_run_matches_a_full_scan() {
+    // On a dataset written by the fixture, through the library, no broker needed (moved from
+    // validate_command.rs `incremental_equals_a_full_scan_after_new_and_deleted_files`).
+    {
+        let mut lake = fixture::Lake::new();
+        for p in 0..3 {
+            lake.commit("run_a", p, 0, 12);
+        }
+        let inc = ValidateArgs { incremental: true, ..args(&lake.root()) };
+        let first = run_validate(&inc);
+        let info = first.incremental.clone().unwrap();
+        assert_eq!(info.full_scan_reason.as_deref(), Some("no state yet"));
+        assert_eq!(info.files_read, first.files);
+        assert!(lake.root().join("_reports/_state.json").is_file());
+
+        // New commits: only their files are read, totals are a full scan's to the last bit.
+        let mut new_files = 0;
+        for p in 0..3 {
+            new_files +=
+                lake.commit("run_a", p, 12, 30).files.iter().filter(|f| !f.contains("_quarantine")).count();
+        }
+        new_files +=
+            lake.commit("run_b", 0, 0, 7).files.iter().filter(|f| !f.contains("_quarantine")).count();
+        let second = run_validate(&inc);
+        let full = run_validate(&args(&lake.root()));
+        let info = second.incremental.clone().unwrap();
+        assert_eq!(info.full_scan_reason, None);
+        assert_eq!(info.files_read as usize, new_files);
+        assert_eq!(info.files_reused, first.files);
+        assert_eq!(second.total_rows, full.total_rows);
+        assert_eq!(second.per_id, full.per_id);
+        assert_eq!(second.head, full.head);
+        assert_matches_oracle(&second, &lake);
+
+        // Nothing new: nothing read.
+        let third = run_validate(&inc);
+        assert_eq!(third.incremental.as_ref().unwrap().files_read, 0);
+        assert_eq!(third.per_id, full.per_id);
+
+        // A file disappears: said so, full scan, again equal to a full scan.
+        let gone = "run_b/id=1/part-p000-o000000000000-000000000007-w000.parquet";
+        fs::remove_file(lake.root().join(gone)).unwrap();
+        let fourth = run_validate(&inc);
+        let info = fourth.incremental.clone().unwrap();
+        assert_eq!(info.disappeared, [gone]);
+        assert!(info.full_scan_reason.as_deref().unwrap().contains(gone), "{info:?}");
+        assert_eq!(info.files_read, fourth.files);
+        let full = run_validate(&args(&lake.root()));
+        assert_eq!((fourth.total_rows, &fourth.per_id), (full.total_rows, &full.per_id));
+        assert!(fourth.render_text().contains("Incremental: full scan (1 file(s) counted before are gone"));
+    }
     let Some(brokers) = brokers() else { return };
     let lake = Lake::new(&brokers, "validate-incremental");
     let root = lake.parquet();

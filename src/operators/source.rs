@@ -1114,6 +1114,7 @@ fn commit_all(
                 prev
             }
             _ => PartitionEntry {
+                version: crate::format::checkpoint::ENTRY_VERSION,
                 partition: part.partition,
                 start_offset: stats.start_offset,
                 next_offset: stats.next_offset,

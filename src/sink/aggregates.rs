@@ -18,8 +18,9 @@ use parquet::file::properties::WriterProperties;
 
 use super::durable::{create_dir_durable, publish};
 use super::raw::key_arrow_type;
-use super::raw::meta_keys::{self, RUN_UID};
 use super::{io_err, SinkError};
+use crate::format::aggregate_columns as col;
+use crate::format::{self, meta};
 use crate::parse::Key;
 use crate::spec::{ColumnType, Field};
 
@@ -53,7 +54,7 @@ pub fn to_nanos(v: f64) -> i128 {
 }
 
 /// The marker file that says which run folder owns an aggregates folder.
-pub const OWNER_FILE: &str = "_owner.json";
+pub use crate::format::OWNER_FILE;
 
 /// The aggregates folder of the run folder `run_dir` (`OUTPUT_PATH/run_<RUN_ID>`), format 2:
 /// `OUTPUT_PATH/../aggregates/<name of OUTPUT_PATH>/run_<RUN_ID>/`.
@@ -69,7 +70,7 @@ pub fn aggregates_dir(run_dir: &Path) -> Option<PathBuf> {
     let run = run_dir.file_name()?;
     let output = run_dir.parent()?;
     let name = output.file_name()?;
-    Some(output.parent()?.join("aggregates").join(name).join(run))
+    Some(output.parent()?.join(format::AGGREGATES_DIR).join(name).join(run))
 }
 
 /// An absolute path without `.` and `..` (no file-system access: the folders may not exist yet).
@@ -113,7 +114,7 @@ pub struct OwnerConflict {
 pub fn check_owner(dir: &Path, run_dir: &Path, run_uid: Option<&str>) -> Result<(), OwnerConflict> {
     let conflict =
         |reason: String| OwnerConflict { dir: dir.to_path_buf(), run_dir: run_dir.to_path_buf(), reason };
-    if dir.join("_checkpoint").exists() {
+    if dir.join(format::CHECKPOINT_DIR).exists() {
         return Err(conflict("is another job's run folder".into()));
     }
     if run_dir.join(OWNER_FILE).exists() {
@@ -187,18 +188,18 @@ pub fn write_windows(
     create_dir_durable(dir)?;
     let first = rows.iter().map(|r| r.end_ms).min().unwrap_or(0);
     let last = rows.iter().map(|r| r.end_ms).max().unwrap_or(0);
-    let name = format!("windows-{first:015}-{last:015}.parquet");
+    let name = format::window_file_name(first, last);
     let dst = dir.join(&name);
-    let tmp: PathBuf = dir.join(format!(".{name}.u{}.inprogress", owner.run_uid));
+    let tmp: PathBuf = dir.join(format::in_progress_name(&name, &owner.run_uid));
     let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
-        ArrowField::new("window_start", ts(), false),
-        ArrowField::new("window_end", ts(), false),
+        ArrowField::new(col::WINDOW_START, ts(), false),
+        ArrowField::new(col::WINDOW_END, ts(), false),
         ArrowField::new(&key.name, key_arrow_type(key.ty), false),
-        ArrowField::new("avg_value", DataType::Float64, false),
-        ArrowField::new("count", DataType::Int64, false),
-        ArrowField::new("sum", DataType::Float64, false),
-        ArrowField::new("worker", DataType::Int32, false),
+        ArrowField::new(col::AVG_VALUE, DataType::Float64, false),
+        ArrowField::new(col::COUNT, DataType::Int64, false),
+        ArrowField::new(col::SUM, DataType::Float64, false),
+        ArrowField::new(col::WORKER, DataType::Int32, false),
     ]));
     let mut start_b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut end_b = TimestampMicrosecondBuilder::new().with_timezone("UTC");
@@ -253,12 +254,12 @@ pub fn write_windows(
         .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
     writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
     for (k, v) in [
-        ("streamlake.kind", "aggregates".to_string()),
-        ("streamlake.run_id", owner.run_id.clone()),
-        (RUN_UID, owner.run_uid.clone()),
-        ("streamlake.topic", owner.topic.clone()),
-        ("streamlake.first_window_end_ms", first.to_string()),
-        ("streamlake.last_window_end_ms", last.to_string()),
+        (meta::KIND, meta::KIND_AGGREGATES.to_string()),
+        (meta::RUN_ID, owner.run_id.clone()),
+        (meta::RUN_UID, owner.run_uid.clone()),
+        (meta::TOPIC, owner.topic.clone()),
+        (meta::FIRST_WINDOW_END_MS, first.to_string()),
+        (meta::LAST_WINDOW_END_MS, last.to_string()),
     ] {
         writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
     }
@@ -282,16 +283,19 @@ pub fn write_windows(
 pub fn remove_unmarked(dir: &Path, run_uid: &str, listed: &[String]) -> Result<Vec<PathBuf>, SinkError> {
     let mut removed = Vec::new();
     let Ok(read) = std::fs::read_dir(dir) else { return Ok(removed) };
-    let ours_in_progress = format!(".u{run_uid}.inprogress");
+    let ours_in_progress = format::in_progress_suffix(run_uid);
     for entry in read.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let leftover = name.starts_with(".windows-") && name.ends_with(&ours_in_progress);
-        let unmarked = name.starts_with("windows-") && name.ends_with(".parquet") && !listed.contains(&name);
+        let leftover = name.strip_prefix('.').is_some_and(|n| n.starts_with(format::WINDOW_FILE_PREFIX))
+            && name.ends_with(&ours_in_progress);
+        let unmarked = name.starts_with(format::WINDOW_FILE_PREFIX)
+            && name.ends_with(".parquet")
+            && !listed.contains(&name);
         let ours = leftover
             || (unmarked
-                && meta_keys::read(&path)
-                    .is_ok_and(|kv| kv.iter().any(|(k, v)| k == RUN_UID && v == run_uid)));
+                && meta::read(&path)
+                    .is_ok_and(|kv| kv.iter().any(|(k, v)| k == meta::RUN_UID && v == run_uid)));
         if ours {
             std::fs::remove_file(&path).map_err(io_err("remove unmarked window file", &path))?;
             removed.push(path);
@@ -325,7 +329,7 @@ mod tests {
         assert!(err.contains("belongs to run folder") && err.contains("uid-a"), "{err}");
         // An OUTPUT_PATH that is another job's aggregates folder is refused both ways.
         let nested = root.join("lake/aggregates/a/run_r");
-        std::fs::create_dir_all(a.join("_checkpoint")).unwrap();
+        std::fs::create_dir_all(a.join(format::CHECKPOINT_DIR)).unwrap();
         let err = check_owner(&aggregates_dir(&root.join("lake/a/run_r")).unwrap(), &nested, None);
         assert!(err.is_err());
         let err = check_owner(&a, &root.join("x/y/run_r"), None).unwrap_err().to_string();

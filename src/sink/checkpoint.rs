@@ -5,96 +5,20 @@
 //! to read, not the last one read) never runs ahead of the data. Each entry also carries the
 //! partition's share of every still-open window (`partials`) and its event-time high mark, so a
 //! restart — with any worker count — rebuilds the window state exactly as it was at that offset.
-//! `windows.json` records up to which window end the final rows are written.
+//! `windows.json` records up to which window end the final rows are written. The documents
+//! themselves are defined in [`crate::format::checkpoint`], which `validate` reads too.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::durable::write_atomic;
 use super::{io_err, SinkError};
-use crate::parse::Key;
-
-/// A partition's contribution to one open window: (window end ms, key, sum in 1e-9 units, count).
-pub type Partial = (u64, Key, i128, u64);
+use crate::format;
+pub use crate::format::checkpoint::{Partial, PartitionEntry, WindowsEntry};
 
 /// How many entries to keep per partition; older ones are pruned (the newest is what counts, the
 /// rest are history for people reading the folder).
 const KEEP_ENTRIES: usize = 20;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PartitionEntry {
-    pub partition: i32,
-    /// First offset of the range this commit covers.
-    pub start_offset: i64,
-    /// Next offset to read: everything before it is durably written or quarantined.
-    pub next_offset: i64,
-    /// Kafka records in this commit's range.
-    pub messages: u64,
-    pub rows: u64,
-    pub quarantined: u64,
-    pub late: u64,
-    pub rows_per_key: BTreeMap<String, u64>,
-    pub quarantined_by_reason: BTreeMap<String, u64>,
-    /// Totals since the partition's first commit in this run.
-    pub first_offset: i64,
-    pub total_messages: u64,
-    pub total_rows: u64,
-    pub total_quarantined: u64,
-    pub total_late: u64,
-    /// Largest event time seen in the partition (ms), for the watermark.
-    pub max_event_ms: Option<i64>,
-    pub files: Vec<String>,
-    pub partials: Vec<Partial>,
-    pub worker: usize,
-    pub committed_at: String,
-    /// Offsets of `[start_offset, next_offset)` that were gone from the broker and skipped on
-    /// purpose (`--on-data-loss=skip`); such an entry lists no files.
-    #[serde(default)]
-    pub skipped: u64,
-    /// Every range of this partition ever skipped that way, oldest first, carried forward by
-    /// each later entry so that pruning old entries never turns a recorded loss into a "gap".
-    #[serde(default)]
-    pub skipped_ranges: Vec<(i64, i64)>,
-}
-
-impl PartitionEntry {
-    /// The entry written before a partition's first read: nothing committed yet, resume at `offset`.
-    pub fn start_of(partition: i32, offset: i64, worker: usize) -> Self {
-        PartitionEntry {
-            partition,
-            start_offset: offset,
-            next_offset: offset,
-            messages: 0,
-            rows: 0,
-            quarantined: 0,
-            late: 0,
-            rows_per_key: BTreeMap::new(),
-            quarantined_by_reason: BTreeMap::new(),
-            first_offset: offset,
-            total_messages: 0,
-            total_rows: 0,
-            total_quarantined: 0,
-            total_late: 0,
-            max_event_ms: None,
-            files: Vec::new(),
-            partials: Vec::new(),
-            worker,
-            committed_at: chrono::Utc::now().to_rfc3339(),
-            skipped: 0,
-            skipped_ranges: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct WindowsEntry {
-    /// Every window ending at or before this (ms) has its final row written.
-    pub closed_through_ms: u64,
-    pub files: Vec<String>,
-}
 
 /// The `_checkpoint` folder of one run.
 #[derive(Debug, Clone)]
@@ -104,15 +28,15 @@ pub struct CheckpointDir {
 
 impl CheckpointDir {
     pub fn new(run_dir: &Path) -> Self {
-        CheckpointDir { dir: run_dir.join("_checkpoint") }
+        CheckpointDir { dir: format::checkpoint_dir(run_dir) }
     }
 
     fn partition_dir(&self, partition: i32) -> PathBuf {
-        self.dir.join("partitions").join(format!("p={partition}"))
+        self.dir.join(format::PARTITIONS_DIR).join(format::partition_dir_name(partition))
     }
 
     fn windows_path(&self) -> PathBuf {
-        self.dir.join("windows.json")
+        self.dir.join(format::WINDOWS_FILE)
     }
 
     /// The newest entry of `partition`, or `None` for a partition never committed.
@@ -128,12 +52,12 @@ impl CheckpointDir {
     /// calls it before any worker starts, so a damaged entry stops the whole run before any
     /// partition writes a file. Returns how many partitions have entries.
     pub fn verify_all(&self) -> Result<usize, SinkError> {
-        let dir = self.dir.join("partitions");
+        let dir = self.dir.join(format::PARTITIONS_DIR);
         let Ok(read) = fs::read_dir(&dir) else { return Ok(0) };
         let mut n = 0;
         for entry in read.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(partition) = name.strip_prefix("p=").and_then(|v| v.parse::<i32>().ok()) else {
+            let Some(Ok(partition)) = format::parse_partition_dir_name(&name) else {
                 continue;
             };
             if self.newest_entry(partition, false)?.is_some() {
@@ -169,7 +93,7 @@ impl CheckpointDir {
         }
         let Some((offset, path)) = newest else { return Ok(None) };
         let text = fs::read_to_string(&path).map_err(io_err("read checkpoint", &path))?;
-        let entry: PartitionEntry = serde_json::from_str(&text)
+        let entry = PartitionEntry::from_json(&text)
             .map_err(|e| SinkError::DamagedCheckpoint { path: path.clone(), reason: e.to_string() })?;
         if entry.next_offset != offset || entry.partition != partition {
             return Err(SinkError::DamagedCheckpoint {
@@ -186,7 +110,7 @@ impl CheckpointDir {
     /// Writes an entry durably and prunes old ones.
     pub fn write_partition(&self, entry: &PartitionEntry) -> Result<(), SinkError> {
         let dir = self.partition_dir(entry.partition);
-        let path = dir.join(format!("{:020}.json", entry.next_offset));
+        let path = dir.join(format::entry_file_name(entry.next_offset));
         let bytes = serde_json::to_vec_pretty(entry).unwrap_or_default();
         write_atomic(&path, &bytes, "checkpoint.before_rename")?;
         crate::crash::point("checkpoint.after_rename");
@@ -208,7 +132,7 @@ impl CheckpointDir {
     pub fn load_windows(&self) -> Result<WindowsEntry, SinkError> {
         let path = self.windows_path();
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
+            Ok(text) => WindowsEntry::from_json(&text)
                 .map_err(|e| SinkError::DamagedCheckpoint { path: path.clone(), reason: e.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WindowsEntry::default()),
             Err(e) => Err(SinkError::Io { doing: "read checkpoint", path, source: e }),
@@ -226,10 +150,15 @@ impl CheckpointDir {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::format::checkpoint::ENTRY_VERSION;
+    use crate::parse::Key;
 
     fn entry(p: i32, next: i64) -> PartitionEntry {
         PartitionEntry {
+            version: ENTRY_VERSION,
             partition: p,
             start_offset: 0,
             next_offset: next,

@@ -5,14 +5,20 @@
 //! they describe.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
 use super::{io_err, SinkError};
+use crate::util;
+
+impl From<util::fs::FsError> for SinkError {
+    fn from(e: util::fs::FsError) -> Self {
+        SinkError::Io { doing: e.step.doing(), path: e.path, source: e.source }
+    }
+}
 
 /// fsyncs a folder so that renames and creations inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir).and_then(|f| f.sync_all()).map_err(io_err("sync folder", dir))
+    Ok(util::fs::sync_dir(dir)?)
 }
 
 /// At most this many threads fsync at once for one commit (a commit has a file and a folder per
@@ -27,25 +33,11 @@ const MAX_SYNC_THREADS: usize = 16;
 /// concurrent ones p99 9 ms (max 79 ms); a raw commit fsyncs one file and one folder per id, on
 /// the worker's thread, so this is event → committed latency directly.
 pub fn sync_all_concurrently(files: &[(&File, &Path)], doing: &'static str) -> Result<(), SinkError> {
-    let sync = |chunk: &[(&File, &Path)]| -> Result<(), SinkError> {
-        for (f, path) in chunk {
-            f.sync_all().map_err(io_err(doing, path))?;
-        }
-        Ok(())
-    };
-    if files.len() <= 1 {
-        return sync(files);
-    }
-    let per_thread = files.len().div_ceil(MAX_SYNC_THREADS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files.chunks(per_thread).map(|chunk| s.spawn(move || sync(chunk))).collect();
-        // Join every thread before returning, also after a failure: no fsync outlives the call.
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect();
-        results.into_iter().collect()
-    })
+    // Every fsync is attempted and joined before returning, also after a failure: no fsync
+    // outlives the call. The first failure in item order is the one reported.
+    util::fanout::map(files, MAX_SYNC_THREADS, |(f, path)| f.sync_all().map_err(io_err(doing, path)))
+        .into_iter()
+        .collect()
 }
 
 /// fsyncs several folders at once (see [`sync_all_concurrently`]); duplicates are synced once.
@@ -73,16 +65,7 @@ pub fn publish(tmp: &Path, dst: &Path) -> Result<(), SinkError> {
 /// Atomically replaces `dst` with `bytes`; `crash_point` names the moment between the durable
 /// temp file and the rename (see [`crate::crash`]).
 pub fn write_atomic(dst: &Path, bytes: &[u8], crash_point: &'static str) -> Result<(), SinkError> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
-    let name = dst.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(f);
-    crate::crash::point(crash_point);
-    publish(&tmp, dst)
+    Ok(util::fs::write_atomic(dst, bytes, || crate::crash::point(crash_point))?)
 }
 
 /// Creates `dir` (and parents) and makes its entry durable in the parent folder.

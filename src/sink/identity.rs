@@ -27,12 +27,9 @@ use super::durable::sync_dir;
 use super::{io_err, SinkError};
 use crate::spec::Spec;
 
-/// The on-disk format this build writes. 1: before identity.json (refused by `run`, still read
-/// by `validate`); 2: identity.json, run_uid in every file, aggregates inside the run folder.
-pub const FORMAT_VERSION: u32 = 2;
-
-/// File name inside `_checkpoint/`.
-pub const IDENTITY_FILE: &str = "identity.json";
+/// The on-disk format this build writes, and the identity's file name inside `_checkpoint/`:
+/// both defined in [`crate::format`].
+pub use crate::format::{FORMAT_VERSION, IDENTITY_FILE};
 
 /// One schema field as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,7 +206,7 @@ fn describe(differences: &[(String, String, String)]) -> String {
 }
 
 fn identity_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("_checkpoint").join(IDENTITY_FILE)
+    crate::format::checkpoint_dir(run_dir).join(IDENTITY_FILE)
 }
 
 /// Reads the recorded identity, if any.
@@ -235,11 +232,11 @@ pub fn load(run_dir: &Path) -> Result<Option<RunIdentity>, IdentityError> {
 
 /// Whether the run folder holds committed state of a format-1 run (entries, no identity).
 fn has_legacy_state(run_dir: &Path) -> bool {
-    let cp = run_dir.join("_checkpoint");
-    if cp.join("windows.json").exists() {
+    let cp = crate::format::checkpoint_dir(run_dir);
+    if cp.join(crate::format::WINDOWS_FILE).exists() {
         return true;
     }
-    fs::read_dir(cp.join("partitions")).is_ok_and(|mut parts| {
+    fs::read_dir(cp.join(crate::format::PARTITIONS_DIR)).is_ok_and(|mut parts| {
         parts.any(|p| {
             p.ok().and_then(|p| fs::read_dir(p.path()).ok()).is_some_and(|mut files| {
                 files.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().ends_with(".json")))
@@ -277,7 +274,7 @@ pub fn establish(run_dir: &Path, expected: RunIdentity) -> Result<RunIdentity, I
     if let Some(recorded) = check(run_dir, &expected)? {
         return Ok(recorded);
     }
-    let dir = run_dir.join("_checkpoint");
+    let dir = crate::format::checkpoint_dir(run_dir);
     fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
     let path = identity_path(run_dir);
     let tmp = dir.join(format!(".{IDENTITY_FILE}.{}.tmp", expected.run_uid));

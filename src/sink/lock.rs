@@ -24,7 +24,7 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock of `process` in `run_dir`, or says who holds it.
     pub fn acquire(run_dir: &Path, process: usize) -> Result<RunLock, SinkError> {
-        let dir = run_dir.join("_checkpoint").join("locks");
+        let dir = crate::format::checkpoint_dir(run_dir).join(crate::format::LOCKS_DIR);
         fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
         let path = dir.join(format!("process-{process}.lock"));
         let mut file = OpenOptions::new()

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -26,12 +25,16 @@ use parquet::schema::types::ColumnPath;
 
 use super::durable::{create_dir_durable, publish, sync_all_concurrently, sync_dir, sync_dirs};
 use super::{io_err, SinkError};
+use crate::format::{self, meta};
+pub use crate::format::{parse_part_file_name, part_file_name};
 use crate::parse::json::{RecordParser, Slot};
 use crate::parse::{Key, KeyRef};
-use crate::spec::{ColumnType, Field};
+use crate::spec::Field;
 
-/// Rows buffered in Arrow builders before they go to the Parquet writer.
-const BATCH_ROWS: usize = 8192;
+mod columns;
+
+pub use columns::key_arrow_type;
+use columns::{arrow_type, ColBuilder, BATCH_ROWS};
 
 /// Everything about the raw dataset that does not change per partition.
 #[derive(Debug)]
@@ -48,22 +51,6 @@ pub struct RawLayout {
     /// Schema of the files: the declared fields minus the partition column.
     pub file_schema: SchemaRef,
     pub quarantine_schema: SchemaRef,
-}
-
-fn arrow_type(ty: ColumnType) -> DataType {
-    match ty {
-        ColumnType::Int32 => DataType::Int32,
-        ColumnType::Int64 => DataType::Int64,
-        ColumnType::Float64 => DataType::Float64,
-        ColumnType::String => DataType::Utf8,
-        ColumnType::Bool => DataType::Boolean,
-        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    }
-}
-
-/// The Arrow type of a key column (for the aggregates dataset).
-pub fn key_arrow_type(ty: ColumnType) -> DataType {
-    arrow_type(ty)
 }
 
 impl RawLayout {
@@ -130,75 +117,7 @@ impl RawLayout {
     }
 
     pub fn quarantine_dir(&self) -> PathBuf {
-        self.run_dir.join("_quarantine")
-    }
-}
-
-/// Name of the committed file for a partition range (without folder).
-pub fn part_file_name(partition: i32, start: i64, end: i64, worker: usize) -> String {
-    format!("part-p{partition:03}-o{start:012}-{end:012}-w{worker:03}.parquet")
-}
-
-/// Parses `part-p<P>-o<START>-<END>-w<W>.parquet` back into (partition, start, end).
-pub fn parse_part_file_name(name: &str) -> Option<(i32, i64, i64)> {
-    let rest = name.strip_prefix("part-p")?.strip_suffix(".parquet")?;
-    let (p, rest) = rest.split_once("-o")?;
-    let (start, rest) = rest.split_once('-')?;
-    let (end, _worker) = rest.split_once("-w")?;
-    Some((p.parse().ok()?, start.parse().ok()?, end.parse().ok()?))
-}
-
-enum ColBuilder {
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float64(Float64Builder),
-    Str(StringBuilder),
-    Bool(BooleanBuilder),
-    Ts(TimestampMicrosecondBuilder),
-}
-
-impl ColBuilder {
-    fn new(ty: ColumnType) -> Self {
-        match ty {
-            ColumnType::Int32 => ColBuilder::Int32(Int32Builder::with_capacity(BATCH_ROWS)),
-            ColumnType::Int64 => ColBuilder::Int64(Int64Builder::with_capacity(BATCH_ROWS)),
-            ColumnType::Float64 => ColBuilder::Float64(Float64Builder::with_capacity(BATCH_ROWS)),
-            ColumnType::String => ColBuilder::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
-            ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
-            ColumnType::Timestamp => {
-                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"))
-            }
-        }
-    }
-
-    #[inline]
-    fn append(&mut self, slot: Slot, text: &str) {
-        match (self, slot) {
-            (ColBuilder::Int32(b), Slot::Int(v)) => b.append_value(v as i32),
-            (ColBuilder::Int64(b), Slot::Int(v)) => b.append_value(v),
-            (ColBuilder::Float64(b), Slot::Float(v)) => b.append_value(v),
-            (ColBuilder::Float64(b), Slot::Int(v)) => b.append_value(v as f64),
-            (ColBuilder::Str(b), Slot::Str { .. }) => b.append_value(text),
-            (ColBuilder::Bool(b), Slot::Bool(v)) => b.append_value(v),
-            (ColBuilder::Ts(b), Slot::TimestampMicros(v)) => b.append_value(v),
-            (ColBuilder::Int32(b), _) => b.append_null(),
-            (ColBuilder::Int64(b), _) => b.append_null(),
-            (ColBuilder::Float64(b), _) => b.append_null(),
-            (ColBuilder::Str(b), _) => b.append_null(),
-            (ColBuilder::Bool(b), _) => b.append_null(),
-            (ColBuilder::Ts(b), _) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColBuilder::Int32(b) => Arc::new(b.finish()),
-            ColBuilder::Int64(b) => Arc::new(b.finish()),
-            ColBuilder::Float64(b) => Arc::new(b.finish()),
-            ColBuilder::Str(b) => Arc::new(b.finish()),
-            ColBuilder::Bool(b) => Arc::new(b.finish()),
-            ColBuilder::Ts(b) => Arc::new(b.finish()),
-        }
+        self.run_dir.join(format::QUARANTINE_DIR)
     }
 }
 
@@ -309,9 +228,11 @@ impl PartitionFiles {
         }
         let dir = self.layout.run_dir.join(self.layout.key_dir(key));
         create_dir_durable(&dir)?;
-        let tmp = dir.join(format!(
-            ".part-p{:03}-o{:012}-w{:03}.parquet.u{}.inprogress",
-            self.partition, self.start_offset, self.layout.worker, self.layout.run_uid
+        let tmp = dir.join(format::part_in_progress_name(
+            self.partition,
+            self.start_offset,
+            self.layout.worker,
+            &self.layout.run_uid,
         ));
         let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         let writer = ArrowWriter::try_new(
@@ -386,18 +307,18 @@ impl PartitionFiles {
             messages: self.messages,
             ..Default::default()
         };
-        let meta = |rows: u64, kind: &str| {
+        let footer = |rows: u64, kind: &str| {
             vec![
-                ("streamlake.topic", layout.topic.clone()),
-                ("streamlake.partition", self.partition.to_string()),
-                ("streamlake.start_offset", self.start_offset.to_string()),
-                ("streamlake.end_offset", next_offset.to_string()),
-                ("streamlake.rows", rows.to_string()),
-                ("streamlake.range_messages", self.messages.to_string()),
-                ("streamlake.worker", layout.worker.to_string()),
-                ("streamlake.run_id", layout.run_id.clone()),
-                (meta_keys::RUN_UID, layout.run_uid.clone()),
-                ("streamlake.kind", kind.to_string()),
+                (meta::TOPIC, layout.topic.clone()),
+                (meta::PARTITION, self.partition.to_string()),
+                (meta::START_OFFSET, self.start_offset.to_string()),
+                (meta::END_OFFSET, next_offset.to_string()),
+                (meta::ROWS, rows.to_string()),
+                (meta::RANGE_MESSAGES, self.messages.to_string()),
+                (meta::WORKER, layout.worker.to_string()),
+                (meta::RUN_ID, layout.run_id.clone()),
+                (meta::RUN_UID, layout.run_uid.clone()),
+                (meta::KIND, kind.to_string()),
             ]
         };
         // Footers first, then every file's fsync at once, then the renames: each file is durable
@@ -405,7 +326,7 @@ impl PartitionFiles {
         let mut closed = Vec::with_capacity(self.files.len());
         for mut file in self.files.drain(..) {
             file.flush_batch(&layout.file_schema)?;
-            for (k, v) in meta(file.rows, "raw") {
+            for (k, v) in footer(file.rows, meta::KIND_RAW) {
                 file.writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
             }
             crate::crash::point("raw.before_footer");
@@ -440,9 +361,9 @@ impl PartitionFiles {
             }
             stats.quarantined = records.len() as u64;
             let dst = dir.join(&name);
-            self.write_quarantine(&records, &dst, meta(records.len() as u64, "quarantine"))?;
+            self.write_quarantine(&records, &dst, footer(records.len() as u64, meta::KIND_QUARANTINE))?;
             dirs.push(dir);
-            stats.files.push(format!("_quarantine/{name}"));
+            stats.files.push(format!("{}/{name}", format::QUARANTINE_DIR));
         }
         sync_dirs(&dirs)?;
         crate::crash::point("raw.after_rename");
@@ -456,12 +377,11 @@ impl PartitionFiles {
         &self,
         records: &[QuarantinedRecord],
         dst: &Path,
-        meta: Vec<(&str, String)>,
+        footer: Vec<(&str, String)>,
     ) -> Result<(), SinkError> {
-        let tmp = dst.with_file_name(format!(
-            ".{}.u{}.inprogress",
+        let tmp = dst.with_file_name(format::in_progress_name(
             dst.file_name().and_then(|n| n.to_str()).unwrap_or("q"),
-            self.layout.run_uid
+            &self.layout.run_uid,
         ));
         let now = chrono::Utc::now().timestamp_micros();
         let mut partition = Int32Builder::new();
@@ -496,7 +416,7 @@ impl PartitionFiles {
         )
         .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
         writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        for (k, v) in meta {
+        for (k, v) in footer {
             writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
         }
         let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
@@ -531,12 +451,13 @@ pub fn remove_uncommitted(
     let run_dir = &layout.run_dir;
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(run_dir) else { return Ok(removed) };
-    let prefix_tmp = format!(".part-p{partition:03}-");
-    let suffix_tmp = format!(".u{}.inprogress", layout.run_uid);
+    let prefix_tmp = format::part_in_progress_prefix(partition);
+    let suffix_tmp = format::in_progress_suffix(&layout.run_uid);
     for entry in entries.flatten() {
         let dir = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !dir.is_dir() || name.starts_with('.') || (name.starts_with('_') && name != "_quarantine") {
+        if !dir.is_dir() || name.starts_with('.') || (name.starts_with('_') && name != format::QUARANTINE_DIR)
+        {
             continue;
         }
         let Ok(files) = fs::read_dir(&dir) else { continue };
@@ -569,39 +490,9 @@ pub fn remove_uncommitted(
 
 /// Whether the Parquet file at `path` says it was written by this run for `partition`.
 fn written_by(path: &Path, layout: &RawLayout, partition: i32) -> bool {
-    let Ok(meta) = meta_keys::read(path) else { return false };
-    let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    get(meta_keys::RUN_UID) == Some(layout.run_uid.as_str())
-        && get("streamlake.topic") == Some(layout.topic.as_str())
-        && get("streamlake.partition") == Some(partition.to_string().as_str())
-}
-
-/// The key-value metadata streamlake writes into its Parquet footers.
-pub mod meta_keys {
-    use std::path::Path;
-
-    /// The run folder's `run_uid`: which run wrote the file.
-    pub const RUN_UID: &str = "streamlake.run_uid";
-
-    /// A file's key-value metadata (footer only).
-    pub fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let reader = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
-        let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
-        Ok(kv.into_iter().filter_map(|kv| kv.value.map(|v| (kv.key, v))).collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_names_round_trip() {
-        let n = part_file_name(2, 100, 250, 3);
-        assert_eq!(n, "part-p002-o000000000100-000000000250-w003.parquet");
-        assert_eq!(parse_part_file_name(&n), Some((2, 100, 250)));
-        assert_eq!(parse_part_file_name("part-0000.parquet"), None);
-    }
+    let Ok(kv) = meta::read(path) else { return false };
+    let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    get(meta::RUN_UID) == Some(layout.run_uid.as_str())
+        && get(meta::TOPIC) == Some(layout.topic.as_str())
+        && get(meta::PARTITION) == Some(partition.to_string().as_str())
 }

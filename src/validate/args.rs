@@ -16,6 +16,13 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "DIR", env = "OUTPUT_PATH", default_value = "data/output/parquet")]
     pub path: PathBuf,
 
+    /// Pipeline definition the dataset was written with, as given to `run --dataflow`: its key
+    /// column is what rows are counted per, its value column what is counted and averaged, its
+    /// time column what the audit assigns windows by. Default: the original platform's pipeline,
+    /// `dataflows/events.toml`, built in (key `id`, value `value`, time `ts`).
+    #[arg(long, value_name = "FILE")]
+    pub dataflow: Option<PathBuf>,
+
     /// Run again and again on the wall-clock grid instead of once, e.g. `5m` runs at :00, :05,
     /// :10, ... (UTC-aligned, like the DAG's cron `*/5 * * * *`), `2s` on even seconds. The first
     /// run starts at once; runs missed because one took too long are skipped, not caught up.
@@ -45,7 +52,14 @@ pub struct ValidateArgs {
 impl ValidateArgs {
     /// Options for one run over `path` with every switch off (for tests and embedding).
     pub fn for_path(path: impl Into<PathBuf>) -> Self {
-        ValidateArgs { path: path.into(), every: None, incremental: false, audit: false, json: false }
+        ValidateArgs {
+            path: path.into(),
+            dataflow: None,
+            every: None,
+            incremental: false,
+            audit: false,
+            json: false,
+        }
     }
 }
 
@@ -105,6 +119,9 @@ mod tests {
         let cli =
             Cli::parse_from(["x", "--path", "/d", "--every", "5m", "--incremental", "--audit", "--json"]);
         assert_eq!(cli.v.path, PathBuf::from("/d"));
+        assert_eq!(cli.v.dataflow, None);
+        let flow = Cli::parse_from(["x", "--dataflow", "dataflows/sensors.toml"]);
+        assert_eq!(flow.v.dataflow, Some(PathBuf::from("dataflows/sensors.toml")));
         assert_eq!(cli.v.every, Some(Duration::from_secs(300)));
         assert!(cli.v.incremental && cli.v.audit && cli.v.json);
         assert!(Cli::try_parse_from(["x", "--every", "0s"]).is_err());

@@ -2,8 +2,8 @@
 //! how many were dropped as late, and how many wait in windows still open — from the files alone.
 //!
 //! - On time: the `count` of the window's final row in `<P>/../aggregates/run_<ID>/windows-*.parquet`.
-//! - Raw: rows of the run's committed raw files whose timestamp column falls in the window (the key
-//!   comes from the `id=K` folder).
+//! - Raw: rows of the run's committed raw files whose time column (the dataflow's) falls in the
+//!   window (the key comes from the `<key>=K` folder).
 //! - A window is *closed* when its end is at or before `closed_through_ms` of
 //!   `run_<ID>/_checkpoint/windows.json`; then late-dropped = raw − on time, which can never be
 //!   negative (a window aggregating rows that exist nowhere raw is a problem). Rows of a window that
@@ -21,19 +21,19 @@ use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use chrono::{DateTime, SecondsFormat};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::audit::{Problem, ProblemKind};
 use super::discover::{is_hidden, PartValue};
 use super::scan::parallel_map;
+use crate::format::aggregate_columns::{AVG_VALUE, COUNT, SUM, WINDOW_END, WINDOW_START};
+use crate::format::checkpoint::WindowsEntry;
+use crate::format::{self, IDENTITY_FILE};
 
 /// Window size when no aggregate row tells it (the seed dataflow's `size = "10s"`).
 pub const DEFAULT_WINDOW_MS: i64 = 10_000;
 
-const WINDOW_START: &str = "window_start";
-const WINDOW_END: &str = "window_end";
-const COUNT: &str = "count";
-const AGGREGATE_VALUES: [&str; 5] = [WINDOW_START, WINDOW_END, "avg_value", COUNT, "sum"];
+const AGGREGATE_VALUES: [&str; 5] = [WINDOW_START, WINDOW_END, AVG_VALUE, COUNT, SUM];
 
 /// Whether a window's final row is written (`closed`) or it may still receive records (`open`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -77,6 +77,8 @@ pub struct RunInput<'a> {
     /// Run folder name (`run_e2e`, or `.` when `--path` is the run folder itself).
     pub run: &'a str,
     pub dir: &'a Path,
+    /// The dataflow's event-time column; files without it are read by their first TIMESTAMP.
+    pub time_column: &'a str,
     /// Committed raw files: path and key folder (`id=3`).
     pub raw_files: Vec<(PathBuf, String)>,
     /// Raw files whose footer could not be read (so their rows are not counted).
@@ -87,24 +89,18 @@ pub struct RunInput<'a> {
     pub checkpoint_late: u64,
 }
 
-#[derive(Debug, Deserialize)]
-struct WindowsJson {
-    #[serde(default)]
-    closed_through_ms: u64,
-}
-
 /// Where `streamlake run` put the aggregates of the run folder `dir` (`P/run_X`): format 2
 /// (`_checkpoint/identity.json` exists) `P/../aggregates/<name of P>/run_X`, as
 /// `sink::aggregates::aggregates_dir`; format 1 `P/../aggregates/run_X`, so that old run folders
 /// stay auditable.
 pub fn aggregates_dir(dir: &Path) -> Option<PathBuf> {
-    if dir.join("_checkpoint").join(crate::sink::identity::IDENTITY_FILE).is_file() {
+    if format::checkpoint_dir(dir).join(IDENTITY_FILE).is_file() {
         let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         return crate::sink::aggregates::aggregates_dir(&dir);
     }
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let name = dir.file_name()?;
-    Some(dir.parent()?.parent()?.join("aggregates").join(name))
+    Some(dir.parent()?.parent()?.join(format::AGGREGATES_DIR).join(name))
 }
 
 /// One aggregate row: window bounds (ms), key, count.
@@ -176,9 +172,9 @@ pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
         files,
     };
 
-    let windows_path = input.dir.join("_checkpoint").join("windows.json");
+    let windows_path = format::checkpoint_dir(input.dir).join(format::WINDOWS_FILE);
     let closed_through: Option<i64> = match fs::read_to_string(&windows_path) {
-        Ok(text) => match serde_json::from_str::<WindowsJson>(&text) {
+        Ok(text) => match WindowsEntry::from_json(&text) {
             Ok(w) => Some(i64::try_from(w.closed_through_ms).unwrap_or(i64::MAX)),
             Err(e) => {
                 out.warnings.push(format!(
@@ -245,7 +241,7 @@ pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
     }
 
     let mut raw: BTreeMap<(i64, PartValue), u64> = BTreeMap::new();
-    let counted = parallel_map(&input.raw_files, |(path, _)| window_counts(path, size_ms));
+    let counted = parallel_map(&input.raw_files, |(path, _)| window_counts(path, input.time_column, size_ms));
     let mut unreadable = input.unreadable_raw;
     for ((path, folder), counts) in input.raw_files.iter().zip(counted) {
         let key = folder.split_once('=').map_or(PartValue::Null, |(_, v)| PartValue::from_folder(v));
@@ -324,11 +320,16 @@ fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, String> 
     ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("cannot read Parquet: {e}"))
 }
 
-/// Rows per window end (ms) of one raw file, by its (first) TIMESTAMP column.
-fn window_counts(path: &Path, size_ms: i64) -> Result<BTreeMap<i64, u64>, String> {
+/// Rows per window end (ms) of one raw file, by its `time_column` (or, in files without it, its
+/// first TIMESTAMP column).
+fn window_counts(path: &Path, time_column: &str, size_ms: i64) -> Result<BTreeMap<i64, u64>, String> {
     let builder = reader(path)?;
-    let Some(ts) =
-        builder.schema().fields().iter().position(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+    let fields = builder.schema().fields();
+    let is_time = |f: &arrow::datatypes::FieldRef| matches!(f.data_type(), DataType::Timestamp(..));
+    let Some(ts) = fields
+        .iter()
+        .position(|f| f.name() == time_column && is_time(f))
+        .or_else(|| fields.iter().position(is_time))
     else {
         return Err("no TIMESTAMP column, so its rows have no window".to_string());
     };
@@ -470,7 +471,7 @@ mod tests {
     fn aggregates_sit_beside_the_raw_dataset_keyed_by_its_name_from_format_2() {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path().join("parquet/run_e2e");
-        fs::create_dir_all(run.join("_checkpoint")).unwrap();
+        fs::create_dir_all(run.join(format::CHECKPOINT_DIR)).unwrap();
         let root = fs::canonicalize(tmp.path()).unwrap();
         assert_eq!(aggregates_dir(&run), Some(root.join("aggregates/run_e2e")), "format 1");
         fs::write(run.join("_checkpoint/identity.json"), b"{}").unwrap();

@@ -59,4 +59,9 @@ pub enum ValidateError {
          this partition: restore the entry or move it away so that the previous one counts"
     )]
     Checkpoint { path: PathBuf, reason: String },
+    #[error(
+        "{0}; --dataflow must name the pipeline definition the dataset was written with, as given to `run \
+         --dataflow` (without it, the built-in dataflows/events.toml)"
+    )]
+    Dataflow(#[from] crate::error::ConfigError),
 }

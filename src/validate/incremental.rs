@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::discover::{DataFile, PartValue};
 use super::error::ValidateError;
 use super::report::{IdStats, IncrementalInfo};
-use super::scan::FileAggregate;
+use super::scan::{Columns, FileAggregate};
 
 /// File name of the state, inside `_reports/`.
 pub const STATE_FILE: &str = "_state.json";
@@ -44,10 +44,24 @@ pub struct StateTotal {
 pub struct State {
     pub version: u32,
     pub updated_at: String,
+    /// The key and value columns the aggregates are of (`--dataflow`); absent in states written
+    /// before the option existed, which were all of the seed's `id` and `value`.
+    #[serde(default = "seed_key")]
+    pub key: String,
+    #[serde(default = "seed_value")]
+    pub value: String,
     pub total_rows: u64,
     pub per_id: Vec<StateTotal>,
     /// Keyed by path relative to the dataset root.
     pub files: BTreeMap<String, FileState>,
+}
+
+fn seed_key() -> String {
+    "id".to_string()
+}
+
+fn seed_value() -> String {
+    "value".to_string()
 }
 
 /// Which files to read and which aggregates to take from the state.
@@ -79,7 +93,7 @@ fn load(path: &Path) -> Result<Option<State>, String> {
 }
 
 /// Decides what to read, given the state at `state_path` and the current listing.
-pub fn plan(state_path: &Path, files: &[DataFile]) -> Plan {
+pub fn plan(state_path: &Path, files: &[DataFile], columns: &Columns) -> Plan {
     let mut plan = Plan {
         info: IncrementalInfo { state_file: state_path.display().to_string(), ..Default::default() },
         ..Default::default()
@@ -100,6 +114,14 @@ pub fn plan(state_path: &Path, files: &[DataFile]) -> Plan {
             return plan;
         }
     };
+    if (state.key.as_str(), state.value.as_str()) != (columns.key.as_str(), columns.value.as_str()) {
+        let reason = format!(
+            "the state counts `{}` per `{}`, this run `{}` per `{}` (another --dataflow)",
+            state.value, state.key, columns.value, columns.key
+        );
+        all(&mut plan, reason);
+        return plan;
+    }
     let present: std::collections::BTreeSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
     plan.info.disappeared = state.files.keys().filter(|k| !present.contains(k.as_str())).cloned().collect();
     if !plan.info.disappeared.is_empty() {
@@ -137,10 +159,13 @@ pub fn save(
     per_id: &[IdStats],
     total_rows: u64,
     now: &str,
+    columns: &Columns,
 ) -> Result<(), ValidateError> {
     let state = State {
         version: STATE_VERSION,
         updated_at: now.to_string(),
+        key: columns.key.clone(),
+        value: columns.value.clone(),
         total_rows,
         per_id: per_id.iter().map(|s| StateTotal { id: s.id.clone(), count: s.count, sum: s.sum }).collect(),
         files: files

@@ -2,13 +2,15 @@
 //! original platform's Airflow DAG `spark_parquet_validation_dag`, without Airflow or pandas.
 //!
 //! One run lists the committed data files ([`discover`]), previews the first rows and folds count
-//! and mean of `value` per `id` from per-file aggregates read in parallel ([`scan`]), optionally
-//! reusing what earlier runs read ([`incremental`]) and auditing exactly-once delivery from file
+//! and mean of the value column per key from per-file aggregates read in parallel ([`scan`]);
+//! which columns those are comes from the dataflow file (`--dataflow`, as `run` takes it; `value`
+//! per `id` for the built-in seed pipeline). Optionally it reuses
+//! what earlier runs read ([`incremental`]) and audits exactly-once delivery from file
 //! metadata and checkpoint entries ([`audit`]). The [`report::Report`] is printed as tables or
 //! JSON and saved to `<DIR>/_reports/`. [`schedule`] repeats runs on a wall-clock grid (`--every`).
 //!
 //! Exit codes: 0 fine (also: path missing, no files yet, as the DAG), 1 a file could not be read,
-//! 2 the `id` or `value` column is missing, 3 the audit found a problem; the highest applies.
+//! 2 the key or value column is missing, 3 the audit found a problem; the highest applies.
 
 pub mod args;
 pub mod audit;
@@ -21,9 +23,8 @@ pub mod scan;
 pub mod schedule;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -32,10 +33,21 @@ use discover::DataFile;
 pub use error::ValidateError;
 use report::FileProblem;
 pub use report::{Report, Status};
-use scan::{FileAggregate, ID_COLUMN, VALUE_COLUMN};
+use scan::{Columns, FileAggregate};
+
+use crate::spec::{Spec, EVENTS_TOML};
+use crate::util::fs::{FsError, Step};
 
 /// Folder (inside the dataset) where reports and the incremental state are kept.
 pub const REPORTS_DIR: &str = "_reports";
+
+/// The dataflow `--dataflow` names, or the built-in seed pipeline, as `run` loads it.
+pub fn load_dataflow(path: Option<&Path>) -> Result<Spec, ValidateError> {
+    Ok(match path {
+        Some(path) => Spec::load(path)?,
+        None => Spec::parse(EVENTS_TOML, Path::new("dataflows/events.toml"))?,
+    })
+}
 /// Rows in the preview, as the DAG's `df.head(10)`.
 pub const HEAD_ROWS: usize = 10;
 
@@ -77,8 +89,11 @@ fn run_once(args: &ValidateArgs) -> anyhow::Result<i32> {
 /// does not exist). Problems with data files are in the report; only problems with the folder or
 /// the report itself are errors.
 pub fn validate(args: &ValidateArgs, now: DateTime<Utc>) -> Result<Report, ValidateError> {
+    // The dataflow first: a wrong --dataflow is an error even before the dataset exists.
+    let columns = Columns::of(&load_dataflow(args.dataflow.as_deref())?);
     let root = args.path.as_path();
     let mut report = Report::new(root, now.to_rfc3339_opts(SecondsFormat::Secs, true));
+    report.key = columns.key.clone();
     match fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.raise(Status::PathMissing);
@@ -96,10 +111,10 @@ pub fn validate(args: &ValidateArgs, now: DateTime<Utc>) -> Result<Report, Valid
         report.raise(Status::NoFiles);
         report.messages.push(format!("[validate] No .parquet files found under: {}", root.display()));
     } else {
-        scan_files(args, root, &listing.files, &mut report)?;
+        scan_files(args, &columns, root, &listing.files, &mut report)?;
     }
     if args.audit {
-        let audit = audit::audit(root)?;
+        let audit = audit::audit(root, &columns)?;
         if !audit.ok {
             report.raise(Status::AuditFailed);
         }
@@ -113,6 +128,7 @@ pub fn validate(args: &ValidateArgs, now: DateTime<Utc>) -> Result<Report, Valid
 /// columns and unreadable files.
 fn scan_files(
     args: &ValidateArgs,
+    columns: &Columns,
     root: &Path,
     files: &[DataFile],
     report: &mut Report,
@@ -121,12 +137,12 @@ fn scan_files(
 
     let state_path = root.join(REPORTS_DIR).join(incremental::STATE_FILE);
     let mut plan = if args.incremental {
-        incremental::plan(&state_path, files)
+        incremental::plan(&state_path, files, columns)
     } else {
         incremental::Plan { to_read: (0..files.len()).collect(), ..Default::default() }
     };
     let to_read: Vec<&DataFile> = plan.to_read.iter().map(|&i| &files[i]).collect();
-    let results = scan::parallel_map(&to_read, |f| scan::aggregate_file(f));
+    let results = scan::parallel_map(&to_read, |f| scan::aggregate_file(f, columns));
     let mut fresh: BTreeMap<usize, Result<FileAggregate, ValidateError>> =
         plan.to_read.iter().copied().zip(results).collect();
 
@@ -145,10 +161,10 @@ fn scan_files(
     }
 
     // Columns as a dataset reader sees them: partition folders first, then file columns.
-    let mut columns: Vec<String> = Vec::new();
+    let mut present: Vec<String> = Vec::new();
     let mut add_column = |name: &str| {
-        if !columns.iter().any(|c| c == name) {
-            columns.push(name.to_string());
+        if !present.iter().any(|c| c == name) {
+            present.push(name.to_string());
         }
     };
     for file in files {
@@ -161,14 +177,14 @@ fn scan_files(
             add_column(name);
         }
     }
-    report.columns = columns;
+    report.columns = present;
     report.fold(aggregates.iter().flatten());
 
     if !report.unreadable.is_empty() {
         report.raise(Status::UnreadableFiles);
     }
     let read_any = aggregates.iter().any(Option::is_some);
-    let missing: Vec<&str> = [ID_COLUMN, VALUE_COLUMN]
+    let missing: Vec<&str> = [columns.key.as_str(), columns.value.as_str()]
         .into_iter()
         .filter(|c| !report.columns.iter().any(|have| have == c))
         .collect();
@@ -176,10 +192,18 @@ fn scan_files(
         report.raise(Status::MissingColumns);
         let missing: Vec<String> = missing.iter().map(|c| format!("'{c}'")).collect();
         report.messages.push(format!(
-            "[validate] Expected columns 'id' and 'value' not found in the dataset (missing: {}).",
+            "[validate] Expected columns '{}' and '{}' not found in the dataset (missing: {}).",
+            columns.key,
+            columns.value,
             missing.join(", ")
         ));
         report.messages.push(format!("[validate] Columns present: {:?}", report.columns));
+        if let Some(flow) = &args.dataflow {
+            report.messages.push(format!(
+                "[validate] The columns come from --dataflow {}: give the dataflow file the job ran with.",
+                flow.display()
+            ));
+        }
     }
 
     if args.incremental {
@@ -193,6 +217,7 @@ fn scan_files(
             &report.per_id,
             report.total_rows,
             &report.generated_at,
+            columns,
         )?;
         report.incremental = Some(plan.info);
     }
@@ -215,24 +240,13 @@ fn save_report(root: &Path, report: &mut Report, now: DateTime<Utc>) -> Result<(
     write_atomic(&path, &bytes)
 }
 
-/// Writes `bytes` to `dst` through a hidden temp file, fsync and rename, so readers never see a
-/// partial file.
+/// Writes `bytes` to `dst` through a hidden temp file, fsync and rename (see
+/// [`crate::util::fs::write_atomic`]), so readers never see a partial file.
 pub(crate) fn write_atomic(dst: &Path, bytes: &[u8]) -> Result<(), ValidateError> {
-    let dir = dst.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ValidateError::Write { path, source }
-    };
-    fs::create_dir_all(&dir).map_err(write_err(&dir))?;
-    let name = dst.file_name().map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(write_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, dst).map_err(write_err(dst))?;
-    // Make the rename durable; a failure here loses at most this report, so it is not an error.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
+    match crate::util::fs::write_atomic(dst, bytes, || {}) {
+        // The rename is done; a failure to make it durable loses at most this report (or state,
+        // which the next run rebuilds), so it is not an error.
+        Ok(()) | Err(FsError { step: Step::SyncFolder, .. }) => Ok(()),
+        Err(FsError { path, source, .. }) => Err(ValidateError::Write { path, source }),
     }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use super::audit::AuditReport;
 use super::discover::PartValue;
 use super::scan::{FileAggregate, Head};
 
-/// Exit code when the dataset lacks the `id` or `value` column.
+/// Exit code when the dataset lacks the key or value column (`id`, `value` in the seed).
 pub const EXIT_MISSING_COLUMNS: i32 = 2;
 /// Exit code when a data file could not be read.
 pub const EXIT_UNREADABLE: i32 = 1;
@@ -31,7 +31,7 @@ pub enum Status {
     Ok,
     /// Some file could not be read (exit 1).
     UnreadableFiles,
-    /// `id` or `value` is not a column of the dataset (exit 2).
+    /// The key or value column (`id`, `value` in the seed) is not a column of the dataset (exit 2).
     MissingColumns,
     /// The exactly-once audit found a problem (exit 3).
     AuditFailed,
@@ -99,6 +99,8 @@ pub struct Report {
     /// Columns of the dataset: partition folders first, then file columns in order of appearance.
     pub columns: Vec<String>,
     pub head: Head,
+    /// The key column `per_id` is grouped by (the dataflow's key: `id` in the seed pipeline).
+    pub key: String,
     pub per_id: Vec<IdStats>,
     pub total_rows: u64,
     /// Rows in no id group (no `id=` folder and no `id` column, or a null id).
@@ -124,6 +126,7 @@ impl Report {
             files: 0,
             columns: Vec::new(),
             head: Head::default(),
+            key: "id".to_string(),
             per_id: Vec::new(),
             total_rows: 0,
             rows_without_id: 0,
@@ -187,7 +190,7 @@ impl Report {
                 let _ = writeln!(out, "{m}");
             }
             if self.status != Status::MissingColumns {
-                let _ = writeln!(out, "=== Count per id ===");
+                let _ = writeln!(out, "=== Count per {} ===", self.key);
                 let rows: Vec<Vec<String>> = self
                     .per_id
                     .iter()
@@ -199,9 +202,11 @@ impl Report {
                         ]
                     })
                     .collect();
-                out.push_str(&table(&["id".into(), "count".into(), "mean".into()], &rows));
+                out.push_str(&table(&[self.key.clone(), "count".into(), "mean".into()], &rows));
                 if self.rows_without_id > 0 {
-                    let _ = writeln!(out, "[validate] Rows without an id: {}", self.rows_without_id);
+                    let without =
+                        if self.key == "id" { "an id".to_string() } else { format!("a `{}`", self.key) };
+                    let _ = writeln!(out, "[validate] Rows without {without}: {}", self.rows_without_id);
                 }
             }
             let _ = writeln!(out, "[validate] Total rows: {} in {} files", self.total_rows, self.files);

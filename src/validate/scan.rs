@@ -1,13 +1,13 @@
 //! Reading data files: per-file aggregates (in parallel, only the needed columns) and the preview.
 //!
-//! Each file is reduced to a [`FileAggregate`]: its row count and, per `id`, the number of non-null
-//! `value`s and their sum. Totals are folded from these in sorted path order, so a full scan and an
+//! Each file is reduced to a [`FileAggregate`]: its row count and, per key (the dataflow's key
+//! column, `id` in the seed), the number of non-null values (its value column, `value`) and their
+//! sum. Totals are folded from these in sorted path order, so a full scan and an
 //! incremental run (which keeps the aggregates of files it has seen) add the same numbers in the same
 //! order and agree to the last bit.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
@@ -20,42 +20,32 @@ use serde::{Deserialize, Serialize};
 use super::discover::{DataFile, PartValue};
 use super::error::ValidateError;
 
-/// The grouping column of the aggregate (a partition folder or a file column).
-pub const ID_COLUMN: &str = "id";
-/// The aggregated column.
-pub const VALUE_COLUMN: &str = "value";
+/// The columns a report is about, from the dataflow file (`validate --dataflow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// The grouping column of the aggregate (a partition folder or a file column).
+    pub key: String,
+    /// The aggregated column.
+    pub value: String,
+    /// The event-time column, which the audit assigns windows by.
+    pub time: String,
+}
+
+impl Columns {
+    pub fn of(spec: &crate::spec::Spec) -> Self {
+        Columns {
+            key: spec.key_field().name.clone(),
+            value: spec.schema[spec.value_col].name.clone(),
+            time: spec.schema[spec.time_col].name.clone(),
+        }
+    }
+}
 
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// Applies `f` to every item on about one thread per core, pulling items from a shared queue so
-/// that a few big files do not leave threads idle. Results come back in item order.
+/// Applies `f` to every item on about one thread per core (see [`crate::util::fanout`]).
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(items.len()).max(1);
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        done.push((i, f(item)));
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| match w.join() {
-                Ok(done) => done,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    crate::util::fanout::map(items, crate::util::fanout::cores(), f)
 }
 
 /// One `id` group of one file.
@@ -141,26 +131,20 @@ fn projection(builder: &ParquetRecordBatchReaderBuilder<File>, names: &[&str]) -
     ProjectionMask::roots(schema, roots)
 }
 
-/// `value` as Float64, whatever numeric type the file stores.
-fn as_f64(column: &ArrayRef, file: &DataFile) -> Result<ArrayRef, ValidateError> {
+/// The value column as Float64, whatever numeric type the file stores.
+fn as_f64(column: &ArrayRef, file: &DataFile, name: &str) -> Result<ArrayRef, ValidateError> {
     match column.data_type() {
         DataType::Float64 => Ok(column.clone()),
-        t if t.is_numeric() => {
-            arrow::compute::cast(column, &DataType::Float64).map_err(|_| ValidateError::NotNumeric {
-                path: file.path.clone(),
-                column: VALUE_COLUMN.into(),
-                found: t.clone(),
-            })
-        }
-        t => Err(ValidateError::NotNumeric {
-            path: file.path.clone(),
-            column: VALUE_COLUMN.into(),
-            found: t.clone(),
+        t if t.is_numeric() => arrow::compute::cast(column, &DataType::Float64).map_err(|_| {
+            ValidateError::NotNumeric { path: file.path.clone(), column: name.into(), found: t.clone() }
         }),
+        t => {
+            Err(ValidateError::NotNumeric { path: file.path.clone(), column: name.into(), found: t.clone() })
+        }
     }
 }
 
-/// Per-row ids of an `id` column stored in the file (datasets not partitioned by id).
+/// Per-row keys of a key column stored in the file (datasets not partitioned by the key).
 fn ids_of(column: &ArrayRef) -> Vec<PartValue> {
     let ints = column
         .data_type()
@@ -191,15 +175,16 @@ fn ids_of(column: &ArrayRef) -> Vec<PartValue> {
     }
 }
 
-/// Reads the `id` and `value` columns of one file (only those) and reduces them to a
-/// [`FileAggregate`]. The id comes from the file's `id=` folder when there is one.
-pub fn aggregate_file(file: &DataFile) -> Result<FileAggregate, ValidateError> {
+/// Reads the key and value columns of one file (only those) and reduces them to a
+/// [`FileAggregate`]. The key comes from the file's `<key>=` folder when there is one.
+pub fn aggregate_file(file: &DataFile, names: &Columns) -> Result<FileAggregate, ValidateError> {
+    let (key_column, value_column) = (names.key.as_str(), names.value.as_str());
     let builder = open_reader(file)?;
     let schema = builder.schema().clone();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let folder_id = file.partition(ID_COLUMN).cloned();
-    let has_value = schema.index_of(VALUE_COLUMN).is_ok();
-    let file_id = folder_id.is_none() && schema.index_of(ID_COLUMN).is_ok();
+    let folder_id = file.partition(key_column).cloned();
+    let has_value = schema.index_of(value_column).is_ok();
+    let file_id = folder_id.is_none() && schema.index_of(key_column).is_ok();
     let footer_rows = u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
 
     let mut groups: BTreeMap<PartValue, Acc> = BTreeMap::new();
@@ -211,7 +196,7 @@ pub fn aggregate_file(file: &DataFile) -> Result<FileAggregate, ValidateError> {
             groups.insert(id, Acc { rows, count: 0, sum: 0.0 });
         }
     } else {
-        let mask = projection(&builder, &[ID_COLUMN, VALUE_COLUMN]);
+        let mask = projection(&builder, &[key_column, value_column]);
         let reader = builder
             .with_projection(mask)
             .with_batch_size(BATCH_ROWS)
@@ -221,12 +206,12 @@ pub fn aggregate_file(file: &DataFile) -> Result<FileAggregate, ValidateError> {
             let batch = batch.map_err(|source| ValidateError::Decode { path: file.path.clone(), source })?;
             let n = batch.num_rows();
             rows += n as u64;
-            let values = match batch.column_by_name(VALUE_COLUMN) {
-                Some(c) => as_f64(c, file)?,
+            let values = match batch.column_by_name(value_column) {
+                Some(c) => as_f64(c, file, value_column)?,
                 None => arrow::array::new_null_array(&DataType::Float64, n),
             };
             let values = values.as_primitive::<Float64Type>();
-            match (&folder_id, batch.column_by_name(ID_COLUMN)) {
+            match (&folder_id, batch.column_by_name(key_column)) {
                 (Some(id), _) => groups.entry(id.clone()).or_default().add_values(values),
                 (None, Some(ids)) => {
                     for (i, id) in ids_of(ids).into_iter().enumerate() {

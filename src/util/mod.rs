@@ -1,0 +1,2 @@
+pub mod fanout;
+pub mod fs;

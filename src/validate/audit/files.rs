@@ -1,0 +1,359 @@
+//! The audit's inputs from one run folder: its data and quarantine files with their footers'
+//! metadata, and its checkpoint entries; and the per-file checks (footer against metadata, name
+//! against metadata, kind against folder) before [`super::partition`] checks each partition.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use super::super::completeness::{self, RunInput};
+use super::super::discover::{is_hidden, list_data_files};
+use super::super::error::ValidateError;
+use super::super::scan::{parallel_map, Columns};
+use super::partition::audit_partition;
+use super::{AuditReport, Problem, ProblemKind};
+use crate::format::checkpoint::PartitionEntry;
+use crate::format::{self, meta, parse_part_file_name, QUARANTINE_DIR};
+
+/// The streamlake key-value metadata of one file (see docs/format.md).
+#[derive(Debug, Clone)]
+pub(super) struct FileMeta {
+    pub(super) partition: i32,
+    pub(super) start: i64,
+    pub(super) end: i64,
+    pub(super) rows: u64,
+    pub(super) range_messages: u64,
+    pub(super) kind: String,
+    pub(super) run_id: Option<String>,
+    /// `streamlake.worker`: the worker that wrote the file (the `w<WWW>` of its name).
+    pub(super) worker: Option<u64>,
+    pub(super) footer_rows: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct AuditFile {
+    /// Relative to the dataset root.
+    pub(super) rel: String,
+    /// Folder inside the run (`id=3`, `_quarantine`).
+    pub(super) folder: String,
+    pub(super) path: PathBuf,
+    pub(super) quarantine: bool,
+}
+
+fn read_meta(file: &AuditFile) -> Result<FileMeta, String> {
+    let f = File::open(&file.path).map_err(|e| format!("cannot open {}: {e}", file.rel))?;
+    let meta = ParquetMetaDataReader::new()
+        .parse_and_finish(&f)
+        .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", file.rel))?;
+    let fm = meta.file_metadata();
+    let kv: BTreeMap<&str, &str> = fm
+        .key_value_metadata()
+        .map(|kvs| kvs.iter().filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?))).collect())
+        .unwrap_or_default();
+    fn get<T: std::str::FromStr>(kv: &BTreeMap<&str, &str>, key: &str, rel: &str) -> Result<T, String> {
+        let raw = kv.get(key).ok_or_else(|| {
+            format!("{rel} has no `{key}` metadata: it was not written by `streamlake run`, so the audit cannot place it")
+        })?;
+        raw.parse().map_err(|_| format!("{rel} has `{key}` = `{raw}`, which is not a number"))
+    }
+    Ok(FileMeta {
+        partition: get(&kv, meta::PARTITION, &file.rel)?,
+        start: get(&kv, meta::START_OFFSET, &file.rel)?,
+        end: get(&kv, meta::END_OFFSET, &file.rel)?,
+        rows: get(&kv, meta::ROWS, &file.rel)?,
+        range_messages: get(&kv, meta::RANGE_MESSAGES, &file.rel)?,
+        kind: kv.get(meta::KIND).map_or_else(String::new, |k| k.to_string()),
+        run_id: kv.get(meta::RUN_ID).map(|r| r.to_string()),
+        worker: kv.get(meta::WORKER).and_then(|w| w.parse().ok()),
+        footer_rows: u64::try_from(fm.num_rows()).unwrap_or(0),
+    })
+}
+
+/// The entries of one partition folder, with the names they were read from.
+fn read_entries(dir: &Path) -> Vec<(String, Result<PartitionEntry, ValidateError>)> {
+    let Ok(read) = fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(String, Result<PartitionEntry, ValidateError>)> = read
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (!is_hidden(&name) && name.ends_with(".json")).then_some((name, e.path()))
+        })
+        .map(|(name, path)| {
+            let entry = fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| PartitionEntry::from_json(&text).map_err(|e| e.to_string()))
+                .map_err(|reason| ValidateError::Checkpoint { path, reason });
+            (name, entry)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The run folders below `root`: `run_*` children, or `root` itself when it holds a `_checkpoint`.
+pub(super) fn run_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, ValidateError> {
+    if format::checkpoint_dir(root).is_dir() {
+        return Ok(vec![(".".to_string(), root.to_path_buf())]);
+    }
+    let read =
+        fs::read_dir(root).map_err(|source| ValidateError::ListDir { path: root.to_path_buf(), source })?;
+    let mut runs: Vec<(String, PathBuf)> = read
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| name.starts_with(format::RUN_PREFIX))
+        .collect();
+    runs.sort();
+    Ok(runs)
+}
+
+/// The last path component of a relative path.
+pub(super) fn base_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+/// `part-p<P>-o<A>-<B>-w*.parquet`: the names of the files of commit `[a, b)` of partition `p`.
+pub(super) fn part_file_name_pattern(p: i32, a: i64, b: i64) -> String {
+    format!("part-p{p:03}-o{a:012}-{b:012}-w*.parquet")
+}
+
+/// The worker index `WWW` of a `part-…-w<WWW>.parquet` name.
+pub(super) fn name_worker(name: &str) -> Option<u64> {
+    name.strip_suffix(".parquet")?.rsplit_once("-w")?.1.parse().ok()
+}
+
+pub(super) fn join_rel(run: &str, rel: &str) -> String {
+    if run == "." {
+        rel.to_string()
+    } else {
+        format!("{run}/{rel}")
+    }
+}
+
+pub(super) fn audit_run(
+    run: &str,
+    dir: &Path,
+    columns: &Columns,
+    report: &mut AuditReport,
+) -> Result<(), ValidateError> {
+    let mut files: Vec<AuditFile> = list_data_files(dir)?
+        .files
+        .into_iter()
+        .map(|f| AuditFile {
+            folder: f.rel.rsplit_once('/').map_or_else(String::new, |(d, _)| d.to_string()),
+            rel: join_rel(run, &f.rel),
+            path: f.path,
+            quarantine: false,
+        })
+        .collect();
+    let qdir = dir.join(QUARANTINE_DIR);
+    if let Ok(read) = fs::read_dir(&qdir) {
+        let mut names: Vec<String> = read
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !is_hidden(n) && n.ends_with(".parquet"))
+            .collect();
+        names.sort();
+        for name in names {
+            files.push(AuditFile {
+                rel: join_rel(run, &format!("{QUARANTINE_DIR}/{name}")),
+                folder: QUARANTINE_DIR.to_string(),
+                path: qdir.join(&name),
+                quarantine: true,
+            });
+        }
+    }
+    let metas = parallel_map(&files, read_meta);
+
+    // The key folders of the run (`id=3`), also those left empty: where a commit's files can be.
+    let mut key_folders: BTreeSet<String> =
+        files.iter().filter(|f| !f.quarantine).map(|f| f.folder.clone()).collect();
+    if let Ok(read) = fs::read_dir(dir) {
+        key_folders.extend(
+            read.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !is_hidden(n) && n.contains('=')),
+        );
+    }
+    let has_quarantine = files.iter().any(|f| f.quarantine);
+    let folders = Folders { keys: key_folders, quarantine: has_quarantine };
+
+    let mut problems = Vec::new();
+    let mut unreadable_raw = 0u64;
+    let mut by_partition: BTreeMap<i32, Vec<(&AuditFile, FileMeta)>> = BTreeMap::new();
+    let run_id = run.strip_prefix(format::RUN_PREFIX);
+    for (file, meta) in files.iter().zip(metas) {
+        let problem = |message: String| Problem {
+            kind: ProblemKind::Invalid,
+            run: run.to_string(),
+            partition: None,
+            message,
+            files: vec![file.rel.clone()],
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(reason) => {
+                problems.push(problem(reason));
+                unreadable_raw += u64::from(!file.quarantine);
+                continue;
+            }
+        };
+        let name = file.rel.rsplit('/').next().unwrap_or(&file.rel);
+        let mut bad = Vec::new();
+        if meta.rows != meta.footer_rows {
+            bad.push(format!(
+                "its metadata says {}={} but the Parquet footer holds {} rows: the file was rewritten or \
+                 truncated",
+                meta::ROWS,
+                meta.rows,
+                meta.footer_rows
+            ));
+        }
+        let expected_kind = if file.quarantine { meta::KIND_QUARANTINE } else { meta::KIND_RAW };
+        if meta.kind != expected_kind {
+            bad.push(format!(
+                "it is tagged {}=`{}` but lies in a {expected_kind} folder",
+                meta::KIND,
+                meta.kind
+            ));
+        }
+        if let Some((p, s, e)) = parse_part_file_name(name) {
+            if (p, s, e) != (meta.partition, meta.start, meta.end) {
+                bad.push(format!(
+                    "its name says partition {p} offsets [{s}, {e}) but its metadata says partition {} offsets [{}, {})",
+                    meta.partition, meta.start, meta.end
+                ));
+            }
+        }
+        if let (Some(folder_id), Some(file_id)) = (run_id, meta.run_id.as_deref()) {
+            if folder_id != file_id {
+                bad.push(format!("it was written by run `{file_id}`, not by this run `{folder_id}`"));
+            }
+        }
+        if meta.start >= meta.end {
+            bad.push(format!("its offset range [{}, {}) is empty", meta.start, meta.end));
+        }
+        for b in bad {
+            let mut p = problem(format!("{}: {b}", file.rel));
+            p.partition = Some(meta.partition);
+            problems.push(p);
+        }
+        by_partition.entry(meta.partition).or_default().push((file, meta));
+    }
+
+    // Partitions with a checkpoint but no file still count (all their files may be gone).
+    let partitions_dir = format::partitions_dir(dir);
+    let mut checkpoint_dirs: BTreeMap<i32, PathBuf> = BTreeMap::new();
+    if let Ok(read) = fs::read_dir(&partitions_dir) {
+        for e in read.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            match name.strip_prefix("p=").map(str::parse::<i32>) {
+                Some(Ok(p)) => {
+                    checkpoint_dirs.insert(p, e.path());
+                }
+                _ if is_hidden(&name) => {}
+                _ => problems.push(Problem {
+                    kind: ProblemKind::Invalid,
+                    run: run.to_string(),
+                    partition: None,
+                    message: format!("{}: not a `p=<partition>` checkpoint folder", e.path().display()),
+                    files: vec![],
+                }),
+            }
+        }
+    }
+    let mut committed_raw: Vec<(PathBuf, String)> = Vec::new();
+    let mut checkpoint_late = 0u64;
+    let all: BTreeSet<i32> = by_partition.keys().chain(checkpoint_dirs.keys()).copied().collect();
+    for p in all {
+        let files = by_partition.remove(&p).unwrap_or_default();
+        let entries = checkpoint_dirs.get(&p).map(|d| read_entries(d)).unwrap_or_default();
+        let rel_entry = |name: &str| {
+            let dir = format!(
+                "{}/{}/{}",
+                format::CHECKPOINT_DIR,
+                format::PARTITIONS_DIR,
+                format::partition_dir_name(p)
+            );
+            join_rel(run, &format!("{dir}/{name}"))
+        };
+        let mut good: Vec<(String, PartitionEntry)> = Vec::new();
+        for (name, entry) in entries {
+            match entry {
+                Ok(e) if e.partition == p && format::entry_file_name(e.next_offset) == name => {
+                    good.push((rel_entry(&name), e));
+                }
+                Ok(e) => problems.push(Problem {
+                    kind: ProblemKind::Invalid,
+                    run: run.to_string(),
+                    partition: Some(p),
+                    message: format!(
+                        "checkpoint entry {} describes partition {} up to offset {}, which its name or folder \
+                         contradicts",
+                        rel_entry(&name),
+                        e.partition,
+                        e.next_offset
+                    ),
+                    files: vec![rel_entry(&name)],
+                }),
+                Err(err) => problems.push(Problem {
+                    kind: ProblemKind::Invalid,
+                    run: run.to_string(),
+                    partition: Some(p),
+                    message: err.to_string(),
+                    files: vec![rel_entry(&name)],
+                }),
+            }
+        }
+        let (stats, found) = audit_partition(run, p, &files, &good, &folders);
+        committed_raw.extend(
+            files
+                .iter()
+                .filter(|(f, m)| !f.quarantine && stats.next_offset.is_some_and(|n| m.end <= n))
+                .map(|(f, _)| (f.path.clone(), f.folder.clone())),
+        );
+        checkpoint_late += stats.late;
+        report.partitions.push(stats);
+        problems.extend(found);
+    }
+    let windows = completeness::run_completeness(&RunInput {
+        run,
+        dir,
+        time_column: &columns.time,
+        raw_files: committed_raw,
+        unreadable_raw,
+        audit_clean: problems.is_empty(),
+        checkpoint_late,
+    });
+    report.windows.extend(windows.windows);
+    report.warnings.extend(windows.warnings);
+    report.problems.extend(problems);
+    report.problems.extend(windows.problems);
+    Ok(())
+}
+
+/// Where the files of one commit can lie in a run folder.
+pub(super) struct Folders {
+    /// Key folders (`id=3`), relative to the run folder.
+    pub(super) keys: BTreeSet<String>,
+    /// Whether the run has quarantine files at all.
+    pub(super) quarantine: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(name_worker("part-p001-o000000000000-000000006667-w012.parquet"), Some(12));
+        assert_eq!(name_worker("part-p001-o000000000000-000000006667-w000 (copy).parquet"), None);
+        assert_eq!(name_worker("part-1.parquet"), None);
+        assert_eq!(base_name("run_x/id=1/a.parquet"), "a.parquet");
+        assert_eq!(base_name("a.parquet"), "a.parquet");
+        assert_eq!(part_file_name_pattern(2, 5, 17), "part-p002-o000000000005-000000000017-w*.parquet");
+    }
+}
