@@ -1,0 +1,3 @@
+//! Small helpers shared by every layer; nothing here imports another streamlake module.
+
+pub mod duration;
