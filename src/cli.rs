@@ -11,8 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::kafka::producer::{parse_rate, Compression, Rate};
-use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError, RESERVED_CONSUMER_OPTIONS};
-use crate::options::RunRequest;
+use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError};
+use crate::options::{parse_consumer_option, RunRequest};
 use crate::util::duration::parse_duration;
 
 /// streamlake: Kafka → event-time window averages → exactly-once Parquet, on Timely Dataflow.
@@ -295,20 +295,6 @@ pub struct ProduceArgs {
     pub compression: Compression,
 }
 
-/// `KEY=VALUE` for `--consumer-option`.
-pub fn parse_consumer_option(s: &str) -> Result<(String, String), String> {
-    let (key, value) = parse_key_value(s)
-        .map_err(|_| format!("`{s}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304"))?;
-    let key = key.as_str();
-    if RESERVED_CONSUMER_OPTIONS.contains(&key) {
-        return Err(format!(
-            "`{key}` is set by streamlake and cannot be overridden: the checkpoint, not the consumer, \
-             tracks offsets (exactly once depends on it)"
-        ));
-    }
-    Ok((key.to_string(), value))
-}
-
 impl From<RunArgs> for RunRequest {
     /// The flags as given, for [`crate::options::RunOptions::new`] to check.
     fn from(a: RunArgs) -> Self {
@@ -373,10 +359,11 @@ mod tests {
             parse_consumer_option("fetch.max.bytes = 1024").unwrap(),
             ("fetch.max.bytes".to_string(), "1024".to_string())
         );
-        assert!(parse_consumer_option("fetch.max.bytes").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_consumer_option("fetch.max.bytes").unwrap_err().to_string().contains("KEY=VALUE"));
         assert!(parse_consumer_option("=3").is_err());
         assert!(parse_consumer_option("enable.auto.commit=true")
             .unwrap_err()
+            .to_string()
             .contains("cannot be overridden"));
     }
 

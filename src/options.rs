@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::kafka::settings::{ClientSettings, SettingsError};
+use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError, RESERVED_CONSUMER_OPTIONS};
 use crate::observe::telemetry::ClusterInfo;
 use crate::observe::MetricsAddr;
 use crate::operators::source::{OnDataLoss, StartingOffsets};
@@ -84,6 +84,27 @@ pub enum OptionsError {
          would follow the wall clock, dropping replayed data as late"
     )]
     ZeroIdleTimeout,
+}
+
+/// A `--consumer-option` that cannot be used; checked as the flag is parsed, so clap names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerOptionError {
+    #[error("`{0}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304")]
+    NotKeyValue(String),
+    #[error(
+        "`{0}` is set by streamlake and cannot be overridden: the checkpoint, not the consumer, \
+         tracks offsets (exactly once depends on it)"
+    )]
+    Reserved(String),
+}
+
+/// `KEY=VALUE` for `--consumer-option`; the settings exactly-once depends on are refused.
+pub fn parse_consumer_option(s: &str) -> Result<(String, String), ConsumerOptionError> {
+    let (key, value) = parse_key_value(s).map_err(|_| ConsumerOptionError::NotKeyValue(s.to_string()))?;
+    if RESERVED_CONSUMER_OPTIONS.contains(&key.as_str()) {
+        return Err(ConsumerOptionError::Reserved(key));
+    }
+    Ok((key, value))
 }
 
 /// Where this process sits in the timely cluster (timely's -w, -n, -p, -h), checked.
