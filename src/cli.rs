@@ -1,4 +1,6 @@
-//! Command-line definitions (clap only; validation and defaults that need I/O live in the commands).
+//! Command-line definitions (clap only). What a flag means once checked lives in
+//! [`crate::options`]; `streamlake run`'s flags become a [`RunRequest`] here, and nothing but
+//! `commands.rs` reads this module.
 //!
 //! Every option that the original docker-compose platform configured through the environment keeps
 //! that variable name here (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `MSGS_PER_SEC`, `OUTPUT_PATH`,
@@ -8,8 +10,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use crate::kafka::settings::{parse_key_value, RESERVED_CONSUMER_OPTIONS};
-use crate::kafka::settings::{ClientSettings, SettingsError};
+use crate::kafka::producer::{parse_rate, Compression, Rate};
+use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError};
+use crate::options::{parse_consumer_option, RunRequest};
+use crate::util::duration::parse_duration;
 
 /// streamlake: Kafka → event-time window averages → exactly-once Parquet, on Timely Dataflow.
 ///
@@ -291,97 +295,48 @@ pub struct ProduceArgs {
     pub compression: Compression,
 }
 
-/// Record batch compression codecs Kafka knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl Compression {
-    /// librdkafka's name of the codec.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
+impl From<RunArgs> for RunRequest {
+    /// The flags as given, for [`crate::options::RunOptions::new`] to check.
+    fn from(a: RunArgs) -> Self {
+        RunRequest {
+            brokers: a.brokers,
+            kafka_config: a.kafka_config,
+            kafka_options: a.kafka_options,
+            consumer_group: a.consumer_group,
+            topic: a.topic,
+            dataflow: a.dataflow,
+            output: a.output,
+            run_id: a.run_id,
+            workers: a.workers,
+            processes: a.processes,
+            process: a.process,
+            hostfile: a.hostfile,
+            starting_offsets: a.starting_offsets,
+            available_now: a.available_now,
+            flush_windows: a.flush_windows,
+            idle_timeout: a.idle_timeout,
+            roll_interval: a.roll_interval,
+            roll_size_mib: a.roll_size_mib,
+            max_future: a.max_future,
+            on_data_loss: a.on_data_loss,
+            partition_discovery: a.partition_discovery,
+            connect_timeout: a.connect_timeout,
+            peer_timeout: a.peer_timeout,
+            trigger: a.trigger,
+            consumer_options: a.consumer_options,
+            no_console: a.no_console,
+            metrics_addr: a.metrics_addr,
         }
-    }
-}
-
-/// `KEY=VALUE` for `--consumer-option`.
-pub fn parse_consumer_option(s: &str) -> Result<(String, String), String> {
-    let (key, value) = parse_key_value(s)
-        .map_err(|_| format!("`{s}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304"))?;
-    let key = key.as_str();
-    if RESERVED_CONSUMER_OPTIONS.contains(&key) {
-        return Err(format!(
-            "`{key}` is set by streamlake and cannot be overridden: the checkpoint, not the consumer, \
-             tracks offsets (exactly once depends on it)"
-        ));
-    }
-    Ok((key.to_string(), value))
-}
-
-impl RunArgs {
-    /// The validated client settings of `--brokers`, `--kafka-config` and `--kafka-option`.
-    pub fn client_settings(&self) -> Result<ClientSettings, SettingsError> {
-        ClientSettings::from_cli(self.brokers.as_deref(), self.kafka_config.as_deref(), &self.kafka_options)
     }
 }
 
 /// A pacing tick between 1 ms and 1 s.
 pub fn parse_tick(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(1) || d > Duration::from_secs(1) {
         return Err(format!("`{s}` is not a usable tick: give a duration from 1ms to 1s, e.g. 10ms"));
     }
     Ok(d)
-}
-
-/// Producer pacing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rate {
-    PerSecond(u64),
-    Max,
-}
-
-/// Parses `max`, `0` or a positive number of events per second.
-pub fn parse_rate(s: &str) -> Result<Rate, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("max") {
-        return Ok(Rate::Max);
-    }
-    match s.parse::<u64>() {
-        Ok(0) => Ok(Rate::Max),
-        Ok(n) => Ok(Rate::PerSecond(n)),
-        Err(_) => Err(format!("`{s}` is not a rate: give events per second (e.g. 5) or `max`")),
-    }
-}
-
-/// Parses durations such as `250ms`, `10s`, `5m`, `1h`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 =
-        num.parse().map_err(|_| format!("`{s}` is not a duration: use e.g. 500ms, 10s, 5m or 1h"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("`{s}` has an unknown unit `{unit}`: use ms, s, m or h")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -404,10 +359,11 @@ mod tests {
             parse_consumer_option("fetch.max.bytes = 1024").unwrap(),
             ("fetch.max.bytes".to_string(), "1024".to_string())
         );
-        assert!(parse_consumer_option("fetch.max.bytes").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_consumer_option("fetch.max.bytes").unwrap_err().to_string().contains("KEY=VALUE"));
         assert!(parse_consumer_option("=3").is_err());
         assert!(parse_consumer_option("enable.auto.commit=true")
             .unwrap_err()
+            .to_string()
             .contains("cannot be overridden"));
     }
 

@@ -5,9 +5,10 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Cli, Command, ProduceArgs, Rate, TopicCommand, TopicCreateArgs};
+use crate::cli::{Cli, Command, ProduceArgs, RunArgs, TopicCommand, TopicCreateArgs};
 use crate::kafka::admin::{create_topic, TopicOutcome};
-use crate::kafka::producer::{produce, ProduceConfig};
+use crate::kafka::producer::{produce, ProduceConfig, Rate};
+use crate::options::RunOptions;
 use crate::signals::Shutdown;
 
 /// The exit code for a command that failed: [`crate::error::EXIT_PERMANENT`] when waiting or
@@ -123,9 +124,10 @@ fn produce_cmd(args: ProduceArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn run_cmd(args: crate::cli::RunArgs) -> anyhow::Result<i32> {
+fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
+    let options = RunOptions::new(args.into())?;
     let shutdown = Shutdown::install().context("installing the SIGINT/SIGTERM handler")?;
-    let s = crate::job::run(args, shutdown)?;
+    let s = crate::job::run(options, shutdown)?;
     let secs = s.elapsed.as_secs_f64();
     println!(
         "run finished: messages={} rows={} quarantined={} late={} files={} commits={} window_rows={} \

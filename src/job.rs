@@ -12,7 +12,6 @@
 //! ```
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,21 +22,20 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
-use crate::cli::RunArgs;
 use crate::error::{ConfigError, FailureKind, KafkaError, RunStopped, WorkerError};
 use crate::kafka::client::{base_config, fetch_metadata, partition_count};
 use crate::kafka::topic_id::{describe_topic_id, TopicId};
-use crate::observe::telemetry::{ClusterInfo, Telemetry};
+use crate::observe::telemetry::Telemetry;
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
 use crate::operators::console::ConsoleSink;
 use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
 use crate::operators::window::WindowAverage;
+use crate::options::{ClusterOptions, RunOptions};
 use crate::signals::Shutdown;
 use crate::sink::aggregates::{aggregates_dir, check_owner, claim, remove_unmarked, AggregatesOwner};
 use crate::sink::checkpoint::CheckpointDir;
 use crate::sink::identity::{self, RunIdentity};
 use crate::sink::lock::RunLock;
-use crate::spec::{Spec, EVENTS_TOML};
 
 /// What one process of a run did.
 #[derive(Debug, Clone, Default)]
@@ -53,68 +51,24 @@ pub struct RunSummary {
     pub elapsed: Duration,
 }
 
-/// Builds timely's communication config from -w/-n/-p/-h, as timely's own `from_args` would.
-pub fn timely_config(args: &RunArgs) -> Result<timely::Config, ConfigError> {
-    let threads = args.workers as usize;
-    let processes = args.processes as usize;
-    let process = args.process as usize;
-    if process >= processes {
-        return Err(ConfigError::Invalid(format!(
-            "-p {process} is out of range for -n {processes}: process indexes run from 0 to {}",
-            processes - 1
-        )));
-    }
-    let communication = if processes > 1 {
-        let addresses = match &args.hostfile {
-            Some(path) => read_hostfile(path, processes)?,
-            None => (0..processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
-        };
-        CommunicationConfig::Cluster { threads, process, addresses, report: false, zerocopy: false }
+/// Timely's communication config for this process's place in the cluster, as timely's own
+/// `from_args` would build it from -w/-n/-p/-h.
+pub fn timely_config(cluster: &ClusterOptions) -> timely::Config {
+    let threads = cluster.workers;
+    let communication = if cluster.processes > 1 {
+        CommunicationConfig::Cluster {
+            threads,
+            process: cluster.process,
+            addresses: cluster.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        }
     } else if threads > 1 {
         CommunicationConfig::Process(threads)
     } else {
         CommunicationConfig::Thread
     };
-    Ok(timely::Config { communication, worker: WorkerConfig::default() })
-}
-
-fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid(format!("cannot read hostfile {}: {e}", path.display())))?;
-    let hosts: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
-    if hosts.len() < processes {
-        return Err(ConfigError::Invalid(format!(
-            "hostfile {} lists {} host(s) but -n is {processes}: give one `host:port` line per process",
-            path.display(),
-            hosts.len()
-        )));
-    }
-    if let Some(bad) =
-        hosts.iter().find(|h| h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none())
-    {
-        return Err(ConfigError::Invalid(format!("hostfile {}: `{bad}` is not `host:port`", path.display())));
-    }
-    Ok(hosts[..processes].to_vec())
-}
-
-/// Loads the dataflow file (or the built-in one) and applies command-line overrides.
-pub fn load_spec(args: &RunArgs) -> Result<Spec, ConfigError> {
-    let mut spec = match &args.dataflow {
-        Some(path) => Spec::load(path)?,
-        None => Spec::parse(EVENTS_TOML, Path::new("dataflows/events.toml"))?,
-    };
-    if let Some(topic) = &args.topic {
-        spec.topic = topic.clone();
-    }
-    if let Some(trigger) = args.trigger {
-        spec.trigger = trigger;
-    }
-    Ok(spec)
+    timely::Config { communication, worker: WorkerConfig::default() }
 }
 
 /// What a worker reports when it stops because another one failed.
@@ -131,59 +85,49 @@ fn abandon_dataflows(worker: &mut timely::worker::Worker) {
     }
 }
 
-/// Runs the job; returns this process's summary.
-pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
-    let spec = Arc::new(load_spec(&args)?);
-    let config = timely_config(&args)?;
-    if args.processes > 1 {
-        crate::peer::install_hook(args.process as usize, args.processes as usize);
+/// Runs the job with checked settings; returns this process's summary.
+pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
+    let config = timely_config(&options.cluster);
+    let cluster = options.cluster.clone();
+    if cluster.processes > 1 {
+        crate::peer::install_hook(cluster.process, cluster.processes);
     }
-    if args.run_id.is_empty() || args.run_id.contains(['/', '\\']) {
-        anyhow::bail!("RUN_ID `{}` must be a non-empty name without slashes", args.run_id);
-    }
-    if args.idle_timeout.is_zero() {
-        return Err(ConfigError::Invalid(
-            "--idle-timeout must be positive: with 0 every partition counts as idle at once and the watermark \
-             would follow the wall clock, dropping replayed data as late"
-                .into(),
-        )
-        .into());
-    }
+    let spec = Arc::new(options.spec.clone());
     // A misspelt setting (--kafka-config, --kafka-option, --consumer-option) or a missing
     // certificate fails here, before anything is created, rather than in every worker after the
     // output folder exists. librdkafka checks names, values and files when a client is created.
-    let client = args.client_settings()?;
-    let group = args.consumer_group.clone().unwrap_or_else(|| format!("streamlake-{}", args.run_id));
+    let client = options.client.clone();
+    let group = options.consumer_group.clone();
     tracing::info!(settings = %client.redacted(), %group, "kafka client settings");
     crate::kafka::diagnose::check_settings(
         &client,
-        &args.consumer_options,
+        &options.consumer_options,
         "checking the consumer settings",
     )?;
     // Check the broker and the topic before touching the output folder: a bad configuration
     // fails here, with nothing created.
     let brokers = client.brokers.clone();
-    let meta = fetch_metadata(&client, Some(&spec.topic), args.connect_timeout)?;
+    let meta = fetch_metadata(&client, Some(&spec.topic), options.connect_timeout)?;
     if partition_count(&meta, &spec.topic).is_none() {
         return Err(KafkaError::NoSuchTopic { topic: spec.topic.clone(), brokers }.into());
     }
     // The topic's ID tells a recreated topic from the one the checkpoint was made of.
-    let topic_id = match describe_topic_id(&base_config(&client), &spec.topic, args.connect_timeout)? {
+    let topic_id = match describe_topic_id(&base_config(&client), &spec.topic, options.connect_timeout)? {
         TopicId::Known(id) => Some(id),
         TopicId::Unavailable(why) => {
             tracing::warn!(topic = %spec.topic, %why, "cannot learn the topic's ID; a recreated topic is then caught only by its offsets");
             None
         }
     };
-    let run_dir = args.output.join(format!("run_{}", args.run_id));
+    let run_dir = options.output.join(format!("run_{}", options.run_id));
     // Refuse a run folder of another topic or dataflow before creating or locking anything, so a
     // refusal leaves the output exactly as it was.
-    let expected = RunIdentity::expected(&spec, &args.run_id, topic_id);
+    let expected = RunIdentity::expected(&spec, &options.run_id, topic_id);
     let recorded = identity::check(&run_dir, &expected)?;
     let agg_dir = aggregates_dir(&run_dir).ok_or_else(|| {
         ConfigError::Invalid(format!(
             "OUTPUT_PATH {} has no parent folder for the aggregates (OUTPUT_PATH/../aggregates/); use a folder below it",
-            args.output.display()
+            options.output.display()
         ))
     })?;
     // A fresh run folder cannot know its run_uid yet, and another process of the same cluster may
@@ -195,20 +139,20 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
     }
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating output folder {}", run_dir.display()))?;
-    let _lock = RunLock::acquire(&run_dir, args.process as usize)?;
+    let _lock = RunLock::acquire(&run_dir, cluster.process)?;
     let identity = identity::establish(&run_dir, expected)?;
     check_owner(&agg_dir, &run_dir, Some(&identity.run_uid))?;
     let checkpoint = CheckpointDir::new(&run_dir);
     let windows = checkpoint.load_windows()?;
     checkpoint.verify_all()?;
-    if args.process == 0 {
+    if cluster.process == 0 {
         claim(&agg_dir, &run_dir, &identity.run_uid)?;
         for path in remove_unmarked(&agg_dir, &identity.run_uid, &windows.files)? {
             tracing::warn!(path = %path.display(), "removed a window file written before a crash but never marked in windows.json; its windows are emitted again");
         }
     }
     let counters = Arc::new(SourceCounters::default());
-    let telemetry = Arc::new(Telemetry::new(ClusterInfo::from_run(&args, &spec), counters.clone()));
+    let telemetry = Arc::new(Telemetry::new(options.cluster_info(), counters.clone()));
     let settings = SourceSettings {
         brokers,
         client,
@@ -216,40 +160,40 @@ pub fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<RunSummary> {
         topic: spec.topic.clone(),
         spec: spec.clone(),
         run_dir: run_dir.clone(),
-        run_id: args.run_id.clone(),
+        run_id: options.run_id.clone(),
         run_uid: identity.run_uid.clone(),
-        starting: args.starting_offsets,
-        available_now: args.available_now,
-        flush_windows: args.flush_windows,
-        idle_timeout: args.idle_timeout,
-        roll_interval: args.roll_interval,
-        roll_bytes: args.roll_size_mib.saturating_mul(1 << 20),
-        max_future: args.max_future,
-        on_data_loss: args.on_data_loss,
-        partition_discovery: args.partition_discovery,
+        starting: options.starting_offsets,
+        available_now: options.available_now,
+        flush_windows: options.flush_windows,
+        idle_timeout: options.idle_timeout,
+        roll_interval: options.roll_interval,
+        roll_bytes: options.roll_bytes,
+        max_future: options.max_future,
+        on_data_loss: options.on_data_loss,
+        partition_discovery: options.partition_discovery,
         max_batch: 4096,
-        consumer_options: args.consumer_options.clone(),
-        metadata_timeout: args.connect_timeout,
+        consumer_options: options.consumer_options.clone(),
+        metadata_timeout: options.connect_timeout,
         shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),
     };
-    let console = !args.no_console;
+    let console = options.console;
     tracing::info!(
         topic = %spec.topic, brokers = %settings.brokers, run_dir = %run_dir.display(),
         aggregates = %agg_dir.display(), closed_through_ms = windows.closed_through_ms,
-        workers = args.workers, processes = args.processes, process = args.process, "starting"
+        workers = cluster.workers, processes = cluster.processes, process = cluster.process, "starting"
     );
     let observer =
-        crate::observe::start(args.metrics_addr, args.process, telemetry.clone(), &settings.client)?;
+        crate::observe::start(options.metrics_addr, cluster.process, telemetry.clone(), &settings.client)?;
     let started = Instant::now();
     let worker_counters = counters.clone();
     let fatal: Arc<std::sync::Mutex<Option<WorkerError>>> = Arc::new(std::sync::Mutex::new(None));
     let owner = AggregatesOwner {
-        run_id: args.run_id.clone(),
+        run_id: options.run_id.clone(),
         run_uid: identity.run_uid.clone(),
         topic: spec.topic.clone(),
     };
-    let (allocators, comms) = crate::cluster::build(config.communication, args.peer_timeout, &shutdown)?;
+    let (allocators, comms) = crate::cluster::build(config.communication, options.peer_timeout, &shutdown)?;
     let guards = timely::execute::execute_from(
         allocators,
         comms,

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod logging;
 pub mod observe;
 pub mod operators;
+pub mod options;
 pub mod parse;
 pub mod peer;
 pub mod signals;

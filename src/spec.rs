@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::parse_duration;
 use crate::error::ConfigError;
+use crate::util::duration::parse_duration;
 
 /// Column types a dataflow schema may declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

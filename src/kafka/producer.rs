@@ -20,9 +20,56 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 
 use super::client::{base_config, fetch_metadata, partition_count, ClientSettings};
 use super::context::KafkaContext;
-use crate::cli::{Compression, Rate};
 use crate::error::KafkaError;
 use crate::signals::Shutdown;
+
+/// Record batch compression codecs Kafka knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name of the codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Producer pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    PerSecond(u64),
+    Max,
+}
+
+/// A `--rate` that is neither `max` nor a whole number of events per second.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a rate: give events per second (e.g. 5) or `max`")]
+pub struct RateError(pub String);
+
+/// Parses `max`, `0` or a positive number of events per second.
+pub fn parse_rate(s: &str) -> Result<Rate, RateError> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<u64>() {
+        Ok(0) => Ok(Rate::Max),
+        Ok(n) => Ok(Rate::PerSecond(n)),
+        Err(_) => Err(RateError(s.to_string())),
+    }
+}
 
 /// Counts delivery reports from the client's background thread.
 #[derive(Default)]

@@ -13,7 +13,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::telemetry::{PartitionState, Snapshot, Telemetry};
+use super::snapshot::Snapshot;
+use super::telemetry::{PartitionState, Telemetry};
 
 /// Content type of the response.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

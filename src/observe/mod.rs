@@ -9,7 +9,7 @@
 //!                                                                  high-water marks (lag), bar
 //! ```
 //!
-//! [`telemetry`] is the shared state; [`metrics`] and [`status`] render it; [`server`] serves
+//! [`telemetry`] is the shared state and [`snapshot`] a copy of it; [`metrics`] and [`status`] render it; [`server`] serves
 //! them; [`progress`] logs progress and keeps the throughput history and lag fresh; [`busy`]
 //! measures per-worker busy time from timely's park events.
 
@@ -17,6 +17,7 @@ pub mod busy;
 pub mod metrics;
 pub mod progress;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 pub mod telemetry;
 
@@ -44,6 +45,12 @@ pub enum ObserveError {
     Thread(#[source] std::io::Error),
 }
 
+/// The default port of process `process` (at most 1023 by -p's range; the port saturates, as it
+/// always did, rather than wrap).
+fn default_metrics_port(process: usize) -> u16 {
+    u16::try_from(process).map_or(u16::MAX, |p| DEFAULT_METRICS_PORT.saturating_add(p))
+}
+
 /// What runs beside the job; dropping it stops the server and the progress thread.
 pub struct Observer {
     pub server: Option<server::Server>,
@@ -57,17 +64,14 @@ pub struct Observer {
 /// several jobs on one machine (tests, a laptop) still run.
 pub fn start(
     addr: Option<MetricsAddr>,
-    process: u16,
+    process: usize,
     telemetry: Arc<Telemetry>,
     client: &crate::kafka::settings::ClientSettings,
 ) -> Result<Observer, ObserveError> {
     let (target, explicit) = match addr {
         Some(MetricsAddr::Off) => (None, true),
         Some(MetricsAddr::At(a)) => (Some(a), true),
-        None => (
-            Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_METRICS_PORT.saturating_add(process)))),
-            false,
-        ),
+        None => (Some(SocketAddr::from((Ipv4Addr::LOCALHOST, default_metrics_port(process)))), false),
     };
     let server = match target {
         None => None,

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::snapshot::Snapshot;
 use super::status::fmt_ms;
-use super::telemetry::{Snapshot, Telemetry};
+use super::telemetry::Telemetry;
 use crate::kafka::offsets::OffsetsClient;
 
 const TICK: Duration = Duration::from_millis(250);

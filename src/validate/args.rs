@@ -1,10 +1,12 @@
-//! Command-line options of `streamlake validate` (clap only), and the duration parser for `--every`.
+//! Command-line options of `streamlake validate` (clap only); `--every` reads the shared duration grammar.
 //!
 //! The options mirror what the Airflow DAG hard-coded: the folder it read (`OUTPUT_PATH`, as the
 //! rest of streamlake names it) and its schedule (`*/5 * * * *` becomes `--every 5m`).
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::util::duration::parse_duration;
 
 /// Options of `streamlake validate`.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,27 +65,9 @@ impl ValidateArgs {
     }
 }
 
-/// Parses `250ms`, `2s`, `5m`, `1h` (a whole number and a unit; a bare number means seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| {
-        format!("`{text}` is not a duration: give a whole number and a unit, e.g. 500ms, 2s, 5m, 1h")
-    })?;
-    let millis = match unit.trim() {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        other => return Err(format!("`{text}` has an unknown unit `{other}`: use ms, s, m or h")),
-    };
-    millis.map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long a duration"))
-}
-
 /// `--every` needs a period the grid can be built on: at least one millisecond.
 fn parse_every(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
+    let d = parse_duration(text).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err(format!("`{text}` is zero: --every needs a period of at least 1ms, e.g. 5m"));
     }
@@ -101,9 +85,10 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5 parsecs").unwrap_err().to_string().contains("unknown unit"));
         assert!(parse_duration("").is_err());
-        assert!(parse_duration("1.5s").is_err());
+        // One grammar with `run` since issue 15: fractions are durations here too.
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1_500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_every("0s").unwrap_err().contains("zero"));
     }

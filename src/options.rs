@@ -1,0 +1,372 @@
+//! The validated settings of `streamlake run`, built once before anything is created.
+//!
+//! Each setting comes from the first of these that gives it: a command-line flag, its environment
+//! variable (`KAFKA_TOPIC`, `RUN_ID`, ...), the dataflow file (`topic`, `trigger`), then the
+//! default. clap merges the first two and the defaults of the flags into a [`RunRequest`] (the
+//! conversion lives in `cli.rs`, so this module does not depend on the command line);
+//! [`RunOptions::new`] adds the dataflow file and checks every value in one place, so that a
+//! misconfiguration fails with one clear message before the job touches Kafka or the disk.
+//!
+//! The job, the operators and the observer read [`RunOptions`] and never the command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError, RESERVED_CONSUMER_OPTIONS};
+use crate::observe::telemetry::ClusterInfo;
+use crate::observe::MetricsAddr;
+use crate::operators::source::{OnDataLoss, StartingOffsets};
+use crate::spec::{Spec, EVENTS_TOML};
+
+/// What `streamlake run` was asked to do, as given: each value is a flag, its environment variable
+/// or the flag's default, not yet checked against the others or against the dataflow file.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub brokers: Option<String>,
+    pub kafka_config: Option<PathBuf>,
+    pub kafka_options: Vec<(String, String)>,
+    pub consumer_group: Option<String>,
+    /// Overrides the dataflow file's `topic`.
+    pub topic: Option<String>,
+    /// `None`: the built-in `dataflows/events.toml`.
+    pub dataflow: Option<PathBuf>,
+    pub output: PathBuf,
+    pub run_id: String,
+    pub workers: u16,
+    pub processes: u16,
+    pub process: u16,
+    pub hostfile: Option<PathBuf>,
+    pub starting_offsets: StartingOffsets,
+    pub available_now: bool,
+    pub flush_windows: bool,
+    pub idle_timeout: Duration,
+    pub roll_interval: Duration,
+    pub roll_size_mib: u64,
+    pub max_future: Duration,
+    pub on_data_loss: OnDataLoss,
+    pub partition_discovery: Duration,
+    pub connect_timeout: Duration,
+    pub peer_timeout: Duration,
+    /// Overrides the dataflow file's `trigger`.
+    pub trigger: Option<Duration>,
+    pub consumer_options: Vec<(String, String)>,
+    pub no_console: bool,
+    pub metrics_addr: Option<MetricsAddr>,
+}
+
+/// A setting that cannot work; each message says which flag or file is wrong and what to give.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The dataflow file could not be read or is not valid.
+    #[error(transparent)]
+    Dataflow(#[from] ConfigError),
+    /// `--brokers`, `--kafka-config` or `--kafka-option`.
+    #[error(transparent)]
+    Kafka(#[from] SettingsError),
+    #[error("-p {process} is out of range for -n {processes}: process indexes run from 0 to {}", processes - 1)]
+    ProcessOutOfRange { process: usize, processes: usize },
+    // The I/O error is part of the message (as it always was), not a separate cause, so that
+    // `Error: {:#}` does not print it twice.
+    #[error("cannot read hostfile {}: {error}", path.display())]
+    ReadHostfile { path: PathBuf, error: std::io::Error },
+    #[error(
+        "hostfile {} lists {listed} host(s) but -n is {processes}: give one `host:port` line per process",
+        path.display()
+    )]
+    TooFewHosts { path: PathBuf, listed: usize, processes: usize },
+    #[error("hostfile {}: `{entry}` is not `host:port`", path.display())]
+    BadHost { path: PathBuf, entry: String },
+    #[error("RUN_ID `{0}` must be a non-empty name without slashes")]
+    RunId(String),
+    #[error(
+        "--idle-timeout must be positive: with 0 every partition counts as idle at once and the watermark \
+         would follow the wall clock, dropping replayed data as late"
+    )]
+    ZeroIdleTimeout,
+}
+
+/// A `--consumer-option` that cannot be used; checked as the flag is parsed, so clap names the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerOptionError {
+    #[error("`{0}` is not KEY=VALUE, e.g. max.partition.fetch.bytes=4194304")]
+    NotKeyValue(String),
+    #[error(
+        "`{0}` is set by streamlake and cannot be overridden: the checkpoint, not the consumer, \
+         tracks offsets (exactly once depends on it)"
+    )]
+    Reserved(String),
+}
+
+/// `KEY=VALUE` for `--consumer-option`; the settings exactly-once depends on are refused.
+pub fn parse_consumer_option(s: &str) -> Result<(String, String), ConsumerOptionError> {
+    let (key, value) = parse_key_value(s).map_err(|_| ConsumerOptionError::NotKeyValue(s.to_string()))?;
+    if RESERVED_CONSUMER_OPTIONS.contains(&key.as_str()) {
+        return Err(ConsumerOptionError::Reserved(key));
+    }
+    Ok((key, value))
+}
+
+/// Where this process sits in the timely cluster (timely's -w, -n, -p, -h), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// Worker threads per process.
+    pub workers: usize,
+    pub processes: usize,
+    /// This process's index, below `processes`.
+    pub process: usize,
+    /// One `host:port` per process, in process order; empty for a single process.
+    pub addresses: Vec<String>,
+}
+
+impl ClusterOptions {
+    /// Checks -p against -n and reads the hostfile (default: localhost:2101, 2102, ...).
+    pub fn new(
+        workers: u16,
+        processes: u16,
+        process: u16,
+        hostfile: Option<&Path>,
+    ) -> Result<Self, OptionsError> {
+        let (workers, processes, process) = (workers as usize, processes as usize, process as usize);
+        if process >= processes {
+            return Err(OptionsError::ProcessOutOfRange { process, processes });
+        }
+        let addresses = if processes == 1 {
+            Vec::new()
+        } else {
+            match hostfile {
+                Some(path) => read_hostfile(path, processes)?,
+                None => (0..processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+            }
+        };
+        Ok(ClusterOptions { workers, processes, process, addresses })
+    }
+}
+
+fn read_hostfile(path: &Path, processes: usize) -> Result<Vec<String>, OptionsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| OptionsError::ReadHostfile { path: path.to_path_buf(), error })?;
+    let hosts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if hosts.len() < processes {
+        return Err(OptionsError::TooFewHosts { path: path.to_path_buf(), listed: hosts.len(), processes });
+    }
+    if let Some(bad) =
+        hosts.iter().find(|h| h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none())
+    {
+        return Err(OptionsError::BadHost { path: path.to_path_buf(), entry: bad.clone() });
+    }
+    Ok(hosts[..processes].to_vec())
+}
+
+/// The dataflow file (or the built-in one) with the command line's `topic` and `trigger` over it.
+pub fn load_spec(
+    dataflow: Option<&Path>,
+    topic: Option<&str>,
+    trigger: Option<Duration>,
+) -> Result<Spec, ConfigError> {
+    let mut spec = match dataflow {
+        Some(path) => Spec::load(path)?,
+        None => Spec::parse(EVENTS_TOML, Path::new("dataflows/events.toml"))?,
+    };
+    if let Some(topic) = topic {
+        spec.topic = topic.to_string();
+    }
+    if let Some(trigger) = trigger {
+        spec.trigger = trigger;
+    }
+    Ok(spec)
+}
+
+/// Everything `streamlake run` needs to know, checked.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The pipeline, with `--topic` and `--trigger` applied.
+    pub spec: Spec,
+    /// A non-empty name without slashes: it names the folder `run_<RUN_ID>`.
+    pub run_id: String,
+    /// The raw dataset root (`OUTPUT_PATH`).
+    pub output: PathBuf,
+    pub cluster: ClusterOptions,
+    /// Brokers and librdkafka settings of every client.
+    pub client: ClientSettings,
+    /// The monitoring consumer group (default `streamlake-<RUN_ID>`).
+    pub consumer_group: String,
+    pub consumer_options: Vec<(String, String)>,
+    pub starting_offsets: StartingOffsets,
+    pub available_now: bool,
+    pub flush_windows: bool,
+    /// Positive.
+    pub idle_timeout: Duration,
+    pub roll_interval: Duration,
+    pub roll_bytes: u64,
+    pub max_future: Duration,
+    pub on_data_loss: OnDataLoss,
+    pub partition_discovery: Duration,
+    pub connect_timeout: Duration,
+    pub peer_timeout: Duration,
+    /// Print the console table.
+    pub console: bool,
+    pub metrics_addr: Option<MetricsAddr>,
+}
+
+impl RunOptions {
+    /// Checks a request; the checks run in the order the job used to make them, so the first
+    /// problem reported is the same one as before.
+    pub fn new(r: RunRequest) -> Result<Self, OptionsError> {
+        let spec = load_spec(r.dataflow.as_deref(), r.topic.as_deref(), r.trigger)?;
+        let cluster = ClusterOptions::new(r.workers, r.processes, r.process, r.hostfile.as_deref())?;
+        if r.run_id.is_empty() || r.run_id.contains(['/', '\\']) {
+            return Err(OptionsError::RunId(r.run_id));
+        }
+        if r.idle_timeout.is_zero() {
+            return Err(OptionsError::ZeroIdleTimeout);
+        }
+        let client =
+            ClientSettings::from_cli(r.brokers.as_deref(), r.kafka_config.as_deref(), &r.kafka_options)?;
+        let consumer_group = r.consumer_group.unwrap_or_else(|| format!("streamlake-{}", r.run_id));
+        Ok(RunOptions {
+            spec,
+            run_id: r.run_id,
+            output: r.output,
+            cluster,
+            client,
+            consumer_group,
+            consumer_options: r.consumer_options,
+            starting_offsets: r.starting_offsets,
+            available_now: r.available_now,
+            flush_windows: r.flush_windows,
+            idle_timeout: r.idle_timeout,
+            roll_interval: r.roll_interval,
+            roll_bytes: r.roll_size_mib.saturating_mul(1 << 20),
+            max_future: r.max_future,
+            on_data_loss: r.on_data_loss,
+            partition_discovery: r.partition_discovery,
+            connect_timeout: r.connect_timeout,
+            peer_timeout: r.peer_timeout,
+            console: !r.no_console,
+            metrics_addr: r.metrics_addr,
+        })
+    }
+
+    /// The facts of this run that the observer shows (status page, metrics, progress lines).
+    pub fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            run_id: self.run_id.clone(),
+            topic: self.spec.topic.clone(),
+            output: self.output.clone(),
+            process: self.cluster.process,
+            processes: self.cluster.processes,
+            workers: self.cluster.workers,
+            window_ms: self.spec.window_ms,
+            watermark_delay_ms: self.spec.watermark_ms,
+            idle_timeout: self.idle_timeout,
+            trigger: self.spec.trigger,
+            available_now: self.available_now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RunRequest {
+        RunRequest {
+            brokers: Some("127.0.0.1:9".into()),
+            kafka_config: None,
+            kafka_options: Vec::new(),
+            consumer_group: None,
+            topic: None,
+            dataflow: None,
+            output: PathBuf::from("data/output/parquet"),
+            run_id: "local_run".into(),
+            workers: 2,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+            starting_offsets: StartingOffsets::Latest,
+            available_now: false,
+            flush_windows: false,
+            idle_timeout: Duration::from_secs(30),
+            roll_interval: Duration::from_secs(60),
+            roll_size_mib: 128,
+            max_future: Duration::from_secs(3600),
+            on_data_loss: OnDataLoss::Fail,
+            partition_discovery: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(120),
+            trigger: None,
+            consumer_options: Vec::new(),
+            no_console: false,
+            metrics_addr: None,
+        }
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_dataflow_file_and_defaults_fill_the_rest() {
+        let o = RunOptions::new(request()).unwrap();
+        assert_eq!(o.spec.topic, "events", "the built-in dataflow's topic");
+        assert_eq!(o.consumer_group, "streamlake-local_run");
+        assert_eq!(o.roll_bytes, 128 << 20);
+        assert!(o.console);
+        let o = RunOptions::new(RunRequest {
+            topic: Some("other".into()),
+            trigger: Some(Duration::from_secs(2)),
+            consumer_group: Some("g".into()),
+            no_console: true,
+            ..request()
+        })
+        .unwrap();
+        assert_eq!((o.spec.topic.as_str(), o.spec.trigger), ("other", Duration::from_secs(2)));
+        assert_eq!(o.consumer_group, "g");
+        assert!(!o.console);
+        let info = o.cluster_info();
+        assert_eq!((info.workers, info.processes, info.topic.as_str()), (2, 1, "other"));
+    }
+
+    #[test]
+    fn each_bad_setting_has_its_own_message() {
+        let err = |r: RunRequest| RunOptions::new(r).unwrap_err().to_string();
+        assert_eq!(
+            err(RunRequest { processes: 2, process: 2, ..request() }),
+            "-p 2 is out of range for -n 2: process indexes run from 0 to 1"
+        );
+        assert_eq!(
+            err(RunRequest { run_id: "a/b".into(), ..request() }),
+            "RUN_ID `a/b` must be a non-empty name without slashes"
+        );
+        assert!(err(RunRequest { run_id: String::new(), ..request() }).contains("non-empty"));
+        assert!(err(RunRequest { idle_timeout: Duration::ZERO, ..request() })
+            .starts_with("--idle-timeout must be positive"));
+        let missing = PathBuf::from("/nonexistent/streamlake/flow.toml");
+        assert!(
+            err(RunRequest { dataflow: Some(missing), ..request() }).contains("cannot read dataflow file")
+        );
+    }
+
+    #[test]
+    fn hostfiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "# cluster\nhost-a:2101\n\nhost-b:2101\nhost-c:2101\n").unwrap();
+        let c = ClusterOptions::new(1, 2, 1, Some(&hosts)).unwrap();
+        assert_eq!(c.addresses, vec!["host-a:2101", "host-b:2101"]);
+        assert_eq!(
+            ClusterOptions::new(1, 2, 0, None).unwrap().addresses,
+            vec!["localhost:2101", "localhost:2102"]
+        );
+        assert!(ClusterOptions::new(1, 1, 0, None).unwrap().addresses.is_empty());
+        let e = ClusterOptions::new(1, 4, 0, Some(&hosts)).unwrap_err().to_string();
+        assert!(e.contains("lists 3 host(s) but -n is 4"), "{e}");
+        std::fs::write(&hosts, "host-a\nhost-b:2101\n").unwrap();
+        let e = ClusterOptions::new(1, 2, 0, Some(&hosts)).unwrap_err().to_string();
+        assert!(e.ends_with("`host-a` is not `host:port`"), "{e}");
+        let e = ClusterOptions::new(1, 2, 0, Some(&dir.path().join("none"))).unwrap_err().to_string();
+        assert!(e.starts_with("cannot read hostfile"), "{e}");
+    }
+}
