@@ -1,15 +1,16 @@
 //! streamlake: a Kafka → event-time windows → exactly-once Parquet pipeline on Timely Dataflow.
 //!
 //! The modules follow the data flow: [`kafka`] reads and writes the broker, [`parse`] turns JSON
-//! payloads into typed columns, [`operators`] holds the timely operators (source, windows, sinks),
-//! [`sink`] the Parquet writer and the commit protocol, [`validate`] reads the result back, and
-//! [`observe`] serves metrics, the status page and progress lines of a running job.
+//! payloads into typed columns, [`ingest`] holds the parts of the Kafka source, [`operators`] the
+//! timely operators (source, windows, sinks), [`sink`] the Parquet writer and the commit protocol,
+//! [`validate`] reads the result back, and [`observe`] serves metrics, the status page and progress lines of a running job.
 
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod crash;
 pub mod error;
+pub mod ingest;
 pub mod job;
 pub mod kafka;
 pub mod logging;

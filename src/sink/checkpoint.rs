@@ -17,8 +17,40 @@ use super::durable::write_atomic;
 use super::{io_err, SinkError};
 use crate::parse::Key;
 
-/// A partition's contribution to one open window: (window end ms, key, sum in 1e-9 units, count).
-pub type Partial = (u64, Key, i128, u64);
+/// A share of one window's aggregate for one key: what a source sends the window operator (the
+/// deltas of a poll batch) and what a checkpoint entry keeps of a partition's still-open windows.
+/// One type for both, so a restored share and a fresh one can never disagree on a field.
+///
+/// On disk (and between processes) it stays the 4-element array it always was,
+/// `[end_ms, key, sum_nanos, count]`: checkpoints written before this type had names still load.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partial {
+    /// The window's end, in event-time ms (exclusive).
+    pub end_ms: u64,
+    pub key: Key,
+    /// Sum of the values in 1e-9 units, exact over any number of additions.
+    pub sum_nanos: i128,
+    pub count: u64,
+}
+
+impl Partial {
+    pub fn new(end_ms: u64, key: Key, sum_nanos: i128, count: u64) -> Self {
+        Partial { end_ms, key, sum_nanos, count }
+    }
+}
+
+impl Serialize for Partial {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.end_ms, &self.key, self.sum_nanos, self.count).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Partial {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (end_ms, key, sum_nanos, count) = <(u64, Key, i128, u64)>::deserialize(d)?;
+        Ok(Partial { end_ms, key, sum_nanos, count })
+    }
+}
 
 /// How many entries to keep per partition; older ones are pruned (the newest is what counts, the
 /// rest are history for people reading the folder).
@@ -246,12 +278,20 @@ mod tests {
             total_late: 0,
             max_event_ms: Some(5),
             files: vec![],
-            partials: vec![(10_000, Key::Int(1), 1_500_000_000, 2)],
+            partials: vec![Partial::new(10_000, Key::Int(1), 1_500_000_000, 2)],
             worker: 0,
             committed_at: String::new(),
             skipped: 0,
             skipped_ranges: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_partial_is_stored_as_the_array_it_always_was() {
+        let p = Partial::new(10_000, Key::Int(1), 1_500_000_000, 2);
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(text, r#"[10000,{"Int":1},1500000000,2]"#);
+        assert_eq!(serde_json::from_str::<Partial>(&text).unwrap(), p);
     }
 
     #[test]
