@@ -121,7 +121,7 @@ pub struct RunArgs {
 
     /// Where to start partitions that have no checkpoint yet (the original uses latest).
     #[arg(long, value_enum, default_value = "latest")]
-    pub starting_offsets: crate::operators::source::StartingOffsets,
+    pub starting_offsets: crate::ingest::StartingOffsets,
 
     /// Process everything up to the end offsets seen at start, emit the windows the watermark
     /// has passed, commit and exit 0 (Spark's Trigger.AvailableNow). Open windows stay in the
@@ -157,7 +157,7 @@ pub struct RunArgs {
     /// the partition and the missing range; `skip` continues from the oldest offset still there
     /// and records the skipped range in the checkpoint and in `validate --audit`.
     #[arg(long, value_enum, default_value = "fail")]
-    pub on_data_loss: crate::operators::source::OnDataLoss,
+    pub on_data_loss: crate::ingest::OnDataLoss,
 
     /// How often to look for partitions added to the topic while running; new ones are read from
     /// their earliest offset and join the watermark. `0s` turns it off.

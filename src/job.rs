@@ -22,13 +22,15 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
-use crate::error::{ConfigError, FailureKind, KafkaError, RunStopped, WorkerError};
+use crate::error::{ConfigError, KafkaError, RunStopped, WorkerError};
+use crate::ingest::{PreparedSource, SourceSettings};
 use crate::kafka::client::{base_config, fetch_metadata, partition_count};
 use crate::kafka::topic_id::{describe_topic_id, TopicId};
+use crate::observe::counters::SourceCounters;
 use crate::observe::telemetry::Telemetry;
 use crate::operators::aggregates::{AggregatesReport, AggregatesTarget, WriteAggregates};
 use crate::operators::console::ConsoleSink;
-use crate::operators::source::{kafka_source, PreparedSource, SourceCounters, SourceSettings};
+use crate::operators::source::kafka_source;
 use crate::operators::window::WindowAverage;
 use crate::options::{ClusterOptions, RunOptions};
 use crate::signals::Shutdown;
@@ -69,11 +71,6 @@ pub fn timely_config(cluster: &ClusterOptions) -> timely::Config {
         CommunicationConfig::Thread
     };
     timely::Config { communication, worker: WorkerConfig::default() }
-}
-
-/// What a worker reports when it stops because another one failed.
-fn follower() -> WorkerError {
-    WorkerError { kind: FailureKind::Follower, message: "stopped because another worker failed".into() }
 }
 
 /// Drops this worker's dataflows after a failure. Timely steps a worker until its dataflows
@@ -175,7 +172,6 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
         consumer_options: options.consumer_options.clone(),
         metadata_timeout: options.connect_timeout,
         shutdown: shutdown.clone(),
-        telemetry: telemetry.clone(),
     };
     let console = options.console;
     tracing::info!(
@@ -208,9 +204,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
                     Err(e) => {
                         // This worker never builds the dataflow, so the others would wait for it forever:
                         // tell them through the shared slot (checked in their step loop).
-                        let kind =
-                            if e.is_permanent() { FailureKind::Permanent } else { FailureKind::Failed };
-                        let e = WorkerError { kind, message: e.to_string() };
+                        let e = WorkerError::from(e);
                         if let Ok(mut slot) = fatal.lock() {
                             slot.get_or_insert_with(|| e.clone());
                         }
@@ -230,8 +224,14 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
                 is_writer: index == 0,
             };
             worker.dataflow::<u64, _, _>(|scope| {
-                let deltas =
-                    kafka_source(scope, source, probe.clone(), worker_counters.clone(), error.clone());
+                let deltas = kafka_source(
+                    scope,
+                    source,
+                    probe.clone(),
+                    worker_counters.clone(),
+                    telemetry.clone(),
+                    error.clone(),
+                );
                 let rows = deltas.window_average(windows.closed_through_ms, telemetry.clone());
                 if console {
                     rows.clone().console(spec.trigger, spec.window_ms, spec.key_field().name.clone());
@@ -240,8 +240,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
             });
             while !probe.done() {
                 worker.step_or_park(Some(Duration::from_millis(100)));
-                let local =
-                    error.borrow().clone().or_else(|| report.borrow().error.clone().map(WorkerError::failed));
+                let local = error.borrow().clone().or_else(|| report.borrow().error.clone());
                 if let Some(e) = local {
                     // Tell this process's other workers, so none waits for a frontier that will
                     // never move again; peers in other processes see the connection close.
@@ -253,7 +252,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
                 }
                 if fatal.lock().map(|s| s.is_some()).unwrap_or(true) {
                     abandon_dataflows(worker);
-                    return Err(follower());
+                    return Err(WorkerError::Follower);
                 }
             }
             let r = report.borrow();
@@ -265,28 +264,19 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
     let joined = guards.join();
     drop(observer);
     let mut summary = RunSummary::default();
-    let mut errors = Vec::new();
+    let mut failures = Vec::new();
     for (i, result) in joined.into_iter().enumerate() {
         match result {
             Ok(Ok((rows, closed))) => {
                 summary.window_rows += rows;
                 summary.closed_through_ms = summary.closed_through_ms.max(closed);
             }
-            Ok(Err(e)) => errors.push((e.kind, format!("worker {i}: {e}"))),
-            Err(e) => errors.push((FailureKind::Failed, format!("worker {i} panicked: {e}"))),
+            Ok(Err(e)) => failures.push(Failure::Error(i, e)),
+            Err(e) => failures.push(Failure::Panic(i, e.to_string())),
         }
     }
-    if !errors.is_empty() {
-        // Name the cause, not the workers that only stopped because of it.
-        let causes: Vec<&(FailureKind, String)> =
-            errors.iter().filter(|(kind, _)| *kind != FailureKind::Follower).collect();
-        let shown = if causes.is_empty() { errors.iter().collect() } else { causes };
-        let permanent = shown.iter().any(|(kind, _)| *kind == FailureKind::Permanent);
-        let message = format!(
-            "the run stopped: {}",
-            shown.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("; ")
-        );
-        return Err(RunStopped { message, permanent }.into());
+    if let Some(stopped) = run_stopped(&failures) {
+        return Err(stopped.into());
     }
     summary.messages = counters.messages.load(Ordering::Relaxed);
     summary.rows = counters.rows.load(Ordering::Relaxed);
@@ -296,4 +286,104 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
     summary.commits = counters.commits.load(Ordering::Relaxed);
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// How one worker of this process ended, if not well.
+#[derive(Debug)]
+enum Failure {
+    /// The worker returned an error (worker index, error).
+    Error(usize, WorkerError),
+    /// The worker panicked (worker index, what timely reported).
+    Panic(usize, String),
+}
+
+impl Failure {
+    fn is_follower(&self) -> bool {
+        matches!(self, Failure::Error(_, e) if e.is_follower())
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Failure::Error(_, e) if e.is_permanent())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Error(i, e) => write!(f, "worker {i}: {e}"),
+            Failure::Panic(i, e) => write!(f, "worker {i} panicked: {e}"),
+        }
+    }
+}
+
+/// The run's end from its workers' failures (`None`: there were none). It names the cause, not
+/// the workers that only stopped because of it; it is permanent when a cause is.
+fn run_stopped(failures: &[Failure]) -> Option<RunStopped> {
+    if failures.is_empty() {
+        return None;
+    }
+    let causes: Vec<&Failure> = failures.iter().filter(|f| !f.is_follower()).collect();
+    let shown = if causes.is_empty() { failures.iter().collect() } else { causes };
+    let permanent = shown.iter().any(|f| f.is_permanent());
+    let message =
+        format!("the run stopped: {}", shown.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "));
+    Some(RunStopped { message, permanent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SourceError;
+
+    fn gone() -> WorkerError {
+        SourceError::TopicGone { topic: "t".into(), brokers: "b".into(), partition: 1, offset: 2 }.into()
+    }
+
+    fn io() -> WorkerError {
+        let source = std::io::Error::other("disk full");
+        WorkerError::MarkWindows(Arc::new(crate::sink::SinkError::Io {
+            doing: "write",
+            path: "w.json".into(),
+            source,
+        }))
+    }
+
+    #[test]
+    fn the_cause_is_named_and_followers_are_not() {
+        let stopped = run_stopped(&[
+            Failure::Error(0, WorkerError::Follower),
+            Failure::Error(1, gone()),
+            Failure::Error(2, WorkerError::Follower),
+        ])
+        .unwrap();
+        assert!(stopped.permanent);
+        assert!(
+            stopped.message.starts_with("the run stopped: worker 1: topic `t` is gone"),
+            "{}",
+            stopped.message
+        );
+        assert!(!stopped.message.contains("another worker"), "{}", stopped.message);
+    }
+
+    #[test]
+    fn a_permanent_cause_beside_another_still_exits_permanent() {
+        let stopped = run_stopped(&[Failure::Error(0, io()), Failure::Error(1, gone())]).unwrap();
+        assert!(stopped.permanent);
+        assert!(
+            stopped.message.contains("worker 0: writing windows.json: cannot write w.json"),
+            "{}",
+            stopped.message
+        );
+        let only_io = run_stopped(&[Failure::Error(0, io()), Failure::Panic(1, "boom".into())]).unwrap();
+        assert!(!only_io.permanent);
+        assert!(only_io.message.ends_with("; worker 1 panicked: boom"), "{}", only_io.message);
+    }
+
+    #[test]
+    fn followers_alone_are_shown_rather_than_nothing() {
+        let stopped = run_stopped(&[Failure::Error(0, WorkerError::Follower)]).unwrap();
+        assert_eq!(stopped.message, "the run stopped: worker 0: stopped because another worker failed");
+        assert!(!stopped.permanent);
+        assert!(run_stopped(&[]).is_none());
+    }
 }

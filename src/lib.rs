@@ -1,11 +1,12 @@
 //! streamlake: a Kafka → event-time windows → exactly-once Parquet pipeline on Timely Dataflow.
 //!
 //! The modules follow the data flow: [`kafka`] reads and writes the broker, [`parse`] turns JSON
-//! payloads into typed columns, [`operators`] holds the timely operators (source, windows, sinks),
-//! [`sink`] the Parquet writer and the commit protocol, [`validate`] reads the result back, and
-//! [`observe`] serves metrics, the status page and progress lines of a running job. [`format`]
-//! defines the on-disk layout that the sinks write and `validate` reads; [`util`] holds small
-//! helpers they share (atomic writes, the thread fan-out).
+//! payloads into typed columns, [`ingest`] holds the parts of the Kafka source, [`operators`]
+//! the timely operators (source, windows, sinks), [`sink`] the Parquet writer and the commit
+//! protocol, [`validate`] reads the result back, and [`observe`] serves metrics, the status page
+//! and progress lines of a running job. [`format`] defines the on-disk layout that the sinks write
+//! and `validate` reads; [`options`] the validated settings; [`util`] small helpers they share
+//! (durations, atomic writes, the thread fan-out).
 
 pub mod cli;
 pub mod cluster;
@@ -13,6 +14,7 @@ pub mod commands;
 pub mod crash;
 pub mod error;
 pub mod format;
+pub mod ingest;
 pub mod job;
 pub mod kafka;
 pub mod logging;

@@ -213,7 +213,7 @@ fn report_matches_the_dags_pandas_code() {
     // validate_command.rs `validate_agrees_with_the_dags_pandas_code`).
     {
         // Without a python the comparison is left out, and the rest of the test still runs.
-        if let Some(python) = python() {
+        if let Some(python) = python("not comparing with pandas") {
             let lake = fixture::Lake::standard();
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
             let out = std::process::Command::new(&python)
@@ -354,7 +354,7 @@ fn corrupt_files_exit_1_naming_the_file() {
     assert_eq!(report["total_rows"], clean["total_rows"], "every real file is still read");
     assert_eq!(report["per_id"], clean["per_id"]);
     // (The DAG's pandas code dies on such a file: pyarrow cannot build the dataset at all.)
-    if let Some(python) = python() {
+    if let Some(python) = python("not comparing with pandas") {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
         let out = Command::new(python).arg(script).arg(&root).output().unwrap();
         assert!(!out.status.success(), "pandas read a garbage file?");

@@ -23,8 +23,40 @@ fn version_1() -> u32 {
     1
 }
 
-/// A partition's contribution to one open window: (window end ms, key, sum in 1e-9 units, count).
-pub type Partial = (u64, Key, i128, u64);
+/// A share of one window's aggregate for one key: what a source sends the window operator (the
+/// deltas of a poll batch) and what a checkpoint entry keeps of a partition's still-open windows.
+/// One type for both, so a restored share and a fresh one can never disagree on a field.
+///
+/// On disk (and between processes) it stays the 4-element array it always was,
+/// `[end_ms, key, sum_nanos, count]`: checkpoints written before this type had names still load.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partial {
+    /// The window's end, in event-time ms (exclusive).
+    pub end_ms: u64,
+    pub key: Key,
+    /// Sum of the values in 1e-9 units, exact over any number of additions.
+    pub sum_nanos: i128,
+    pub count: u64,
+}
+
+impl Partial {
+    pub fn new(end_ms: u64, key: Key, sum_nanos: i128, count: u64) -> Self {
+        Partial { end_ms, key, sum_nanos, count }
+    }
+}
+
+impl Serialize for Partial {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.end_ms, &self.key, self.sum_nanos, self.count).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Partial {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (end_ms, key, sum_nanos, count) = <(u64, Key, i128, u64)>::deserialize(d)?;
+        Ok(Partial { end_ms, key, sum_nanos, count })
+    }
+}
 
 /// One commit of a Kafka partition: written after the files of its range are durable, so the
 /// newest entry's `next_offset` never runs ahead of the data.

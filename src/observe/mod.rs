@@ -14,6 +14,7 @@
 //! measures per-worker busy time from timely's park events.
 
 pub mod busy;
+pub mod counters;
 pub mod metrics;
 pub mod progress;
 pub mod server;

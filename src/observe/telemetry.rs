@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::kafka::assignment::owned_partitions;
-use crate::operators::source::SourceCounters;
+use crate::observe::counters::{SourceCounters, QUARANTINE_REASONS};
 use crate::sink::aggregates::WindowRow;
 
 use super::snapshot::Snapshot;
@@ -286,7 +286,7 @@ impl Telemetry {
     pub fn snapshot(&self) -> Snapshot {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let quarantined_by_reason = crate::operators::source::QUARANTINE_REASONS
+        let quarantined_by_reason = QUARANTINE_REASONS
             .iter()
             .zip(c.quarantined_by_reason.iter())
             .map(|(reason, n)| (*reason, load(n)))

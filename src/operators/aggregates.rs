@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -17,6 +18,7 @@ use timely::dataflow::Stream;
 
 use super::window::WindowOutput;
 use super::FLUSH_TIME;
+use crate::error::WorkerError;
 use crate::sink::aggregates::{write_windows, AggregatesOwner, WindowRow};
 use crate::sink::checkpoint::{CheckpointDir, WindowsEntry};
 use crate::spec::Field;
@@ -39,7 +41,7 @@ pub struct AggregatesReport {
     pub rows: u64,
     pub files: u64,
     pub closed_through_ms: u64,
-    pub error: Option<String>,
+    pub error: Option<WorkerError>,
 }
 
 pub trait WriteAggregates<'scope> {
@@ -113,7 +115,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                                 r.files += 1;
                             }
                             Err(e) => {
-                                report.borrow_mut().error = Some(format!("writing final window rows: {e}"));
+                                report.borrow_mut().error = Some(WorkerError::WriteWindows(Arc::new(e)));
                                 held.extend(caps); // the probe must never pass unwritten windows
                                 return;
                             }
@@ -131,7 +133,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                     if closed != windows.closed_through_ms || !ready.is_empty() {
                         windows.closed_through_ms = closed;
                         if let Err(e) = target.checkpoint.write_windows(&windows) {
-                            report.borrow_mut().error = Some(format!("writing windows.json: {e}"));
+                            report.borrow_mut().error = Some(WorkerError::MarkWindows(Arc::new(e)));
                             held.extend(caps); // the probe must never pass unwritten windows
                             return;
                         }

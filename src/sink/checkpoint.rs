@@ -175,12 +175,20 @@ mod tests {
             total_late: 0,
             max_event_ms: Some(5),
             files: vec![],
-            partials: vec![(10_000, Key::Int(1), 1_500_000_000, 2)],
+            partials: vec![Partial::new(10_000, Key::Int(1), 1_500_000_000, 2)],
             worker: 0,
             committed_at: String::new(),
             skipped: 0,
             skipped_ranges: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_partial_is_stored_as_the_array_it_always_was() {
+        let p = Partial::new(10_000, Key::Int(1), 1_500_000_000, 2);
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(text, r#"[10000,{"Int":1},1500000000,2]"#);
+        assert_eq!(serde_json::from_str::<Partial>(&text).unwrap(), p);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Parquet output and the commit protocol that makes it exactly once.
 //!
 //! [`raw::PartitionFiles`] writes the raw events of one Kafka partition, one file per key folder
-//! per commit; [`checkpoint`] records what is committed; [`durable`] holds the fsync/rename steps
-//! every commit goes through; [`aggregates`] writes final window rows.
+//! per commit; [`checkpoint`] records what is committed; [`commit`] is the protocol that ties the
+//! two (files durable, then the entry), with the local file system as its first implementation;
+//! [`durable`] holds the fsync/rename steps every commit goes through; [`aggregates`] writes final
+//! window rows.
 
 pub mod aggregates;
 pub mod checkpoint;
+pub mod commit;
 pub mod durable;
 pub mod identity;
 pub mod lock;

@@ -289,12 +289,6 @@ impl PartitionFiles {
         self.quarantine.push(QuarantinedRecord { offset, reason, payload: payload.map(<[u8]>::to_vec) });
     }
 
-    /// Counts a message that produced no row and no quarantine entry (none today; kept so the
-    /// range accounting stays explicit if control records ever reach here).
-    pub fn skip(&mut self) {
-        self.messages += 1;
-    }
-
     /// Closes every open file of the interval `[start_offset, next_offset)`, makes them durable under
     /// their final names and returns what was written. The caller must write the checkpoint entry
     /// next; until then the files are uncommitted and a restart deletes them.
@@ -424,14 +418,6 @@ impl PartitionFiles {
         drop(inner);
         crate::crash::point("quarantine.before_rename");
         publish(&tmp, dst)
-    }
-
-    /// Drops the in-progress files without committing (used when shutting down on an error).
-    pub fn abandon(&mut self) {
-        for f in self.files.drain(..) {
-            let _ = fs::remove_file(&f.tmp);
-        }
-        self.quarantine.clear();
     }
 }
 

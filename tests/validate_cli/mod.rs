@@ -54,26 +54,9 @@ pub fn report_files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The python with pandas and pyarrow that `STREAMLAKE_TEST_PYTHON` names; under CI its absence
-/// fails the test, elsewhere the comparison with pandas is left out.
-pub fn python() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("STREAMLAKE_TEST_PYTHON is not set under CI: run scripts/test.sh");
-            }
-            eprintln!(
-                "STREAMLAKE_TEST_PYTHON is not set (python with pandas + pyarrow); not comparing with pandas"
-            );
-            None
-        }
-    }
-}
-
 /// The DAG's pandas code on `path`: exit code and its JSON line (None without a python).
 pub fn dag(path: &Path) -> Option<(i32, Value)> {
-    let python = python()?;
+    let python = crate::common::python("not comparing with pandas")?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/dag_validate.py");
     let out = Command::new(python).arg(script).arg(path).output().expect("running python");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,0 +1,207 @@
+//! The commit protocol: *make these files durable, then record this entry.*
+//!
+//! A source stages each Kafka partition's records between two commits in a [`StagedFiles`]; a
+//! commit then goes through two steps, always in this order:
+//!
+//! 1. [`StagedFiles::make_durable`]: every staged file is closed and durable under its final name
+//!    before the call returns. Names are a function of the Kafka range they cover (and never of
+//!    time or chance), so a replay of the range produces the same names and overwrites, never
+//!    duplicates.
+//! 2. [`CommitProtocol::record`]: the partition's checkpoint entry (`next_offset`, the files,
+//!    the window shares) is durable once the call returns. Only then is the range committed.
+//!
+//! What a crash leaves, and how a restart cleans it ([`CommitProtocol::clean`], called for every
+//! partition before it is read, with the recorded `next_offset`):
+//! - during step 1: in-progress files under hidden names, tagged with the run's `run_uid`; `clean`
+//!   deletes them.
+//! - between the steps: files under final names whose range starts at or beyond the recorded
+//!   `next_offset`; `clean` deletes those that carry this run's identity, and the range is read
+//!   again and produces the same names.
+//! - during step 2: the new entry is written whole or not at all (an interrupted write leaves
+//!   a temp file that [`CommitProtocol::load`] removes), so the previous entry stays the newest.
+//!
+//! The local file system ([`LocalFs`]) is the first implementation: step 1 is fsync of every file,
+//! rename into place, fsync of the folders; step 2 an atomic write of
+//! `_checkpoint/partitions/p=<P>/<NEXT>.json`. The crash points of [`crate::crash`]
+//! (`raw.*`, `quarantine.before_rename`, `checkpoint.*`) sit inside these steps. An object store
+//! or a table format implements the same two traits: a multipart upload completed in step 1, a
+//! conditional put (or a table commit) in step 2.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::checkpoint::{CheckpointDir, PartitionEntry};
+use super::raw::{remove_uncommitted, CommitStats, PartitionFiles, RawLayout};
+use super::SinkError;
+use crate::parse::json::RecordParser;
+
+/// The records of one partition staged since its last commit.
+pub trait StagedFiles {
+    /// Appends the record `parser` holds (parsed from `payload`).
+    fn append(&mut self, parser: &RecordParser, payload: &[u8]) -> Result<(), SinkError>;
+    /// Stages a message that did not fit the schema, with the reason (`code: detail`).
+    fn quarantine(&mut self, offset: i64, payload: Option<&[u8]>, reason: String);
+    /// Payload bytes staged since the last commit (for size-based rolling).
+    fn pending_bytes(&self) -> u64;
+    /// Messages staged since the last commit.
+    fn pending_messages(&self) -> u64;
+    /// Step 1: makes every staged file of `[start, next_offset)` durable under its final name and
+    /// returns what was written; the next range starts at `next_offset`. The files are not
+    /// committed until [`CommitProtocol::record`] records an entry naming them.
+    fn make_durable(&mut self, next_offset: i64) -> Result<CommitStats, SinkError>;
+}
+
+/// Where a source's partitions are staged, committed and restored from.
+pub trait CommitProtocol {
+    /// Starts staging `partition` at `start_offset`.
+    fn open(&self, partition: i32, start_offset: i64) -> Box<dyn StagedFiles>;
+    /// The newest recorded entry of `partition` (`None`: never committed). A damaged newest entry
+    /// is an error, never a silent start from scratch.
+    fn load(&self, partition: i32) -> Result<Option<PartitionEntry>, SinkError>;
+    /// Removes what a crash left of `partition` at or beyond `next_offset` (see the module doc);
+    /// returns a name for each thing removed, for the log.
+    fn clean(&self, partition: i32, next_offset: i64) -> Result<Vec<String>, SinkError>;
+    /// Step 2: records `entry` durably; the range it describes is committed when this returns.
+    fn record(&self, entry: &PartitionEntry) -> Result<(), SinkError>;
+}
+
+/// The local file system: Parquet files in the run folder, the checkpoint in `_checkpoint/`.
+pub struct LocalFs {
+    layout: Arc<RawLayout>,
+    checkpoint: CheckpointDir,
+}
+
+impl LocalFs {
+    pub fn new(layout: RawLayout) -> Self {
+        let checkpoint = CheckpointDir::new(&layout.run_dir);
+        LocalFs { layout: Arc::new(layout), checkpoint }
+    }
+}
+
+impl StagedFiles for PartitionFiles {
+    #[inline]
+    fn append(&mut self, parser: &RecordParser, payload: &[u8]) -> Result<(), SinkError> {
+        PartitionFiles::append(self, parser, payload)
+    }
+
+    fn quarantine(&mut self, offset: i64, payload: Option<&[u8]>, reason: String) {
+        PartitionFiles::quarantine(self, offset, payload, reason)
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        PartitionFiles::pending_bytes(self)
+    }
+
+    fn pending_messages(&self) -> u64 {
+        PartitionFiles::pending_messages(self)
+    }
+
+    fn make_durable(&mut self, next_offset: i64) -> Result<CommitStats, SinkError> {
+        self.commit(next_offset)
+    }
+}
+
+impl CommitProtocol for LocalFs {
+    fn open(&self, partition: i32, start_offset: i64) -> Box<dyn StagedFiles> {
+        Box::new(PartitionFiles::new(self.layout.clone(), partition, start_offset))
+    }
+
+    fn load(&self, partition: i32) -> Result<Option<PartitionEntry>, SinkError> {
+        self.checkpoint.load_partition(partition)
+    }
+
+    fn clean(&self, partition: i32, next_offset: i64) -> Result<Vec<String>, SinkError> {
+        let removed: Vec<PathBuf> = remove_uncommitted(&self.layout, partition, next_offset)?;
+        Ok(removed.into_iter().map(|p| p.display().to_string()).collect())
+    }
+
+    fn record(&self, entry: &PartitionEntry) -> Result<(), SinkError> {
+        self.checkpoint.write_partition(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Spec, EVENTS_TOML};
+
+    fn spec() -> Spec {
+        Spec::parse(EVENTS_TOML, std::path::Path::new("dataflows/events.toml")).unwrap()
+    }
+
+    fn parser(spec: &Spec) -> RecordParser {
+        RecordParser::new(spec.schema.clone(), spec.key_col, spec.value_col, spec.time_col)
+    }
+
+    fn stage(files: &mut dyn StagedFiles, parser: &mut RecordParser, first: i64, n: i64) {
+        for i in first..first + n {
+            let json = format!(r#"{{"id":{},"value":1.5,"ts":"2024-01-01T00:00:0{}Z"}}"#, i % 2, i % 10);
+            parser.parse(Some(json.as_bytes())).unwrap();
+            files.append(parser, json.as_bytes()).unwrap();
+        }
+        files.quarantine(first + n, Some(b"{"), "bad_json: not JSON".into());
+    }
+
+    fn entry_for(stats: &CommitStats, partition: i32) -> PartitionEntry {
+        let mut e = PartitionEntry::start_of(partition, stats.start_offset, 0);
+        e.next_offset = stats.next_offset;
+        e.messages = stats.messages;
+        e.files = stats.files.clone();
+        e
+    }
+
+    /// The contract every implementation keeps; run against each one.
+    fn protocol_suite(protocol: &dyn CommitProtocol, exists: impl Fn(&str) -> bool) {
+        let spec = spec();
+        let mut parser = parser(&spec);
+        assert_eq!(protocol.load(0).unwrap(), None);
+
+        // A committed range: durable files, then the entry that names them.
+        let mut files = protocol.open(0, 0);
+        stage(files.as_mut(), &mut parser, 0, 4);
+        assert_eq!(files.pending_messages(), 5);
+        let stats = files.make_durable(5).unwrap();
+        assert_eq!((stats.start_offset, stats.next_offset, stats.messages), (0, 5, 5));
+        assert_eq!((stats.rows, stats.quarantined), (4, 1));
+        assert_eq!(stats.files.len(), 3, "one file per key and one quarantine file: {:?}", stats.files);
+        assert_eq!(files.pending_messages(), 0);
+        let entry = entry_for(&stats, 0);
+        protocol.record(&entry).unwrap();
+        assert_eq!(protocol.load(0).unwrap(), Some(entry.clone()));
+
+        // A crash between the steps: durable files that no entry names are cleaned, the
+        // committed ones stay.
+        stage(files.as_mut(), &mut parser, 5, 2);
+        let orphan = files.make_durable(8).unwrap();
+        assert!(orphan.files.iter().all(|f| exists(f)));
+        let removed = protocol.clean(0, entry.next_offset).unwrap();
+        assert_eq!(removed.len(), orphan.files.len(), "{removed:?}");
+        assert!(orphan.files.iter().all(|f| !exists(f)));
+        assert!(stats.files.iter().all(|f| exists(f)), "committed files survive a clean");
+        assert_eq!(protocol.load(0).unwrap(), Some(entry));
+
+        // A crash during step 1: staged but never made durable leaves nothing a clean keeps.
+        let mut files = protocol.open(1, 0);
+        stage(files.as_mut(), &mut parser, 0, 3);
+        drop(files);
+        assert!(!protocol.clean(1, 0).unwrap().is_empty(), "in-progress files are removed");
+        assert!(protocol.clean(1, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_local_file_system_keeps_the_contract() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec();
+        let layout = RawLayout::new(
+            tmp.path().to_path_buf(),
+            "t",
+            "r",
+            "uid1",
+            0,
+            spec.schema.clone(),
+            spec.partition_col,
+        );
+        let root = tmp.path().to_path_buf();
+        protocol_suite(&LocalFs::new(layout), |rel| root.join(rel).exists());
+    }
+}
