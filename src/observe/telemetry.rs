@@ -254,7 +254,7 @@ impl Telemetry {
     /// The input frontier of a window operator: the global watermark.
     pub fn observe_watermark(&self, watermark_ms: u64) {
         // The end-of-input flush time is not an event time anyone wants to read.
-        if watermark_ms < crate::operators::FLUSH_TIME {
+        if watermark_ms < crate::ingest::watermark::FLUSH_TIME {
             self.global_watermark.fetch_max(watermark_ms, Ordering::Relaxed);
         }
     }
