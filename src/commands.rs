@@ -26,7 +26,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<IdentityError>() {
             return if matches!(e, IdentityError::Sink(_)) { 1 } else { crate::error::EXIT_PERMANENT };
         }
-        if let Some(e) = cause.downcast_ref::<crate::operators::source::SourceError>() {
+        if let Some(e) = cause.downcast_ref::<crate::error::SourceError>() {
             return if e.is_permanent() { crate::error::EXIT_PERMANENT } else { 1 };
         }
     }

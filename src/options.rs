@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::ingest::{OnDataLoss, StartingOffsets};
 use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError, RESERVED_CONSUMER_OPTIONS};
 use crate::observe::telemetry::ClusterInfo;
 use crate::observe::MetricsAddr;
-use crate::operators::source::{OnDataLoss, StartingOffsets};
 use crate::spec::{Spec, EVENTS_TOML};
 
 /// What `streamlake run` was asked to do, as given: each value is a flag, its environment variable

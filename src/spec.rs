@@ -9,8 +9,21 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::ConfigError;
 use crate::util::duration::parse_duration;
+
+/// A dataflow file that cannot be used. Its own type, not `crate::error::ConfigError`, so that the
+/// spec (read by the parser, the sinks and `validate`) depends on nothing above it.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read dataflow file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dataflow file {path} is not valid: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
 
 /// Column types a dataflow schema may declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,15 +109,15 @@ pub struct Spec {
 
 impl Spec {
     /// Loads and validates a dataflow file.
-    pub fn load(path: &Path) -> Result<Spec, ConfigError> {
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::ReadDataflow { path: path.to_path_buf(), source })?;
+            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
         Spec::parse(&text, path)
     }
 
     /// Parses a dataflow definition; `path` is only used in messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Spec, ConfigError> {
-        let invalid = |reason: String| ConfigError::InvalidDataflow { path: PathBuf::from(path), reason };
+    pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        let invalid = |reason: String| SpecError::Invalid { path: PathBuf::from(path), reason };
         let raw: RawSpec = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if raw.schema.is_empty() {
             return Err(invalid("the schema declares no fields".into()));

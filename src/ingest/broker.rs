@@ -13,7 +13,7 @@ use super::reader::PreparedSource;
 use super::settings::StartingOffsets;
 use crate::error::{KafkaError, SourceError};
 use crate::kafka::client::partition_count;
-use crate::kafka::errors::{topic_absent, UNCLASSIFIED_LIMIT};
+use crate::kafka::error_class::{topic_absent, UNCLASSIFIED_LIMIT};
 
 /// An unclassified consumer error seen in a batch: the error, its partition, offset and detail.
 pub(super) type UnclassifiedError = (rdkafka::error::KafkaError, i32, i64, String);

@@ -10,7 +10,7 @@ use super::preagg::{add_delta, is_late};
 use super::reader::{BatchCounts, PreparedSource};
 use crate::error::SourceError;
 use crate::kafka::batch::Polled;
-use crate::kafka::errors::{classify, ErrorClass};
+use crate::kafka::error_class::{classify, ErrorClass};
 use crate::observe::counters::{SourceCounters, FUTURE_REASON, FUTURE_REASON_INDEX};
 use crate::parse::json::RecordParser;
 use crate::sink::aggregates::to_nanos;

@@ -7,7 +7,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::client::{base_config, fetch_metadata, partition_count, ClientSettings};
 use super::context::KafkaContext;
-use crate::error::KafkaError;
+use super::error::KafkaError;
 
 /// What `create_topic` did.
 #[derive(Debug, Clone, PartialEq, Eq)]

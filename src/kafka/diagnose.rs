@@ -15,8 +15,8 @@ use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaRespErr;
 
 use super::context::KafkaContext;
+use super::error::KafkaError;
 use super::settings::{base_config, ClientSettings};
-use crate::error::KafkaError;
 
 /// What went wrong, as far as librdkafka's texts tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

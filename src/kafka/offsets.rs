@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::client::{base_config, partition_count, ClientSettings};
 use super::context::KafkaContext;
-use crate::error::KafkaError;
+use super::error::KafkaError;
 
 /// A metadata-only client (no group, no assignment): it never reads records.
 pub struct OffsetsClient {

@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 
 use super::client::{base_config, fetch_metadata, partition_count, ClientSettings};
 use super::context::KafkaContext;
-use crate::error::KafkaError;
+use super::error::KafkaError;
 use crate::signals::Shutdown;
 
 /// Record batch compression codecs Kafka knows.

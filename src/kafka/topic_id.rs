@@ -13,7 +13,7 @@ use rdkafka::bindings as rdsys;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use crate::error::KafkaError;
+use super::error::KafkaError;
 
 /// What the broker said about a topic's ID.
 #[derive(Debug, Clone, PartialEq, Eq)]

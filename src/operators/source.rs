@@ -35,15 +35,13 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::FLUSH_TIME;
+use crate::error::SourceError;
 use crate::error::WorkerError;
+use crate::ingest::PreparedSource;
 use crate::observe::counters::SourceCounters;
 use crate::observe::telemetry::{PartitionReport, Telemetry};
 use crate::parse::json::RecordParser;
 use crate::sink::checkpoint::Partial;
-
-pub use crate::error::SourceError;
-pub use crate::ingest::{OnDataLoss, PreparedSource, SourceSettings, StartingOffsets};
-pub use crate::observe::counters::{FUTURE_REASON, QUARANTINE_REASONS};
 
 /// Where the operator is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,5 +63,5 @@ pub enum ValidateError {
         "{0}; --dataflow must name the pipeline definition the dataset was written with, as given to `run \
          --dataflow` (without it, the built-in dataflows/events.toml)"
     )]
-    Dataflow(#[from] crate::error::ConfigError),
+    Dataflow(#[from] crate::spec::SpecError),
 }
