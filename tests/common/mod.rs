@@ -6,6 +6,7 @@ pub mod compose;
 pub mod job;
 pub mod ledger;
 pub mod process;
+pub mod scenario;
 pub mod secure;
 
 // Not every test binary uses every helper.
@@ -217,19 +218,29 @@ pub fn read_aggregates(dir: &Path) -> BTreeMap<(i64, i64), (f64, i64)> {
     out
 }
 
+/// The `*.json` files of a folder, sorted (checkpoint entries: oldest first).
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The checkpoint entries of one partition of run folder `run_dir`, oldest first.
+pub fn checkpoint_entries(run_dir: &Path, partition: i32) -> Vec<PathBuf> {
+    json_files(&run_dir.join(format!("_checkpoint/partitions/p={partition}")))
+}
+
 /// Sum of a numeric field over the newest checkpoint entry of every partition.
 pub fn checkpoint_total(run_dir: &Path, field: &str) -> u64 {
     let mut total = 0;
     let parts = run_dir.join("_checkpoint").join("partitions");
     for p in std::fs::read_dir(parts).unwrap().flatten() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        entries.sort();
-        if let Some(newest) = entries.last() {
+        if let Some(newest) = json_files(&p.path()).last() {
             let v: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap();
             total += v[field].as_u64().unwrap();
