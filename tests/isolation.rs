@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::job::Job;
 use common::ledger;
+use common::secure::Secure;
 use common::*;
 
 const RUN: &str = "run_t";
@@ -30,6 +31,16 @@ fn events(t0: i64, n: u64) -> Records {
     (0..n)
         .map(|i| event_at((i % 5) as i64, t0 + 2 * i as i64, ((i * 7919) % 100_000) as f64 / 1000.0))
         .collect()
+}
+
+/// A fresh 3-partition topic (named after `name`) holding `n` [`events`], read once into `out`
+/// with `--available-now`; returns the topic.
+fn read_once(brokers: &str, name: &str, n: u64, out: &Path) -> String {
+    let topic = unique(name);
+    create_topic(brokers, &topic, 3);
+    send(brokers, &topic, &events(T0, n));
+    run_ok(&mut run_earliest(brokers, &topic, out, &["--available-now"]));
+    topic
 }
 
 /// The oracle of `--available-now --flush-windows` over `events`: (window end µs, id) → count.
@@ -153,10 +164,7 @@ fn a_recreated_topic_is_refused_naming_both_ids() {
     let Some(brokers) = brokers() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
-    let topic = unique("recreated");
-    create_topic(&brokers, &topic, 3);
-    send(&brokers, &topic, &events(T0, 900));
-    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
+    let topic = read_once(&brokers, "recreated", 900, &out);
     let identity: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join(RUN).join("_checkpoint/identity.json")).unwrap())
             .unwrap();
@@ -182,11 +190,8 @@ fn a_changed_dataflow_is_refused() {
     let Some(brokers) = brokers() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
-    let topic = unique("dataflow");
-    create_topic(&brokers, &topic, 3);
-    send(&brokers, &topic, &events(T0, 3_000));
     // Leaves windows open in the checkpoint: their partial sums are what a new size would misuse.
-    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
+    let topic = read_once(&brokers, "dataflow", 3_000, &out);
     let base =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows/events.toml")).unwrap();
     let variants = [
@@ -238,10 +243,7 @@ fn a_format_1_run_folder_is_refused() {
     let Some(brokers) = brokers() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
-    let topic = unique("legacy");
-    create_topic(&brokers, &topic, 3);
-    send(&brokers, &topic, &events(T0, 600));
-    run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
+    let topic = read_once(&brokers, "legacy", 600, &out);
     std::fs::remove_file(out.join(RUN).join("_checkpoint/identity.json")).unwrap();
     assert_refused(
         "format 1",
@@ -298,17 +300,8 @@ fn a_topic_deleted_mid_run_stops_the_job() {
 #[test]
 fn a_topic_acl_denying_read_stops_the_job() {
     let Some(brokers) = brokers() else { return };
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (Some(secure), Some(sasl_ssl)) =
-        (var("STREAMLAKE_TEST_KAFKA_SECURE_DIR"), var("STREAMLAKE_TEST_SASL_SSL_BROKERS"))
-    else {
-        let required = std::env::var("STREAMLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1")
-            || std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!required, "the secured test broker is required: run scripts/test.sh");
-        eprintln!("no secured broker: not running this test");
-        return;
-    };
-    let secure = Path::new(&secure);
+    let Some(Secure { dir, sasl_ssl, .. }) = Secure::get() else { return };
+    let secure = dir.as_path();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("parquet");
     let topic = unique("denied");

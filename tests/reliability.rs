@@ -10,59 +10,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::job::Job;
 use common::ledger::{self, Records};
+use common::scenario::*;
 use common::*;
 use rand::{Rng, SeedableRng};
 
 const RUN: &str = "run_t";
-/// `--max-future` default (1 h) as the ledger's bound for "dated in the future".
-fn future_limit_ms() -> i64 {
-    now_ms() + 3_600_000
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// The i-th event of a synthetic stream: 2 ms of event time apart (so windows close while it
-/// flows), five ids, all partitions in turn; one in 997 is not JSON (quarantined).
-fn synthetic(t0: i64, i: u64) -> (i32, Option<Vec<u8>>) {
-    if i % 997 == 500 {
-        return ((i % 3) as i32, Some(format!("{{not json {i}").into_bytes()));
-    }
-    let value = ((i * 7919) % 100_000) as f64 / 1000.0;
-    event_at((i % 5) as i64, t0 + 2 * i as i64, value)
-}
-
-/// Sends `make(i)` for i = 0, 1, … in batches of `per_batch`, `pause` apart, until `stop` is
-/// set; returns how many were sent (all acknowledged).
-fn paced_producer(
-    brokers: String,
-    topic: String,
-    make: impl Fn(u64) -> (i32, Option<Vec<u8>>) + Send + 'static,
-    per_batch: u64,
-    pause: Duration,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut i = 0;
-        while !stop.load(Ordering::SeqCst) {
-            let batch: Vec<_> = (i..i + per_batch).map(&make).collect();
-            send(&brokers, &topic, &batch);
-            i += per_batch;
-            std::thread::sleep(pause);
-        }
-        i
-    })
-}
-
 /// The ledger and the audit of `out` against the topic, asserted exact; returns the ledger.
 fn verify(scenario: &str, brokers: &str, topic: &str, out: &Path) -> ledger::Ledger {
     verify_against(scenario, &ledger::consume_topic(brokers, topic), out)
@@ -177,25 +136,6 @@ fn chaos_kills_at_crash_points_and_random_moments() {
     assert!(!read_aggregates(&aggregates_of(&out, RUN)).is_empty(), "windows were written");
 }
 
-/// Loads `n` synthetic events (one acknowledged batch).
-fn load(brokers: &str, topic: &str, t0: i64, n: u64) {
-    let batch: Vec<_> = (0..n).map(|i| synthetic(t0, i)).collect();
-    send(brokers, topic, &batch);
-}
-
-/// The checkpoint entries of one partition, oldest first.
-fn entries_of(out: &Path, partition: i32) -> Vec<PathBuf> {
-    let dir = out.join(RUN).join(format!("_checkpoint/partitions/p={partition}"));
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    v.sort();
-    v
-}
-
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
 }
@@ -216,7 +156,7 @@ fn replay_of_an_uncommitted_range_is_not_written_twice() {
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     let files_before = data_files(&out.join(RUN)).len();
     for p in 0..3 {
-        let newest = entries_of(&out, p).pop().unwrap();
+        let newest = checkpoint_entries(&out.join(RUN), p).pop().unwrap();
         std::fs::remove_file(&newest).unwrap();
     }
     let second =
@@ -253,7 +193,7 @@ fn damaged_checkpoint_is_an_error_naming_the_file_and_the_recovery() {
     run_ok(&mut run_earliest(&brokers, &topic, &out, &["--available-now"]));
     load(&brokers, &topic, 1_750_000_020_000, 9_000);
 
-    let newest = entries_of(&out, 1).pop().unwrap();
+    let newest = checkpoint_entries(&out.join(RUN), 1).pop().unwrap();
     let good = std::fs::read(&newest).unwrap();
     let files_before = data_files(&out.join(RUN));
     for (what, bytes) in
@@ -743,51 +683,6 @@ fn a_dead_peer_stops_the_cluster_and_a_restart_gives_identical_output() {
         read_aggregates(&aggregates_of(&reference, RUN)),
         "window rows"
     );
-}
-
-/// A Kafka broker of the test's own (scripts/kafka.sh with a private state folder), so it can be
-/// stopped and started. Stopped on drop.
-struct OwnBroker {
-    state: PathBuf,
-    addr: String,
-}
-
-impl OwnBroker {
-    fn kafka_sh(state: &Path, action: &str, port: Option<u16>) -> std::process::Output {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh");
-        let mut cmd = Command::new("bash");
-        cmd.arg(script).arg(action).env("KAFKA_STATE_DIR", state).env("KAFKA_HEAP", "512m");
-        if let Ok(libs) = std::env::var("STREAMLAKE_TEST_KAFKA_LIBS") {
-            cmd.env("KAFKA_LIBS_DIR", libs);
-        }
-        if let Some(port) = port {
-            cmd.env("KAFKA_PORT", port.to_string());
-        }
-        let o = cmd.output().unwrap();
-        assert!(o.status.success(), "kafka.sh {action} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-        o
-    }
-
-    fn start(state: &Path) -> OwnBroker {
-        let o = Self::kafka_sh(state, "start", None);
-        let addr = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().trim().to_string();
-        OwnBroker { state: state.to_path_buf(), addr }
-    }
-
-    fn stop(&self) {
-        Self::kafka_sh(&self.state, "stop", None);
-    }
-
-    fn restart(&self) {
-        let port = self.addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        Self::kafka_sh(&self.state, "start", Some(port));
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| Self::kafka_sh(&self.state, "stop", None));
-    }
 }
 
 /// Scenario 4, broker restart: the broker is stopped for 30 s mid-stream and started again. The

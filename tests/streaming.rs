@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -296,15 +296,10 @@ fn string_key_dataflow() {
     let mut got: BTreeMap<(i64, String), (f64, i64)> = BTreeMap::new();
     for file in data_files(&aggregates_of(&out, "run_s")) {
         for b in parquet_batches(&file) {
-            let end = b
-                .column_by_name("window_end")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .unwrap();
-            let key = b.column_by_name("sensor").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-            let avg = b.column_by_name("avg_value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-            let cnt = b.column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            let end = column::<TimestampMicrosecondArray>(&b, "window_end");
+            let key = column::<StringArray>(&b, "sensor");
+            let avg = column::<Float64Array>(&b, "avg_value");
+            let cnt = column::<Int64Array>(&b, "count");
             for i in 0..b.num_rows() {
                 got.insert((end.value(i), key.value(i).to_string()), (avg.value(i), cnt.value(i)));
             }

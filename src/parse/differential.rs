@@ -272,36 +272,29 @@ impl Gen {
             }
             2 | 3 => self.number(false),
             4 | 5 => self.string(),
-            6 => {
-                self.out.push(b'[');
-                let n = self.rng.random_range(0..4);
-                for i in 0..n {
-                    if i > 0 {
-                        self.out.push(b',');
-                    }
-                    self.ws();
-                    self.value(depth + 1);
-                    self.ws();
-                }
-                self.out.push(b']');
-            }
-            _ => {
-                self.out.push(b'{');
-                let n = self.rng.random_range(0..4);
-                for i in 0..n {
-                    if i > 0 {
-                        self.out.push(b',');
-                    }
-                    self.ws();
-                    self.string();
-                    self.ws();
-                    self.out.push(b':');
-                    self.ws();
-                    self.value(depth + 1);
-                }
-                self.out.push(b'}');
-            }
+            6 => self.container(depth, false),
+            _ => self.container(depth, true),
         }
+    }
+
+    /// An array, or an object with string keys, of up to three values.
+    fn container(&mut self, depth: usize, object: bool) {
+        self.out.push(if object { b'{' } else { b'[' });
+        for i in 0..self.rng.random_range(0..4) {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.ws();
+            if object {
+                self.string();
+                self.ws();
+                self.out.push(b':');
+                self.ws();
+            }
+            self.value(depth + 1);
+            self.ws();
+        }
+        self.out.push(if object { b'}' } else { b']' });
     }
 
     /// A value of the declared type (mostly), for a field of that type.

@@ -6,6 +6,7 @@ pub mod compose;
 pub mod job;
 pub mod ledger;
 pub mod process;
+pub mod scenario;
 pub mod secure;
 
 // Not every test binary uses every helper.
@@ -18,6 +19,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{Array, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -133,12 +135,19 @@ pub fn data_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every record batch of one Parquet file.
-pub fn parquet_batches(file: &Path) -> impl Iterator<Item = arrow::record_batch::RecordBatch> {
+pub fn parquet_batches(file: &Path) -> impl Iterator<Item = RecordBatch> {
     ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
         .unwrap()
         .build()
         .unwrap()
         .map(|batch| batch.unwrap())
+}
+
+/// Column `name` of `batch` as its Arrow array type `T` (the test fails if it is absent or of
+/// another type).
+pub fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    let col = batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    col.as_any().downcast_ref::<T>().unwrap_or_else(|| panic!("column {name} is {}", col.data_type()))
 }
 
 /// A JSON event of the seed's shape for `id` at `ms`, on partition `ms % 3`.
@@ -161,13 +170,8 @@ pub fn read_raw(dir: &Path) -> Vec<(i64, i64, u64)> {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no id= folder for {}", file.display()));
         for batch in parquet_batches(&file) {
-            let ts = batch
-                .column_by_name("ts")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .unwrap();
-            let v = batch.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+            let ts = column::<TimestampMicrosecondArray>(&batch, "ts");
+            let v = column::<Float64Array>(&batch, "value");
             for i in 0..batch.num_rows() {
                 rows.push((id, ts.value(i), v.value(i).to_bits()));
             }
@@ -188,16 +192,10 @@ pub fn read_aggregates(dir: &Path) -> BTreeMap<(i64, i64), (f64, i64)> {
     let mut out = BTreeMap::new();
     for file in data_files(dir) {
         for batch in parquet_batches(&file) {
-            let end = batch
-                .column_by_name("window_end")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .unwrap();
+            let end = column::<TimestampMicrosecondArray>(&batch, "window_end");
             let id_col = batch.column_by_name("id").unwrap();
-            let avg =
-                batch.column_by_name("avg_value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-            let count = batch.column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            let avg = column::<Float64Array>(&batch, "avg_value");
+            let count = column::<Int64Array>(&batch, "count");
             for i in 0..batch.num_rows() {
                 let id = if let Some(a) = id_col.as_any().downcast_ref::<Int32Array>() {
                     a.value(i) as i64
@@ -217,19 +215,29 @@ pub fn read_aggregates(dir: &Path) -> BTreeMap<(i64, i64), (f64, i64)> {
     out
 }
 
+/// The `*.json` files of a folder, sorted (checkpoint entries: oldest first).
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The checkpoint entries of one partition of run folder `run_dir`, oldest first.
+pub fn checkpoint_entries(run_dir: &Path, partition: i32) -> Vec<PathBuf> {
+    json_files(&run_dir.join(format!("_checkpoint/partitions/p={partition}")))
+}
+
 /// Sum of a numeric field over the newest checkpoint entry of every partition.
 pub fn checkpoint_total(run_dir: &Path, field: &str) -> u64 {
     let mut total = 0;
     let parts = run_dir.join("_checkpoint").join("partitions");
     for p in std::fs::read_dir(parts).unwrap().flatten() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        entries.sort();
-        if let Some(newest) = entries.last() {
+        if let Some(newest) = json_files(&p.path()).last() {
             let v: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap();
             total += v[field].as_u64().unwrap();
