@@ -5,6 +5,7 @@
 //! record overwrites, so the hot path allocates nothing: strings stay slices of the payload unless
 //! they contain escapes, numbers are parsed from the bytes, timestamps by [`timestamp`].
 
+mod cursor;
 #[cfg(test)]
 mod differential;
 pub mod json;
