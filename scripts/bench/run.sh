@@ -114,7 +114,7 @@ time_field() { # FILE "Field name" -> value
 run_measured() {
   local name="$1" run="$2" nproc="$3"; shift 3
   local base="$OUT/logs/$name-$run" cmds=() pids=() samplers=() i=0 rc=0 code
-  local cur=()
+  local cur=() a c
   for a in "$@"; do
     if [[ "$a" == "--" ]]; then cmds+=("$(printf '%q ' "${cur[@]}")"); cur=(); else cur+=("$a"); fi
   done
@@ -195,11 +195,11 @@ for ((r = 1; r <= RUNS; r++)); do
     if [[ -n "$BASE_BIN" ]]; then
       if ((r % 2)); then contenders=("w$w-base" "w$w"); else contenders=("w$w" "w$w-base"); fi
     fi
-    for c in "${contenders[@]}"; do
-      b="$BIN"; [[ "$c" == *-base ]] && b="$BASE_BIN"
-      d="$(dataset "$c" "$r")"
-      run_measured "$c" "$r" 1 "$b" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w "$w"
-      check_rows "$c" "$r" "$d/parquet"; drop_previous "$c" "$r"
+    for who in "${contenders[@]}"; do
+      b="$BIN"; [[ "$who" == *-base ]] && b="$BASE_BIN"
+      d="$(dataset "$who" "$r")"
+      run_measured "$who" "$r" 1 "$b" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w "$w"
+      check_rows "$who" "$r" "$d/parquet"; drop_previous "$who" "$r"
     done
   done
   if want n2; then
