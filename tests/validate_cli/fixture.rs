@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use streamlake::ingest::restore::Totals;
 
 use arrow::array::{
     ArrayRef, BinaryArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
@@ -99,15 +100,6 @@ pub struct Lake {
     pub written: Vec<String>,
     /// Running totals per (run, partition), as the checkpoint keeps them.
     pub totals: BTreeMap<(String, i32), Totals>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Totals {
-    pub first_offset: i64,
-    pub messages: u64,
-    pub rows: u64,
-    pub quarantined: u64,
-    pub late: u64,
 }
 
 /// What one commit wrote.
