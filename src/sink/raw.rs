@@ -47,8 +47,13 @@ pub struct RawLayout {
     pub run_uid: String,
     pub worker: usize,
     pub fields: Vec<Field>,
-    pub partition_col: usize,
-    /// Schema of the files: the declared fields minus the partition column.
+    /// The column whose value names a record's folder (`id=3`).
+    partition_col: usize,
+    /// Indexes into `fields` of the columns written into the files, in file order: the declared
+    /// fields minus an identity partition column (its value is only in the folder name, as Spark
+    /// writes it).
+    pub file_columns: Vec<usize>,
+    /// Schema of the files: `fields` at `file_columns`.
     pub file_schema: SchemaRef,
     pub quarantine_schema: SchemaRef,
 }
@@ -63,11 +68,11 @@ impl RawLayout {
         fields: Vec<Field>,
         partition_col: usize,
     ) -> Self {
-        let file_fields: Vec<ArrowField> = fields
+        let file_columns: Vec<usize> = (0..fields.len()).filter(|i| *i != partition_col).collect();
+        let file_fields: Vec<ArrowField> = file_columns
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != partition_col)
-            .map(|(_, f)| ArrowField::new(&f.name, arrow_type(f.ty), !f.required))
+            .map(|&i| &fields[i])
+            .map(|f| ArrowField::new(&f.name, arrow_type(f.ty), !f.required))
             .collect();
         let quarantine = Schema::new(vec![
             ArrowField::new("partition", DataType::Int32, false),
@@ -88,9 +93,17 @@ impl RawLayout {
             worker,
             fields,
             partition_col,
+            file_columns,
             file_schema: Arc::new(Schema::new(file_fields)),
             quarantine_schema: Arc::new(quarantine),
         }
+    }
+
+    /// The partition value of the record `parser` holds (parsed from `payload`): what names its
+    /// folder. `None`: the dataset has no folders and every file sits in the run folder.
+    #[inline]
+    pub fn folder_key<'p>(&self, parser: &'p RecordParser, payload: &'p [u8]) -> Option<KeyRef<'p>> {
+        Some(parser.key(payload))
     }
 
     /// The hive-style folder for a key: `id=3`. Characters that are unsafe in a path are
