@@ -78,7 +78,7 @@ impl PreparedSource {
             &settings.run_uid,
             worker,
             spec.schema.clone(),
-            spec.partition_col,
+            spec.partition.clone(),
         ));
         let consumer = if needs_consumer(!owned.is_empty(), settings.available_now) {
             Some(create_consumer(&settings)?)

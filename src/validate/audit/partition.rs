@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::files::{base_name, join_rel, name_worker, part_file_name_pattern, AuditFile, FileMeta, Folders};
+use super::files::{
+    base_name, first_name, in_folder, join_rel, name_seq, name_worker, part_file_name_pattern, AuditFile,
+    FileMeta, Folders,
+};
 use super::{PartitionAudit, Problem, ProblemKind};
 use crate::format::checkpoint::PartitionEntry;
 use crate::format::{meta, QUARANTINE_DIR};
@@ -61,7 +64,9 @@ pub(super) fn audit_partition(
         }
     }
 
-    // Within each range: one commit, so one file per folder and rows adding up to the records.
+    // Within each range: one commit, so one file per folder and sequence number (a folder gets
+    // `-s001`, `-s002`, … when the sink closed its file before the commit) and rows adding up to
+    // the records.
     let entry_for = |s: i64, e: i64| entries.iter().find(|(_, x)| x.start_offset == s && x.next_offset == e);
     for (&(s, e), group) in &ranges {
         stats.ranges += 1;
@@ -84,9 +89,12 @@ pub(super) fn audit_partition(
             );
         }
         stats.messages += expected_max;
-        let mut by_folder: BTreeMap<&str, Vec<&(&AuditFile, FileMeta)>> = BTreeMap::new();
+        let mut by_folder: BTreeMap<(&str, u32), Vec<&(&AuditFile, FileMeta)>> = BTreeMap::new();
         for item in group {
-            by_folder.entry(item.0.folder.as_str()).or_default().push(item);
+            by_folder
+                .entry((item.0.folder.as_str(), name_seq(base_name(&item.0.rel))))
+                .or_default()
+                .push(item);
             if item.0.quarantine {
                 stats.quarantined += item.1.rows;
             } else {
@@ -97,7 +105,7 @@ pub(super) fn audit_partition(
         let listed: BTreeSet<String> = entry_for(s, e)
             .map(|(_, x)| x.files.iter().map(|f| join_rel(run, f)).collect())
             .unwrap_or_default();
-        for (folder, dup) in by_folder.iter().filter(|(_, g)| g.len() > 1) {
+        for ((folder, _), dup) in by_folder.iter().filter(|(_, g)| g.len() > 1) {
             duplicated = true;
             let keep: Vec<String> = names(dup).into_iter().filter(|f| listed.contains(f)).collect();
             // Without the commit's checkpoint entry (pruned, or replaced by a later empty commit with
@@ -122,9 +130,10 @@ pub(super) fn audit_partition(
                 &mut problems,
                 ProblemKind::Duplicate,
                 format!(
-                    "duplicate: {} files in {folder}/ cover the same range [{s}, {e}) of partition {partition}, so \
+                    "duplicate: {} files in {} cover the same range [{s}, {e}) of partition {partition}, so \
                      their rows count twice: {}; {advice}",
                     dup.len(),
+                    if folder.is_empty() { "the run folder".to_string() } else { format!("{folder}/") },
                     names(dup).join(", ")
                 ),
                 names(dup),
@@ -160,15 +169,15 @@ pub(super) fn audit_partition(
             };
             if entry.is_none() {
                 // The commit's checkpoint entry is gone (pruned, or replaced by a later empty commit
-                // with the same next_offset): all files of one commit share one name, so the missing
-                // one is that name in a folder that has none for this range.
-                let name = base_name(&group[0].0.rel);
+                // with the same next_offset): all first files of one commit's folders share one name,
+                // so the missing one is that name in a folder that has none for this range.
+                let name = first_name(base_name(&group[0].0.rel));
                 let have: BTreeSet<&str> = group.iter().map(|(f, _)| f.folder.as_str()).collect();
                 let mut guess: Vec<String> = folders
                     .keys
                     .iter()
                     .filter(|k| !have.contains(k.as_str()))
-                    .map(|k| join_rel(run, &format!("{k}/{name}")))
+                    .map(|k| join_rel(run, &in_folder(k, &name)))
                     .collect();
                 if guess.is_empty() && folders.quarantine && !have.contains(QUARANTINE_DIR) {
                     guess.push(join_rel(run, &format!("{QUARANTINE_DIR}/{name}")));
