@@ -448,5 +448,39 @@ mod tests {
         assert_eq!(base_name("run_x/id=1/a.parquet"), "a.parquet");
         assert_eq!(base_name("a.parquet"), "a.parquet");
         assert_eq!(part_file_name_pattern(2, 5, 17), "part-p002-o000000000005-000000000017-w*.parquet");
+        let second = "part-p001-o000000000000-000000006667-w012-s002.parquet";
+        assert_eq!(name_worker(second), Some(12));
+        assert_eq!(name_seq(second), 2);
+        assert_eq!(name_seq("part-p001-o000000000000-000000006667-w012.parquet"), 0);
+        assert_eq!(first_name(second), "part-p001-o000000000000-000000006667-w012.parquet");
+        assert_eq!(first_name("copy-s1.parquet"), "copy-s1.parquet");
+        assert_eq!(in_folder("", "a.parquet"), "a.parquet");
+        assert_eq!(in_folder("id=1", "a.parquet"), "id=1/a.parquet");
+    }
+
+    #[test]
+    fn folders_must_be_those_of_the_recorded_partitioning() {
+        let schema = vec![
+            crate::spec::Field { name: "id".into(), ty: ColumnType::Int32, required: true },
+            crate::spec::Field { name: "ts".into(), ty: ColumnType::Timestamp, required: true },
+        ];
+        let layout = |text: &str, ty| Partitioning::parse(text, &schema).unwrap().map(|p| (p, ty));
+        let bucket = layout("bucket(id, 16)", ColumnType::Int32);
+        assert_eq!(misplaced("id_bucket=15", bucket.as_ref()), None);
+        let why = misplaced("id_bucket=16", bucket.as_ref()).unwrap();
+        assert!(why.contains("`id_bucket=16/`") && why.contains("`id_bucket=<0..15>/`"), "{why}");
+        assert!(misplaced("id=3", bucket.as_ref()).is_some());
+        assert!(misplaced("", bucket.as_ref()).unwrap().contains("the run folder itself"));
+        let day = layout("day(ts)", ColumnType::Timestamp);
+        assert_eq!(misplaced("ts_day=2026-12-02", day.as_ref()), None);
+        assert!(misplaced("ts_day=2026-12-02/x=1", day.as_ref()).is_some());
+        let hour = layout("hour(ts)", ColumnType::Timestamp);
+        assert_eq!(misplaced("ts_hour=2026-12-02-23", hour.as_ref()), None);
+        assert!(misplaced("ts_hour=2026-12-02", hour.as_ref()).unwrap().contains("<YYYY-MM-DD-HH>"));
+        let id = layout("id", ColumnType::Int32);
+        assert_eq!(misplaced("id=-3", id.as_ref()), None);
+        assert!(misplaced("id=x", id.as_ref()).is_some(), "an int column's folder holds an int");
+        assert_eq!(misplaced("", None), None);
+        assert!(misplaced("id=3", None).unwrap().contains("partitioned by `none`"));
     }
 }

@@ -310,3 +310,76 @@ pub(super) fn audit_partition(
     }
     (stats, problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::format::part_file_name_seq;
+
+    fn file(folder: &str, seq: u32, worker: usize, rows: u64) -> (AuditFile, FileMeta) {
+        let name = part_file_name_seq(0, 0, 10, worker, seq);
+        let rel = in_folder(folder, &name);
+        let meta = FileMeta {
+            partition: 0,
+            start: 0,
+            end: 10,
+            rows,
+            range_messages: 10,
+            kind: meta::KIND_RAW.to_string(),
+            run_id: Some("t".into()),
+            worker: Some(0),
+            footer_rows: rows,
+        };
+        (AuditFile { folder: folder.to_string(), path: PathBuf::from(&rel), rel, quarantine: false }, meta)
+    }
+
+    fn entry(files: &[&(AuditFile, FileMeta)]) -> Vec<(String, PartitionEntry)> {
+        let mut e = PartitionEntry::start_of(0, 0, 0);
+        e.next_offset = 10;
+        e.messages = 10;
+        e.rows = 10;
+        e.total_messages = 10;
+        e.total_rows = 10;
+        e.files = files.iter().map(|(f, _)| f.rel.clone()).collect();
+        vec![("entry".to_string(), e)]
+    }
+
+    fn audit(items: &[(AuditFile, FileMeta)], entries: &[(String, PartitionEntry)]) -> Vec<Problem> {
+        let refs: Vec<(&AuditFile, FileMeta)> = items.iter().map(|(f, m)| (f, m.clone())).collect();
+        let folders =
+            Folders { keys: items.iter().map(|(f, _)| f.folder.clone()).collect(), quarantine: false };
+        audit_partition("run_t", 0, &refs, entries, &folders).1
+    }
+
+    #[test]
+    fn several_files_of_one_folder_in_one_range_add_up() {
+        let items =
+            vec![file("id_bucket=1", 0, 0, 4), file("id_bucket=1", 1, 0, 3), file("id_bucket=2", 0, 0, 3)];
+        let entries = entry(&items.iter().collect::<Vec<_>>());
+        assert_eq!(audit(&items, &entries), vec![], "three files, 10 rows, 10 records");
+
+        // A copy of the second file under another worker's name counts twice.
+        let mut copied = items;
+        copied.push(file("id_bucket=1", 1, 1, 3));
+        let problems = audit(&copied, &entries);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Duplicate);
+        assert!(problems[0].message.contains("2 files in id_bucket=1/ cover the same range"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_dataset_without_folders_is_audited_in_the_run_folder() {
+        let items = vec![file("", 0, 0, 6), file("", 1, 0, 4)];
+        let entries = entry(&items.iter().collect::<Vec<_>>());
+        assert_eq!(audit(&items, &entries), vec![]);
+        let problems = audit(&items[..1], &entries);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Gap);
+        assert_eq!(problems[0].files, vec![format!("run_t/{}", part_file_name_seq(0, 0, 10, 0, 1))]);
+        let dup = vec![file("", 0, 0, 6), file("", 0, 1, 6), file("", 1, 0, 4)];
+        let problems = audit(&dup, &entries);
+        assert!(problems[0].message.contains("files in the run folder cover the same range"), "{problems:?}");
+    }
+}
