@@ -320,7 +320,7 @@ mod tests {
 
     fn file(folder: &str, seq: u32, worker: usize, rows: u64) -> (AuditFile, FileMeta) {
         let name = part_file_name_seq(0, 0, 10, worker, seq);
-        let rel = in_folder(folder, &name);
+        let rel = join_rel("run_t", &in_folder(folder, &name));
         let meta = FileMeta {
             partition: 0,
             start: 0,
@@ -342,7 +342,7 @@ mod tests {
         e.rows = 10;
         e.total_messages = 10;
         e.total_rows = 10;
-        e.files = files.iter().map(|(f, _)| f.rel.clone()).collect();
+        e.files = files.iter().map(|(f, _)| f.rel.trim_start_matches("run_t/").to_string()).collect();
         vec![("entry".to_string(), e)]
     }
 
