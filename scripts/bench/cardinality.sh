@@ -94,13 +94,13 @@ IFS=, read -r -a ids_list <<<"$IDS_LIST"
 for k in "${ids_list[@]}"; do
   log "$k ids: identity (partition_by = \"id\")"
   "$BENCH/run.sh" --events "$EVENTS" --runs "$RUNS" --ids "$k" --only "$ONLY_SPARK" \
-    --spark-timeout "$SPARK_TIMEOUT" --out "$OUT/k$k-id" >/dev/null
+    --spark-timeout "$SPARK_TIMEOUT" --out "$OUT/k$k-id" >/dev/null || log "run.sh failed for $k ids, identity (see $OUT/k$k-id/logs)"
   count_files "$k" id "$OUT/k$k-id"
   topic="$(sed -n 's/^topic=//p' "$OUT/k$k-id/meta.txt")"
   log "$k ids: bucket(id, 16), same topic $topic"
   "$BENCH/run.sh" --events "$EVENTS" --runs "$RUNS" --topic "$topic" --only "$ONLY_SPARK" \
     --dataflow "$OUT/dataflows/bucket16.toml" --spark-partition-by "bucket(id, 16)" \
-    --spark-timeout "$SPARK_TIMEOUT" --out "$OUT/k$k-bucket16" >/dev/null
+    --spark-timeout "$SPARK_TIMEOUT" --out "$OUT/k$k-bucket16" >/dev/null || log "run.sh failed for $k ids, bucket(id, 16) (see $OUT/k$k-bucket16/logs)"
   count_files "$k" bucket16 "$OUT/k$k-bucket16"
   echo "$k,$topic" >>"$OUT/topics.csv"
 done
@@ -110,12 +110,13 @@ if [[ "$READBACK" == 1 ]]; then
   topic="$(sed -n 's/^topic=//p' "$OUT/k$k-id/meta.txt")"
   log "read-back on the $k-id topic $topic: a day(ts) dataset, then pandas, DuckDB, Spark"
   "$BENCH/run.sh" --events "$EVENTS" --runs 1 --topic "$topic" --only "$ONLY_SL" \
-    --dataflow "$OUT/dataflows/day.toml" --out "$OUT/k$k-day" >/dev/null
+    --dataflow "$OUT/dataflows/day.toml" --out "$OUT/k$k-day" >/dev/null || log "run.sh failed for the day(ts) dataset (see $OUT/k$k-day/logs)"
   count_files "$k" day "$OUT/k$k-day"
   "$PY" "$ROOT/tests/py/per_key_counts.py" kafka --brokers "$KAFKA_BOOTSTRAP_SERVERS" --topic "$topic" \
     >"$OUT/readback/kafka.json" 2>"$OUT/readback/kafka.err" || log "the Kafka count failed (readback/kafka.err)"
   for layout in bucket16 day; do
-    ds="$(ls -d "$OUT/k$k-$layout"/data/w2-*/parquet | tail -n1)"
+    ds="$(ls -d "$OUT/k$k-$layout"/data/w2-*/parquet 2>/dev/null | tail -n1 || true)"
+    [[ -n "$ds" ]] || { log "no $layout dataset to read back"; continue; }
     echo "$layout,$ds" >>"$OUT/readback/datasets.csv"
     for reader in pandas duckdb spark; do
       py="$PY"

@@ -54,6 +54,8 @@ def series(out, meta):
                     "runs": len(runs),
                     "ok_runs": len(ok),
                     "exits": sorted({r["exit"] for r in runs}),
+                    # wall of the failed runs: one that lasted the --spark-timeout was stopped
+                    "failed_wall_s": max((r["wall_s"] for r in runs if r["exit"] != 0), default=None),
                     "events": int(doc["meta"].get("events", 0)),
                     "events_per_s": statistics.median(r["events_per_s"] for r in ok) if ok else None,
                     "wall_s": statistics.median(r["wall_s"] for r in ok) if ok else None,
@@ -124,9 +126,11 @@ def main(argv):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["ok_runs"] == 0:
-            why = f"did not finish in {timeout} s" if 124 in r["exits"] and timeout else f"failed (exit {r['exits']})"
+            stopped = timeout and (124 in r["exits"] or (r["failed_wall_s"] or 0) >= float(timeout))
+            why = f"did not finish in {timeout} s" if stopped else f"failed (exit {r['exits']})"
+            partial = f"{num(r['files'])} (partial)" if r["files"] else "–"
             print(f"| {r['ids']:,} | {LAYOUTS[r['layout']]} | {CONTENDERS[r['contender']]} | **{why}** | – | – | – "
-                  f"| {num(r['files'])} (partial) | {num(r['bytes_per_file'])} | – |")
+                  f"| {partial} | {num(r['bytes_per_file'])} | – |")
             continue
         rows_ok = {True: "yes", False: "**NO**", None: "–"}[r["rows_ok"]]
         print(f"| {r['ids']:,} | {LAYOUTS[r['layout']]} | {CONTENDERS[r['contender']]} | {num(r['events_per_s'])} "
