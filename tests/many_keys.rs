@@ -59,9 +59,14 @@ fn load(brokers: &str, name: &str, seed: u64) -> Loaded {
     let topic = unique(name);
     create_topic(brokers, &topic, PARTITIONS);
     let produced = output_within(
-        bin()
-            .args(["produce", "--brokers", brokers, "--topic", &topic, "--rate", "max"])
-            .args(["--count", &EVENTS.to_string(), "--ids", &IDS.to_string(), "--seed", &seed.to_string()]),
+        bin().args(["produce", "--brokers", brokers, "--topic", &topic, "--rate", "max"]).args([
+            "--count",
+            &EVENTS.to_string(),
+            "--ids",
+            &IDS.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]),
         RUN_LIMIT,
     );
     assert!(produced.status.success(), "produce failed: {}", text(&produced));
@@ -228,7 +233,8 @@ fn hundred_thousand_ids_under_ulimit_1024_survive_sigkills() {
     for (k, target) in plan.iter().enumerate() {
         // The windows are flushed (and their crash points reached) only by a run that closes them.
         let flush = target.is_some_and(|(p, _)| p.starts_with("aggregates."));
-        let extra: &[&str] = if flush { &["--available-now", "--flush-windows"] } else { &["--available-now"] };
+        let extra: &[&str] =
+            if flush { &["--available-now", "--flush-windows"] } else { &["--available-now"] };
         let mut cmd = run_cmd(&brokers, &loaded.topic, &out, extra);
         if let Some((point, nth)) = target {
             cmd.env("STREAMLAKE_CRASH_AT", format!("{point}:{nth}"));
@@ -237,7 +243,8 @@ fn hundred_thousand_ids_under_ulimit_1024_survive_sigkills() {
         assert_limited(job.child.id());
         match target {
             Some((point, _)) => {
-                let status = job.wait_for(RUN_LIMIT).unwrap_or_else(|| panic!("kill {k}: no exit in {RUN_LIMIT:?}"));
+                let status =
+                    job.wait_for(RUN_LIMIT).unwrap_or_else(|| panic!("kill {k}: no exit in {RUN_LIMIT:?}"));
                 let log = job.log();
                 assert!(
                     log.contains(&format!("crash point {point} reached")),

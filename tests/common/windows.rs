@@ -48,9 +48,9 @@ pub fn window_differences(
         let (avg, count) = (exact_avg(values), values.len() as i64);
         match got.get(k) {
             None => out.push(format!("window {k:?}: missing (oracle: avg {avg}, count {count})")),
-            Some(&(g_avg, g_count)) if g_avg != avg || g_count != count => out.push(format!(
-                "window {k:?}: avg {g_avg} count {g_count}, oracle avg {avg} count {count}"
-            )),
+            Some(&(g_avg, g_count)) if g_avg != avg || g_count != count => {
+                out.push(format!("window {k:?}: avg {g_avg} count {g_count}, oracle avg {avg} count {count}"))
+            }
             Some(_) => {}
         }
     }
