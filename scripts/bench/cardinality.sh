@@ -18,6 +18,8 @@
 #   --no-spark         streamlake only (the read-back then skips Spark too)
 #   --no-readback      skip the read-back
 #   --out DIR          results folder (default scripts/bench/results/cardinality-<UTC time>)
+#   --topics-from D    reuse the topics of the earlier cardinality run D (its topics.csv) instead of
+#                      loading new ones, e.g. to measure another binary on the same data
 #
 # Each id count is one topic (3 partitions, `produce --ids K --seed 42`), loaded by the first
 # `scripts/bench/run.sh` (identity, into DIR/k<K>-id/) and reused by the second (`--topic`, with
@@ -38,6 +40,7 @@ SPARK_TIMEOUT=600
 SPARK=1
 READBACK=1
 OUT=""
+TOPICS_FROM=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --ids) IDS_LIST="$2"; shift 2 ;;
@@ -47,7 +50,8 @@ while [[ $# -gt 0 ]]; do
     --no-spark) SPARK=0; shift ;;
     --no-readback) READBACK=0; shift ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --topics-from) TOPICS_FROM="$2"; shift 2 ;;
+    -h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -93,7 +97,13 @@ count_files() { # IDS LAYOUT RUNDIR
 IFS=, read -r -a ids_list <<<"$IDS_LIST"
 for k in "${ids_list[@]}"; do
   log "$k ids: identity (partition_by = \"id\")"
-  "$BENCH/run.sh" --events "$EVENTS" --runs "$RUNS" --ids "$k" --only "$ONLY_SPARK" \
+  reuse=()
+  if [[ -n "$TOPICS_FROM" ]]; then
+    t="$(awk -F, -v k="$k" '$1 == k { print $2 }' "$TOPICS_FROM/topics.csv")"
+    [[ -n "$t" ]] || { log "no topic for $k ids in $TOPICS_FROM/topics.csv"; exit 1; }
+    reuse=(--topic "$t")
+  fi
+  "$BENCH/run.sh" --events "$EVENTS" --runs "$RUNS" --ids "$k" ${reuse[@]+"${reuse[@]}"} --only "$ONLY_SPARK" \
     --spark-timeout "$SPARK_TIMEOUT" --out "$OUT/k$k-id" >/dev/null || log "run.sh failed for $k ids, identity (see $OUT/k$k-id/logs)"
   count_files "$k" id "$OUT/k$k-id"
   topic="$(sed -n 's/^topic=//p' "$OUT/k$k-id/meta.txt")"
@@ -136,7 +146,8 @@ fi
   echo "ids=$IDS_LIST"
   echo "spark=$SPARK"
   echo "spark_timeout_s=$SPARK_TIMEOUT"
-  echo "command=scripts/bench/cardinality.sh --ids $IDS_LIST --events $EVENTS --runs $RUNS --spark-timeout $SPARK_TIMEOUT$([[ "$SPARK" == 0 ]] && echo ' --no-spark')$([[ "$READBACK" == 0 ]] && echo ' --no-readback')"
+  [[ -n "$TOPICS_FROM" ]] && echo "topics_from=$TOPICS_FROM"
+  echo "command=scripts/bench/cardinality.sh --ids $IDS_LIST --events $EVENTS --runs $RUNS --spark-timeout $SPARK_TIMEOUT$([[ "$SPARK" == 0 ]] && echo ' --no-spark')$([[ "$READBACK" == 0 ]] && echo ' --no-readback')${TOPICS_FROM:+ --topics-from D}"
 } >"$OUT/meta.txt"
 python3 "$BENCH/cardinality_summary.py" "$OUT" >"$OUT/summary.md"
 cat "$OUT/summary.md"
