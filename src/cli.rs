@@ -147,6 +147,19 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 128, value_name = "MIB")]
     pub roll_size_mib: u64,
 
+    /// Raw Parquet files the process keeps open at once, split evenly among its workers. Folders
+    /// (keys) beyond it are buffered in memory and written one file at a time at commit, so a run
+    /// with 100,000 keys needs no more descriptors than one with 5. Must fit `ulimit -n` with
+    /// about 64 to spare (checked at start).
+    #[arg(long, default_value_t = crate::sink::raw::budget::DEFAULT_MAX_OPEN_FILES, value_name = "N")]
+    pub max_open_files: usize,
+
+    /// MiB of rows the process's sink holds in memory (buffered rows and open files' unwritten row
+    /// groups), split evenly among its workers. When a worker's share is full it commits early, as
+    /// --roll-size does: a larger buffer makes fewer, larger files when keys are many.
+    #[arg(long, default_value_t = crate::sink::raw::budget::DEFAULT_BUFFER_MIB, value_name = "MIB")]
+    pub sink_buffer_mib: usize,
+
     /// Events dated further than this past the wall clock are quarantined, so one bad clock cannot
     /// drag the watermark forward and make every later event late.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -317,6 +330,8 @@ impl From<RunArgs> for RunRequest {
             idle_timeout: a.idle_timeout,
             roll_interval: a.roll_interval,
             roll_size_mib: a.roll_size_mib,
+            max_open_files: a.max_open_files,
+            sink_buffer_mib: a.sink_buffer_mib,
             max_future: a.max_future,
             on_data_loss: a.on_data_loss,
             partition_discovery: a.partition_discovery,

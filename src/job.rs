@@ -11,6 +11,7 @@
 //!                          (Parquet, windows.json)      (update mode, every trigger)
 //! ```
 
+use crate::sink::raw::SinkLimits;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -165,6 +166,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
         idle_timeout: options.idle_timeout,
         roll_interval: options.roll_interval,
         roll_bytes: options.roll_bytes,
+        sink_limits: SinkLimits::per_worker(options.max_open_files, options.sink_buffer_mib, cluster.workers),
         max_future: options.max_future,
         on_data_loss: options.on_data_loss,
         partition_discovery: options.partition_discovery,

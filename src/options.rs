@@ -43,6 +43,8 @@ pub struct RunRequest {
     pub idle_timeout: Duration,
     pub roll_interval: Duration,
     pub roll_size_mib: u64,
+    pub max_open_files: usize,
+    pub sink_buffer_mib: usize,
     pub max_future: Duration,
     pub on_data_loss: OnDataLoss,
     pub partition_discovery: Duration,
@@ -80,6 +82,16 @@ pub enum OptionsError {
     #[error("RUN_ID `{0}` must be a non-empty name without slashes")]
     RunId(String),
     #[error(
+        "--max-open-files {max_open_files} does not fit the process's open-file limit (`ulimit -n` {limit}): \
+         the sink may keep {max_open_files} files open and the process needs about {reserve} more (Kafka \
+         sockets, checkpoint, logs). Give --max-open-files {fits} or less, or raise the limit (`ulimit -n`)"
+    )]
+    FileLimit { max_open_files: usize, limit: u64, reserve: u64, fits: u64 },
+    #[error("--max-open-files must be at least 1")]
+    ZeroMaxOpenFiles,
+    #[error("--sink-buffer-mib must be at least 1")]
+    ZeroSinkBuffer,
+    #[error(
         "--idle-timeout must be positive: with 0 every partition counts as idle at once and the watermark \
          would follow the wall clock, dropping replayed data as late"
     )]
@@ -105,6 +117,25 @@ pub fn parse_consumer_option(s: &str) -> Result<(String, String), ConsumerOption
         return Err(ConsumerOptionError::Reserved(key));
     }
     Ok((key, value))
+}
+
+/// Refuses a `--max-open-files` that the process's open-file limit (`ulimit -n`) cannot hold
+/// beside the descriptors the job needs anyway, before anything is opened: the run would
+/// otherwise fail mid-commit with `Too many open files`.
+fn check_file_limit(max_open_files: usize, limit: Option<u64>) -> Result<(), OptionsError> {
+    use crate::sink::raw::budget::FD_RESERVE;
+    if max_open_files == 0 {
+        return Err(OptionsError::ZeroMaxOpenFiles);
+    }
+    match limit {
+        Some(limit) if max_open_files as u64 + FD_RESERVE > limit => Err(OptionsError::FileLimit {
+            max_open_files,
+            limit,
+            reserve: FD_RESERVE,
+            fits: limit.saturating_sub(FD_RESERVE),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Where this process sits in the timely cluster (timely's -w, -n, -p, -h), checked.
@@ -204,6 +235,10 @@ pub struct RunOptions {
     pub idle_timeout: Duration,
     pub roll_interval: Duration,
     pub roll_bytes: u64,
+    /// Raw files the process keeps open at once (split among its workers).
+    pub max_open_files: usize,
+    /// MiB of rows the process's sink holds in memory before it commits (split among workers).
+    pub sink_buffer_mib: usize,
     pub max_future: Duration,
     pub on_data_loss: OnDataLoss,
     pub partition_discovery: Duration,
@@ -226,6 +261,10 @@ impl RunOptions {
         if r.idle_timeout.is_zero() {
             return Err(OptionsError::ZeroIdleTimeout);
         }
+        check_file_limit(r.max_open_files, crate::util::fs::open_file_limit())?;
+        if r.sink_buffer_mib == 0 {
+            return Err(OptionsError::ZeroSinkBuffer);
+        }
         let client =
             ClientSettings::from_cli(r.brokers.as_deref(), r.kafka_config.as_deref(), &r.kafka_options)?;
         let consumer_group = r.consumer_group.unwrap_or_else(|| format!("streamlake-{}", r.run_id));
@@ -243,6 +282,8 @@ impl RunOptions {
             idle_timeout: r.idle_timeout,
             roll_interval: r.roll_interval,
             roll_bytes: r.roll_size_mib.saturating_mul(1 << 20),
+            max_open_files: r.max_open_files,
+            sink_buffer_mib: r.sink_buffer_mib,
             max_future: r.max_future,
             on_data_loss: r.on_data_loss,
             partition_discovery: r.partition_discovery,
@@ -295,6 +336,8 @@ mod tests {
             idle_timeout: Duration::from_secs(30),
             roll_interval: Duration::from_secs(60),
             roll_size_mib: 128,
+            max_open_files: 256,
+            sink_buffer_mib: 64,
             max_future: Duration::from_secs(3600),
             on_data_loss: OnDataLoss::Fail,
             partition_discovery: Duration::from_secs(10),
@@ -313,6 +356,7 @@ mod tests {
         assert_eq!(o.spec.topic, "events", "the built-in dataflow's topic");
         assert_eq!(o.consumer_group, "streamlake-local_run");
         assert_eq!(o.roll_bytes, 128 << 20);
+        assert_eq!((o.max_open_files, o.sink_buffer_mib), (256, 64));
         assert!(o.console);
         let o = RunOptions::new(RunRequest {
             topic: Some("other".into()),
@@ -368,5 +412,16 @@ mod tests {
         assert!(e.ends_with("`host-a` is not `host:port`"), "{e}");
         let e = ClusterOptions::new(1, 2, 0, Some(&dir.path().join("none"))).unwrap_err().to_string();
         assert!(e.starts_with("cannot read hostfile"), "{e}");
+    }
+
+    #[test]
+    fn the_file_limit_must_hold_the_sink_files_and_the_rest() {
+        assert!(check_file_limit(256, Some(1024)).is_ok());
+        assert!(check_file_limit(256, None).is_ok(), "unlimited");
+        let e = check_file_limit(1000, Some(1024)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("--max-open-files 1000") && msg.contains("`ulimit -n` 1024"), "{msg}");
+        assert!(msg.contains("--max-open-files 960 or less"), "{msg}");
+        assert!(matches!(check_file_limit(0, Some(1024)), Err(OptionsError::ZeroMaxOpenFiles)));
     }
 }

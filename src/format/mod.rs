@@ -79,7 +79,22 @@ pub fn in_progress_suffix(run_uid: &str) -> String {
 
 /// Name of the committed file for a partition range (without folder).
 pub fn part_file_name(partition: i32, start: i64, end: i64, worker: usize) -> String {
-    format!("part-p{partition:03}-o{start:012}-{end:012}-w{worker:03}.parquet")
+    part_file_name_seq(partition, start, end, worker, 0)
+}
+
+/// Name of the `seq`-th file of one folder for a partition range: a folder gets more than one file
+/// per commit when the sink's bounds (`--max-open-files`, `--sink-buffer-mib`) closed its file
+/// before the commit. The first keeps the plain name, later ones end in `-s<SEQ>` (3 digits or
+/// more): `part-p002-o…-…-w003-s001.parquet`. The sequence is the order the files were started in,
+/// so the names of a range are the same whenever the same flushes happen; a replay after a crash
+/// starts from a clean slate anyway (the cleanup deletes every file of the run at or beyond the
+/// committed position).
+pub fn part_file_name_seq(partition: i32, start: i64, end: i64, worker: usize, seq: u32) -> String {
+    if seq == 0 {
+        format!("part-p{partition:03}-o{start:012}-{end:012}-w{worker:03}.parquet")
+    } else {
+        format!("part-p{partition:03}-o{start:012}-{end:012}-w{worker:03}-s{seq:03}.parquet")
+    }
 }
 
 /// The start of the in-progress names of partition P's raw files.
@@ -89,8 +104,20 @@ pub fn part_in_progress_prefix(partition: i32) -> String {
 
 /// The in-progress name of a raw file of the range starting at `start` (its end is not known yet).
 pub fn part_in_progress_name(partition: i32, start: i64, worker: usize, run_uid: &str) -> String {
+    part_in_progress_name_seq(partition, start, worker, 0, run_uid)
+}
+
+/// The in-progress name of the `seq`-th file of a folder in the range starting at `start`.
+pub fn part_in_progress_name_seq(
+    partition: i32,
+    start: i64,
+    worker: usize,
+    seq: u32,
+    run_uid: &str,
+) -> String {
+    let seq = if seq == 0 { String::new() } else { format!("-s{seq:03}") };
     format!(
-        "{}o{start:012}-w{worker:03}.parquet{}",
+        "{}o{start:012}-w{worker:03}{seq}.parquet{}",
         part_in_progress_prefix(partition),
         in_progress_suffix(run_uid)
     )
@@ -101,13 +128,23 @@ pub fn in_progress_name(name: &str, run_uid: &str) -> String {
     format!(".{name}{}", in_progress_suffix(run_uid))
 }
 
-/// Parses `part-p<P>-o<START>-<END>-w<W>.parquet` back into (partition, start, end).
+/// Parses `part-p<P>-o<START>-<END>-w<W>[-s<SEQ>].parquet` back into (partition, start, end).
 pub fn parse_part_file_name(name: &str) -> Option<(i32, i64, i64)> {
+    parse_part_file_name_seq(name).map(|(p, start, end, _)| (p, start, end))
+}
+
+/// Parses a part file name into (partition, start, end, seq); `seq` is 0 for the plain name.
+pub fn parse_part_file_name_seq(name: &str) -> Option<(i32, i64, i64, u32)> {
     let rest = name.strip_prefix("part-p")?.strip_suffix(".parquet")?;
     let (p, rest) = rest.split_once("-o")?;
     let (start, rest) = rest.split_once('-')?;
-    let (end, _worker) = rest.split_once("-w")?;
-    Some((p.parse().ok()?, start.parse().ok()?, end.parse().ok()?))
+    let (end, rest) = rest.split_once("-w")?;
+    let (worker, seq) = match rest.split_once("-s") {
+        Some((w, s)) => (w, s.parse().ok().filter(|s| *s > 0)?),
+        None => (rest, 0),
+    };
+    worker.parse::<u64>().ok()?;
+    Some((p.parse().ok()?, start.parse().ok()?, end.parse().ok()?, seq))
 }
 
 /// The prefix of every aggregates file name (`windows-<FIRST_END>-<LAST_END>.parquet`).
@@ -138,6 +175,15 @@ mod tests {
         assert_eq!(n, "part-p002-o000000000100-000000000250-w003.parquet");
         assert_eq!(parse_part_file_name(&n), Some((2, 100, 250)));
         assert_eq!(parse_part_file_name("part-0000.parquet"), None);
+        let s = part_file_name_seq(2, 100, 250, 3, 7);
+        assert_eq!(s, "part-p002-o000000000100-000000000250-w003-s007.parquet");
+        assert_eq!(parse_part_file_name_seq(&s), Some((2, 100, 250, 7)));
+        assert_eq!(parse_part_file_name_seq(&n), Some((2, 100, 250, 0)));
+        assert_eq!(parse_part_file_name_seq("part-p002-o000000000100-000000000250-w003-s000.parquet"), None);
+        assert_eq!(
+            part_in_progress_name_seq(2, 100, 3, 2, "ab"),
+            ".part-p002-o000000000100-w003-s002.parquet.uab.inprogress"
+        );
         assert_eq!(
             part_in_progress_name(2, 100, 3, "ab"),
             ".part-p002-o000000000100-w003.parquet.uab.inprogress"

@@ -130,6 +130,9 @@ mod tests {
         fn pending_bytes(&self) -> u64 {
             0
         }
+        fn over_budget(&self) -> bool {
+            false
+        }
         fn pending_messages(&self) -> u64 {
             0
         }

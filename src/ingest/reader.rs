@@ -71,15 +71,18 @@ impl PreparedSource {
         })?;
         let owned = owned_partitions(worker, peers, partitions);
         let spec = settings.spec.clone();
-        let protocol = LocalFs::new(RawLayout::new(
-            settings.run_dir.clone(),
-            &topic,
-            &settings.run_id,
-            &settings.run_uid,
-            worker,
-            spec.schema.clone(),
-            spec.partition_col,
-        ));
+        let protocol = LocalFs::new(
+            RawLayout::new(
+                settings.run_dir.clone(),
+                &topic,
+                &settings.run_id,
+                &settings.run_uid,
+                worker,
+                spec.schema.clone(),
+                spec.partition_col,
+            ),
+            settings.sink_limits,
+        );
         let consumer = if needs_consumer(!owned.is_empty(), settings.available_now) {
             Some(create_consumer(&settings)?)
         } else {
@@ -138,9 +141,12 @@ impl PreparedSource {
         self.parts.iter().all(|p| p.done)
     }
 
-    /// Whether some partition staged `--roll-size` bytes.
+    /// Whether some partition staged `--roll-size` bytes, or the worker's sink holds its whole
+    /// `--sink-buffer-mib` share (the share is the worker's, so any partition can tell).
     pub fn roll_size_reached(&self) -> bool {
-        self.parts.iter().any(|p| p.files.pending_bytes() >= self.settings.roll_bytes)
+        self.parts
+            .iter()
+            .any(|p| p.files.pending_bytes() >= self.settings.roll_bytes || p.files.over_budget())
     }
 
     /// Where the restored source starts (see [`restored_watermark`]).

@@ -1,6 +1,7 @@
 //! What a Kafka source is told: the validated settings of `streamlake run` that concern reading,
 //! restoring and committing partitions, shared by the workers of a process.
 
+use crate::sink::raw::SinkLimits;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct SourceSettings {
     pub idle_timeout: Duration,
     pub roll_interval: Duration,
     pub roll_bytes: u64,
+    /// This worker's share of `--max-open-files` and `--sink-buffer-mib`.
+    pub sink_limits: SinkLimits,
     pub max_future: Duration,
     pub on_data_loss: OnDataLoss,
     /// How often to look for added partitions (zero: never).
@@ -79,6 +82,7 @@ pub(crate) mod tests {
             idle_timeout: Duration::from_secs(30),
             roll_interval: Duration::from_secs(5),
             roll_bytes: 1 << 30,
+            sink_limits: SinkLimits::default(),
             max_future: Duration::from_secs(3600),
             on_data_loss: OnDataLoss::Fail,
             partition_discovery: Duration::from_secs(30),

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::checkpoint::{CheckpointDir, PartitionEntry};
-use super::raw::{remove_uncommitted, CommitStats, PartitionFiles, RawLayout};
+use super::raw::{remove_uncommitted, CommitStats, PartitionFiles, RawLayout, SinkLimits, WorkerBudget};
 use super::SinkError;
 use crate::parse::json::RecordParser;
 
@@ -43,6 +43,8 @@ pub trait StagedFiles {
     fn quarantine(&mut self, offset: i64, payload: Option<&[u8]>, reason: String);
     /// Payload bytes staged since the last commit (for size-based rolling).
     fn pending_bytes(&self) -> u64;
+    /// Whether the worker holds its whole memory share (`--sink-buffer-mib`): commit now.
+    fn over_budget(&self) -> bool;
     /// Messages staged since the last commit.
     fn pending_messages(&self) -> u64;
     /// Step 1: makes every staged file of `[start, next_offset)` durable under its final name and
@@ -69,12 +71,14 @@ pub trait CommitProtocol {
 pub struct LocalFs {
     layout: Arc<RawLayout>,
     checkpoint: CheckpointDir,
+    /// One worker's file and memory bounds, shared by its partitions.
+    budget: Arc<WorkerBudget>,
 }
 
 impl LocalFs {
-    pub fn new(layout: RawLayout) -> Self {
+    pub fn new(layout: RawLayout, limits: SinkLimits) -> Self {
         let checkpoint = CheckpointDir::new(&layout.run_dir);
-        LocalFs { layout: Arc::new(layout), checkpoint }
+        LocalFs { layout: Arc::new(layout), checkpoint, budget: Arc::new(WorkerBudget::new(limits)) }
     }
 }
 
@@ -96,6 +100,10 @@ impl StagedFiles for PartitionFiles {
         PartitionFiles::pending_messages(self)
     }
 
+    fn over_budget(&self) -> bool {
+        PartitionFiles::over_budget(self)
+    }
+
     fn make_durable(&mut self, next_offset: i64) -> Result<CommitStats, SinkError> {
         self.commit(next_offset)
     }
@@ -103,7 +111,7 @@ impl StagedFiles for PartitionFiles {
 
 impl CommitProtocol for LocalFs {
     fn open(&self, partition: i32, start_offset: i64) -> Box<dyn StagedFiles> {
-        Box::new(PartitionFiles::new(self.layout.clone(), partition, start_offset))
+        Box::new(PartitionFiles::new(self.layout.clone(), self.budget.clone(), partition, start_offset))
     }
 
     fn load(&self, partition: i32) -> Result<Option<PartitionEntry>, SinkError> {
@@ -202,6 +210,6 @@ mod tests {
             spec.partition_col,
         );
         let root = tmp.path().to_path_buf();
-        protocol_suite(&LocalFs::new(layout), |rel| root.join(rel).exists());
+        protocol_suite(&LocalFs::new(layout, SinkLimits::default()), |rel| root.join(rel).exists());
     }
 }

@@ -32,6 +32,26 @@ pub enum SinkError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error(
+        "cannot create {path}: the process has no file descriptor left ({source}; `ulimit -n` is {}). \
+         The sink had {open} of its {max_open} files open, and partition {partition} had {folders} folders in this \
+         commit interval. Lower --max-open-files (folders beyond it are buffered and written one file at a time at \
+         commit), or raise the limit (`ulimit -n`)",
+        nofile.map_or_else(|| "unknown".to_string(), |n| n.to_string())
+    )]
+    OutOfFiles {
+        path: std::path::PathBuf,
+        /// Files the worker's sink had open.
+        open: usize,
+        /// The worker's share of `--max-open-files`.
+        max_open: usize,
+        folders: usize,
+        partition: i32,
+        /// The process's soft `RLIMIT_NOFILE`.
+        nofile: Option<u64>,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot build Arrow batch for {path}: {source}")]
     Arrow {
         path: std::path::PathBuf,

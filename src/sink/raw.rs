@@ -1,40 +1,40 @@
-//! The raw sink: every parsed event of one Kafka partition, as Parquet, one file per key folder
-//! per commit.
+//! The raw sink: every parsed event of one Kafka partition, as Parquet, one file per folder per
+//! commit.
 //!
-//! Rows are appended to Arrow builders and handed to a streaming Parquet writer every
-//! `BATCH_ROWS` rows, so memory stays bounded however long a commit interval is. Files are written
-//! under hidden in-progress names and only renamed into `id=<k>/part-p<P>-o<START>-<END>-w<W>.parquet`
-//! by [`PartitionFiles::commit`], after which the caller records the checkpoint entry. The name is a
+//! [`RawLayout`] is what the dataset looks like (folders, columns); [`PartitionFiles`]
+//! (`raw/stage.rs`) stages a partition's rows between commits within the worker's bounds
+//! (`raw/budget.rs`: `--max-open-files`, `--sink-buffer-mib`). Files are written under hidden
+//! in-progress names and only renamed into `id=<k>/part-p<P>-o<START>-<END>-w<W>.parquet` by
+//! [`PartitionFiles::commit`], after which the caller records the checkpoint entry. The name is a
 //! function of the Kafka range it covers, so a replay of the same range produces the same names.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
 use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
-use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
-use super::durable::{create_dir_durable, publish, sync_all_concurrently, sync_dir, sync_dirs};
+use super::durable::sync_dir;
 use super::{io_err, SinkError};
 use crate::format::{self, meta};
 pub use crate::format::{parse_part_file_name, part_file_name};
-use crate::parse::json::{RecordParser, Slot};
-use crate::parse::{Key, KeyRef};
+use crate::parse::json::RecordParser;
+use crate::parse::KeyRef;
 use crate::spec::Field;
 
+pub mod budget;
 mod columns;
+mod folders;
+mod stage;
 
+pub use budget::{SinkLimits, WorkerBudget};
+use columns::arrow_type;
 pub use columns::key_arrow_type;
-use columns::{arrow_type, ColBuilder, BATCH_ROWS};
+pub use stage::PartitionFiles;
 
 /// Everything about the raw dataset that does not change per partition.
 #[derive(Debug)]
@@ -47,8 +47,13 @@ pub struct RawLayout {
     pub run_uid: String,
     pub worker: usize,
     pub fields: Vec<Field>,
-    pub partition_col: usize,
-    /// Schema of the files: the declared fields minus the partition column.
+    /// The column whose value names a record's folder (`id=3`).
+    partition_col: usize,
+    /// Indexes into `fields` of the columns written into the files, in file order: the declared
+    /// fields minus an identity partition column (its value is only in the folder name, as Spark
+    /// writes it).
+    pub file_columns: Vec<usize>,
+    /// Schema of the files: `fields` at `file_columns`.
     pub file_schema: SchemaRef,
     pub quarantine_schema: SchemaRef,
 }
@@ -63,11 +68,11 @@ impl RawLayout {
         fields: Vec<Field>,
         partition_col: usize,
     ) -> Self {
-        let file_fields: Vec<ArrowField> = fields
+        let file_columns: Vec<usize> = (0..fields.len()).filter(|i| *i != partition_col).collect();
+        let file_fields: Vec<ArrowField> = file_columns
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != partition_col)
-            .map(|(_, f)| ArrowField::new(&f.name, arrow_type(f.ty), !f.required))
+            .map(|&i| &fields[i])
+            .map(|f| ArrowField::new(&f.name, arrow_type(f.ty), !f.required))
             .collect();
         let quarantine = Schema::new(vec![
             ArrowField::new("partition", DataType::Int32, false),
@@ -88,9 +93,17 @@ impl RawLayout {
             worker,
             fields,
             partition_col,
+            file_columns,
             file_schema: Arc::new(Schema::new(file_fields)),
             quarantine_schema: Arc::new(quarantine),
         }
+    }
+
+    /// The partition value of the record `parser` holds (parsed from `payload`): what names its
+    /// folder. `None`: the dataset has no folders and every file sits in the run folder.
+    #[inline]
+    pub fn folder_key<'p>(&self, parser: &'p RecordParser, payload: &'p [u8]) -> Option<KeyRef<'p>> {
+        Some(parser.key(payload))
     }
 
     /// The hive-style folder for a key: `id=3`. Characters that are unsafe in a path are
@@ -121,37 +134,6 @@ impl RawLayout {
     }
 }
 
-/// One in-progress file: the rows of one key in the current commit interval.
-struct KeyFile {
-    key: Key,
-    dir: PathBuf,
-    tmp: PathBuf,
-    writer: ArrowWriter<File>,
-    builders: Vec<(usize, ColBuilder)>,
-    buffered: usize,
-    rows: u64,
-}
-
-impl KeyFile {
-    fn flush_batch(&mut self, schema: &SchemaRef) -> Result<(), SinkError> {
-        if self.buffered == 0 {
-            return Ok(());
-        }
-        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|(_, b)| b.finish()).collect();
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|source| SinkError::Arrow { path: self.tmp.clone(), source })?;
-        self.writer.write(&batch).map_err(|source| SinkError::Parquet { path: self.tmp.clone(), source })?;
-        self.buffered = 0;
-        Ok(())
-    }
-}
-
-struct QuarantinedRecord {
-    offset: i64,
-    reason: String,
-    payload: Option<Vec<u8>>,
-}
-
 /// What one commit of a partition wrote.
 #[derive(Debug, Clone, Default)]
 pub struct CommitStats {
@@ -166,23 +148,12 @@ pub struct CommitStats {
     pub files: Vec<String>,
 }
 
-/// The open files of one Kafka partition between two commits.
-pub struct PartitionFiles {
-    layout: Arc<RawLayout>,
-    partition: i32,
-    start_offset: i64,
-    files: Vec<KeyFile>,
-    quarantine: Vec<QuarantinedRecord>,
-    messages: u64,
-    bytes: u64,
-}
-
-fn writer_props(kind: &str, schema: &Schema) -> WriterProperties {
+pub(crate) fn writer_props(kind: &str, schema: &Schema) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_created_by(format!("streamlake {} ({kind})", env!("CARGO_PKG_VERSION")))
-        // The writer buffers a whole row group per open file; one file is open per key and
-        // partition, so bound it to keep memory flat however large a commit grows.
+        // The writer buffers a whole row group per open file (held in the sink's budget); bound it
+        // to keep memory flat however large a commit grows.
         .set_max_row_group_row_count(Some(128 * 1024));
     // Event times and measured values are nearly all distinct: a dictionary would only grow to
     // its page limit, cost memory per open file (a third of the job's heap in a profile) and CPU,
@@ -194,231 +165,6 @@ fn writer_props(kind: &str, schema: &Schema) -> WriterProperties {
         }
     }
     props.build()
-}
-
-impl PartitionFiles {
-    pub fn new(layout: Arc<RawLayout>, partition: i32, start_offset: i64) -> Self {
-        PartitionFiles {
-            layout,
-            partition,
-            start_offset,
-            files: Vec::new(),
-            quarantine: Vec::new(),
-            messages: 0,
-            bytes: 0,
-        }
-    }
-
-    pub fn start_offset(&self) -> i64 {
-        self.start_offset
-    }
-
-    /// Payload bytes taken in since the last commit (for size-based rolling).
-    pub fn pending_bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    pub fn pending_messages(&self) -> u64 {
-        self.messages
-    }
-
-    fn file_for(&mut self, key: KeyRef<'_>) -> Result<usize, SinkError> {
-        if let Some(i) = self.files.iter().position(|f| key.matches(&f.key)) {
-            return Ok(i);
-        }
-        let dir = self.layout.run_dir.join(self.layout.key_dir(key));
-        create_dir_durable(&dir)?;
-        let tmp = dir.join(format::part_in_progress_name(
-            self.partition,
-            self.start_offset,
-            self.layout.worker,
-            &self.layout.run_uid,
-        ));
-        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let writer = ArrowWriter::try_new(
-            file,
-            self.layout.file_schema.clone(),
-            Some(writer_props("raw", &self.layout.file_schema)),
-        )
-        .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        let builders = self
-            .layout
-            .fields
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != self.layout.partition_col)
-            .map(|(i, f)| (i, ColBuilder::new(f.ty)))
-            .collect();
-        self.files.push(KeyFile {
-            key: key.to_owned_key(),
-            dir,
-            tmp,
-            writer,
-            builders,
-            buffered: 0,
-            rows: 0,
-        });
-        Ok(self.files.len() - 1)
-    }
-
-    /// Appends the record `parser` holds (parsed from `payload`).
-    #[inline]
-    pub fn append(&mut self, parser: &RecordParser, payload: &[u8]) -> Result<(), SinkError> {
-        let idx = self.file_for(parser.key(payload))?;
-        let schema = self.layout.file_schema.clone();
-        let file = &mut self.files[idx];
-        for (col, builder) in file.builders.iter_mut() {
-            let slot = parser.slot(*col);
-            let text = if matches!(slot, Slot::Str { .. }) { parser.str_of(payload, slot) } else { "" };
-            builder.append(slot, text);
-        }
-        file.buffered += 1;
-        file.rows += 1;
-        self.messages += 1;
-        self.bytes += payload.len() as u64;
-        if file.buffered >= BATCH_ROWS {
-            file.flush_batch(&schema)?;
-        }
-        Ok(())
-    }
-
-    /// Records a message that did not fit the schema.
-    pub fn quarantine(&mut self, offset: i64, payload: Option<&[u8]>, reason: String) {
-        self.messages += 1;
-        self.bytes += payload.map_or(0, |p| p.len() as u64);
-        self.quarantine.push(QuarantinedRecord { offset, reason, payload: payload.map(<[u8]>::to_vec) });
-    }
-
-    /// Closes every open file of the interval `[start_offset, next_offset)`, makes them durable under
-    /// their final names and returns what was written. The caller must write the checkpoint entry
-    /// next; until then the files are uncommitted and a restart deletes them.
-    pub fn commit(&mut self, next_offset: i64) -> Result<CommitStats, SinkError> {
-        let layout = self.layout.clone();
-        let name = part_file_name(self.partition, self.start_offset, next_offset, layout.worker);
-        let mut stats = CommitStats {
-            start_offset: self.start_offset,
-            next_offset,
-            messages: self.messages,
-            ..Default::default()
-        };
-        let footer = |rows: u64, kind: &str| {
-            vec![
-                (meta::TOPIC, layout.topic.clone()),
-                (meta::PARTITION, self.partition.to_string()),
-                (meta::START_OFFSET, self.start_offset.to_string()),
-                (meta::END_OFFSET, next_offset.to_string()),
-                (meta::ROWS, rows.to_string()),
-                (meta::RANGE_MESSAGES, self.messages.to_string()),
-                (meta::WORKER, layout.worker.to_string()),
-                (meta::RUN_ID, layout.run_id.clone()),
-                (meta::RUN_UID, layout.run_uid.clone()),
-                (meta::KIND, kind.to_string()),
-            ]
-        };
-        // Footers first, then every file's fsync at once, then the renames: each file is durable
-        // under its hidden name before any of them appears under its final name.
-        let mut closed = Vec::with_capacity(self.files.len());
-        for mut file in self.files.drain(..) {
-            file.flush_batch(&layout.file_schema)?;
-            for (k, v) in footer(file.rows, meta::KIND_RAW) {
-                file.writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
-            }
-            crate::crash::point("raw.before_footer");
-            let inner = file
-                .writer
-                .into_inner()
-                .map_err(|source| SinkError::Parquet { path: file.tmp.clone(), source })?;
-            closed.push((inner, file.tmp, file.dir, file.key, file.rows));
-        }
-        let to_sync: Vec<(&File, &Path)> = closed.iter().map(|(f, tmp, ..)| (f, tmp.as_path())).collect();
-        sync_all_concurrently(&to_sync, "fsync")?;
-        drop(to_sync);
-        let mut dirs = Vec::with_capacity(closed.len() + 1);
-        for (inner, tmp, dir, key, rows) in closed {
-            drop(inner);
-            crate::crash::point("raw.before_rename");
-            let dst = dir.join(&name);
-            fs::rename(&tmp, &dst).map_err(io_err("rename into place", &dst))?;
-            let rel = format!("{}/{}", layout.key_dir(key.as_ref()), name);
-            dirs.push(dir);
-            stats.rows += rows;
-            stats.rows_per_key.insert(key.to_string(), rows);
-            stats.files.push(rel);
-        }
-        if !self.quarantine.is_empty() {
-            let dir = layout.quarantine_dir();
-            create_dir_durable(&dir)?;
-            let records = std::mem::take(&mut self.quarantine);
-            for r in &records {
-                let code = r.reason.split(':').next().unwrap_or("unknown").to_string();
-                *stats.quarantined_by_reason.entry(code).or_insert(0) += 1;
-            }
-            stats.quarantined = records.len() as u64;
-            let dst = dir.join(&name);
-            self.write_quarantine(&records, &dst, footer(records.len() as u64, meta::KIND_QUARANTINE))?;
-            dirs.push(dir);
-            stats.files.push(format!("{}/{name}", format::QUARANTINE_DIR));
-        }
-        sync_dirs(&dirs)?;
-        crate::crash::point("raw.after_rename");
-        self.start_offset = next_offset;
-        self.messages = 0;
-        self.bytes = 0;
-        Ok(stats)
-    }
-
-    fn write_quarantine(
-        &self,
-        records: &[QuarantinedRecord],
-        dst: &Path,
-        footer: Vec<(&str, String)>,
-    ) -> Result<(), SinkError> {
-        let tmp = dst.with_file_name(format::in_progress_name(
-            dst.file_name().and_then(|n| n.to_str()).unwrap_or("q"),
-            &self.layout.run_uid,
-        ));
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut partition = Int32Builder::new();
-        let mut offset = Int64Builder::new();
-        let mut reason = StringBuilder::new();
-        let mut payload = BinaryBuilder::new();
-        let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        for r in records {
-            partition.append_value(self.partition);
-            offset.append_value(r.offset);
-            reason.append_value(&r.reason);
-            match &r.payload {
-                Some(p) => payload.append_value(p),
-                None => payload.append_null(),
-            }
-            ts.append_value(now);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(partition.finish()),
-            Arc::new(offset.finish()),
-            Arc::new(reason.finish()),
-            Arc::new(payload.finish()),
-            Arc::new(ts.finish()),
-        ];
-        let batch = RecordBatch::try_new(self.layout.quarantine_schema.clone(), columns)
-            .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
-        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        let mut writer = ArrowWriter::try_new(
-            file,
-            batch.schema(),
-            Some(writer_props("quarantine", &self.layout.quarantine_schema)),
-        )
-        .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        for (k, v) in footer {
-            writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
-        }
-        let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        inner.sync_all().map_err(io_err("fsync", &tmp))?;
-        drop(inner);
-        crate::crash::point("quarantine.before_rename");
-        publish(&tmp, dst)
-    }
 }
 
 /// Deletes what a crash left of `partition` in `run_dir`: this run's in-progress files of the

@@ -41,15 +41,16 @@ pub(super) enum ColBuilder {
 }
 
 impl ColBuilder {
-    pub(super) fn new(ty: ColumnType) -> Self {
+    /// A builder with room for `rows` values (strings: 16 bytes each) before it grows.
+    pub(super) fn with_capacity(ty: ColumnType, rows: usize) -> Self {
         match ty {
-            ColumnType::Int32 => ColBuilder::Int32(Int32Builder::with_capacity(BATCH_ROWS)),
-            ColumnType::Int64 => ColBuilder::Int64(Int64Builder::with_capacity(BATCH_ROWS)),
-            ColumnType::Float64 => ColBuilder::Float64(Float64Builder::with_capacity(BATCH_ROWS)),
-            ColumnType::String => ColBuilder::Str(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
-            ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
+            ColumnType::Int32 => ColBuilder::Int32(Int32Builder::with_capacity(rows)),
+            ColumnType::Int64 => ColBuilder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnType::Float64 => ColBuilder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnType::String => ColBuilder::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(rows)),
             ColumnType::Timestamp => {
-                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC"))
+                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"))
             }
         }
     }
