@@ -177,14 +177,15 @@ fn hundred_thousand_ids_under_ulimit_1024() {
 }
 
 /// The kills of the chaos test, in order: the sink's and the checkpoint's crash points with the
-/// hit to die at (`raw.*` deep into a commit's thousands of files), `None` for a SIGKILL at a
-/// random moment. Points the build does not have are left out; points of the sink that this list
+/// hit to die at (`raw.before_*`, reached once per file, deep into a commit's thousands of files;
+/// `raw.after_rename` once per commit, with every file renamed and no checkpoint entry yet),
+/// `None` for a SIGKILL at a random moment. Points the build does not have are left out; points of the sink that this list
 /// does not know are added after the known `raw.*` ones, so a new sink's points are hit too.
 fn chaos_plan() -> Vec<Option<(&'static str, u32)>> {
     let known: &[(&str, u32)] = &[
         ("raw.before_footer", 5_000),
         ("raw.before_rename", 30_000),
-        ("raw.after_rename", 60_000),
+        ("raw.after_rename", 1),
         ("quarantine.before_rename", 1),
         ("checkpoint.before_rename", 1),
     ];
