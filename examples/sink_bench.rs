@@ -42,7 +42,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&args.dir).context("creating --dir")?;
     let spec = Spec::parse(EVENTS_TOML, std::path::Path::new("dataflows/events.toml"))?;
     let layout =
-        RawLayout::new(args.dir.clone(), "t", "r", "uid", 0, spec.schema.clone(), spec.partition_col);
+        RawLayout::new(args.dir.clone(), "t", "r", "uid", 0, spec.schema.clone(), spec.partition.clone());
     let limits = SinkLimits { open_files: args.open_files, buffer_bytes: args.buffer_mib << 20 };
     let budget = Arc::new(WorkerBudget::new(limits));
     let mut files = PartitionFiles::new(Arc::new(layout), budget.clone(), 0, 0);

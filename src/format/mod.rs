@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod meta;
+pub mod partition;
 
 use std::path::{Path, PathBuf};
 

@@ -79,7 +79,7 @@ impl PreparedSource {
                 &settings.run_uid,
                 worker,
                 spec.schema.clone(),
-                spec.partition_col,
+                spec.partition.clone(),
             ),
             settings.sink_limits,
         );

@@ -207,7 +207,7 @@ mod tests {
             "uid1",
             0,
             spec.schema.clone(),
-            spec.partition_col,
+            spec.partition.clone(),
         );
         let root = tmp.path().to_path_buf();
         protocol_suite(&LocalFs::new(layout, SinkLimits::default()), |rel| root.join(rel).exists());

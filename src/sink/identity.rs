@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::durable::sync_dir;
 use super::{io_err, SinkError};
-use crate::spec::Spec;
+use crate::spec::{ColumnType, Field, Partitioning, Spec};
 
 /// The on-disk format this build writes, and the identity's file name inside `_checkpoint/`:
 /// both defined in [`crate::format`].
@@ -66,8 +66,25 @@ impl DataflowIdentity {
             value: name(spec.value_col),
             window_ms: spec.window_ms,
             watermark_ms: spec.watermark_ms,
-            partition_by: name(spec.partition_col),
+            partition_by: spec.partition_by(),
         }
+    }
+
+    /// The recorded `partition_by`, resolved against the recorded schema (`Ok(None)`: `none`).
+    /// For readers such as `validate --audit`, which know a run folder only by its identity.
+    pub fn partitioning(&self) -> Result<Option<Partitioning>, String> {
+        let schema = self
+            .schema
+            .iter()
+            .map(|f| {
+                let ty = serde_json::from_value::<ColumnType>(serde_json::Value::String(f.ty.clone()))
+                    .map_err(|_| {
+                        format!("field `{}` has type `{}`, which this build does not know", f.name, f.ty)
+                    })?;
+                Ok(Field { name: f.name.clone(), ty, required: f.required })
+            })
+            .collect::<Result<Vec<Field>, String>>()?;
+        Partitioning::parse(&self.partition_by, &schema)
     }
 
     /// A short, stable digest for people and logs (FNV-1a over the canonical JSON: stable across
@@ -351,6 +368,26 @@ mod tests {
         fs::write(p.join("00000000000000000010.json"), b"{}").unwrap();
         let err = check(tmp.path(), &e).unwrap_err().to_string();
         assert!(err.contains("format 1") && err.contains("new RUN_ID"), "{err}");
+    }
+
+    #[test]
+    fn partition_by_is_recorded_normalized_and_identity_as_before() {
+        // Identity records the column's name, as run folders from before transforms did, so they
+        // resume unchanged.
+        assert_eq!(DataflowIdentity::of(&spec(EVENTS_TOML)).partition_by, "id");
+        let bucket = EVENTS_TOML.replace("partition_by = \"id\"", "partition_by = \" bucket( id ,16 ) \"");
+        assert_eq!(DataflowIdentity::of(&spec(&bucket)).partition_by, "bucket(id, 16)");
+        let none = EVENTS_TOML.replace("partition_by = \"id\"", "partition_by = \"none\"");
+        assert_eq!(DataflowIdentity::of(&spec(&none)).partition_by, "none");
+        // Readers resolve the recorded text again.
+        let recorded = DataflowIdentity::of(&spec(&bucket)).partitioning().unwrap().unwrap();
+        assert_eq!(recorded.folder_column(), "id_bucket");
+        assert_eq!(DataflowIdentity::of(&spec(&none)).partitioning(), Ok(None));
+        let tmp = tempfile::tempdir().unwrap();
+        establish(tmp.path(), RunIdentity::expected(&spec(EVENTS_TOML), "r", None)).unwrap();
+        let err =
+            check(tmp.path(), &RunIdentity::expected(&spec(&bucket), "r", None)).unwrap_err().to_string();
+        assert!(err.contains("sink.partition_by was `id`, now `bucket(id, 16)`"), "{err}");
     }
 
     #[test]

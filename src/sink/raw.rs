@@ -24,7 +24,7 @@ use crate::format::{self, meta};
 pub use crate::format::{parse_part_file_name, part_file_name};
 use crate::parse::json::RecordParser;
 use crate::parse::KeyRef;
-use crate::spec::Field;
+use crate::spec::{Field, Partitioning, Transform};
 
 pub mod budget;
 mod columns;
@@ -47,11 +47,12 @@ pub struct RawLayout {
     pub run_uid: String,
     pub worker: usize,
     pub fields: Vec<Field>,
-    /// The column whose value names a record's folder (`id=3`).
-    partition_col: usize,
+    /// How a record's folder is named (`sink.partition_by`); `None`: no folders, every file sits
+    /// in the run folder.
+    partition: Option<Partitioning>,
     /// Indexes into `fields` of the columns written into the files, in file order: the declared
     /// fields minus an identity partition column (its value is only in the folder name, as Spark
-    /// writes it).
+    /// writes it). Other transforms keep their source column in the files, as Iceberg does.
     pub file_columns: Vec<usize>,
     /// Schema of the files: `fields` at `file_columns`.
     pub file_schema: SchemaRef,
@@ -66,9 +67,10 @@ impl RawLayout {
         run_uid: &str,
         worker: usize,
         fields: Vec<Field>,
-        partition_col: usize,
+        partition: Option<Partitioning>,
     ) -> Self {
-        let file_columns: Vec<usize> = (0..fields.len()).filter(|i| *i != partition_col).collect();
+        let dropped = partition.as_ref().filter(|p| p.transform == Transform::Identity).map(|p| p.col);
+        let file_columns: Vec<usize> = (0..fields.len()).filter(|i| Some(*i) != dropped).collect();
         let file_fields: Vec<ArrowField> = file_columns
             .iter()
             .map(|&i| &fields[i])
@@ -92,7 +94,7 @@ impl RawLayout {
             run_uid: run_uid.to_string(),
             worker,
             fields,
-            partition_col,
+            partition,
             file_columns,
             file_schema: Arc::new(Schema::new(file_fields)),
             quarantine_schema: Arc::new(quarantine),
@@ -100,32 +102,41 @@ impl RawLayout {
     }
 
     /// The partition value of the record `parser` holds (parsed from `payload`): what names its
-    /// folder. `None`: the dataset has no folders and every file sits in the run folder.
+    /// folder. `None`: the dataset has no folders and every file sits in the run folder. On the
+    /// hot path: no allocation.
     #[inline]
     pub fn folder_key<'p>(&self, parser: &'p RecordParser, payload: &'p [u8]) -> Option<KeyRef<'p>> {
-        Some(parser.key(payload))
+        self.partition.as_ref().map(|p| p.value_of(parser, payload))
     }
 
-    /// The hive-style folder for a key: `id=3`. Characters that are unsafe in a path are
-    /// percent-encoded, as Hive and Spark do.
+    /// The hive-style folder for a partition value: `id=3`, `id_bucket=3`, `ts_day=2026-12-02`.
+    /// Characters that are unsafe in a path are percent-encoded, as Hive and Spark do. Empty
+    /// without partitioning (`"none"`).
     pub fn key_dir(&self, key: KeyRef<'_>) -> String {
-        let name = &self.fields[self.partition_col].name;
+        self.partition.as_ref().map_or_else(String::new, |p| p.folder_name(key))
+    }
+
+    /// The value part of the folder, unencoded (`3`, `2026-12-02`): the key of a checkpoint
+    /// entry's `rows_per_key`. Empty without partitioning.
+    pub fn folder_value(&self, key: KeyRef<'_>) -> String {
+        self.partition.as_ref().map_or_else(String::new, |p| p.folder_value(key))
+    }
+
+    /// The folder of a file, for a value from [`RawLayout::folder_key`]: the run folder itself
+    /// when there are no folders.
+    pub fn folder_path(&self, key: Option<KeyRef<'_>>) -> PathBuf {
         match key {
-            KeyRef::Int(v) => format!("{name}={v}"),
-            KeyRef::Bool(b) => format!("{name}={b}"),
-            KeyRef::Str(s) => {
-                let mut out = format!("{name}=");
-                for b in s.bytes() {
-                    if b.is_ascii_alphanumeric()
-                        || matches!(b, b'-' | b'_' | b'.' | b' ') && !(out.ends_with('=') && b == b'.')
-                    {
-                        out.push(b as char);
-                    } else {
-                        out.push_str(&format!("%{b:02X}"));
-                    }
-                }
-                out
-            }
+            Some(k) if self.partition.is_some() => self.run_dir.join(self.key_dir(k)),
+            _ => self.run_dir.clone(),
+        }
+    }
+
+    /// A file's path relative to the run folder (`id_bucket=3/part-….parquet`, or the bare name
+    /// without folders), as checkpoint entries list it.
+    pub fn file_rel(&self, key: Option<KeyRef<'_>>, name: &str) -> String {
+        match key {
+            Some(k) if self.partition.is_some() => format!("{}/{name}", self.key_dir(k)),
+            _ => name.to_string(),
         }
     }
 
@@ -185,16 +196,23 @@ pub fn remove_uncommitted(
     let Ok(entries) = fs::read_dir(run_dir) else { return Ok(removed) };
     let prefix_tmp = format::part_in_progress_prefix(partition);
     let suffix_tmp = format::in_progress_suffix(&layout.run_uid);
-    for entry in entries.flatten() {
+    // The run folder itself holds the files of a dataset without folders (`partition_by = "none"`).
+    let mut dirs = vec![run_dir.clone()];
+    dirs.extend(entries.flatten().filter_map(|entry| {
         let dir = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !dir.is_dir() || name.starts_with('.') || (name.starts_with('_') && name != format::QUARANTINE_DIR)
-        {
-            continue;
-        }
+        let skip = !dir.is_dir()
+            || name.starts_with('.')
+            || (name.starts_with('_') && name != format::QUARANTINE_DIR);
+        (!skip).then_some(dir)
+    }));
+    for dir in dirs {
         let Ok(files) = fs::read_dir(&dir) else { continue };
         let mut changed = false;
         for file in files.flatten() {
+            if !file.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
             let fname = file.file_name().to_string_lossy().into_owned();
             let ours_in_progress = fname.starts_with(&prefix_tmp) && fname.ends_with(&suffix_tmp);
             let beyond = parse_part_file_name(&fname)

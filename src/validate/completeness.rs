@@ -3,7 +3,9 @@
 //!
 //! - On time: the `count` of the window's final row in `<P>/../aggregates/run_<ID>/windows-*.parquet`.
 //! - Raw: rows of the run's committed raw files whose time column (the dataflow's) falls in the
-//!   window (the key comes from the `<key>=K` folder).
+//!   window. The key comes from the `<key>=K` folder when the run partitions by the key (identity),
+//!   else from the files' key column (a transform such as `bucket(id, 16)` or `day(ts)` keeps it,
+//!   and so does partitioning by another column or `none`).
 //! - A window is *closed* when its end is at or before `closed_through_ms` of
 //!   `run_<ID>/_checkpoint/windows.json`; then late-dropped = raw − on time, which can never be
 //!   negative (a window aggregating rows that exist nowhere raw is a problem). Rows of a window that
@@ -79,6 +81,8 @@ pub struct RunInput<'a> {
     pub dir: &'a Path,
     /// The dataflow's event-time column; files without it are read by their first TIMESTAMP.
     pub time_column: &'a str,
+    /// The dataflow's key column: a `<key>=K` folder, or a column of the files.
+    pub key_column: &'a str,
     /// Committed raw files: path and key folder (`id=3`).
     pub raw_files: Vec<(PathBuf, String)>,
     /// Raw files whose footer could not be read (so their rows are not counted).
@@ -187,7 +191,7 @@ pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
         Err(_) => None,
     };
 
-    let key_name = input.raw_files.iter().find_map(|(_, folder)| folder.split_once('=')).map(|(n, _)| n);
+    let key_name = Some(input.key_column);
     let mut rows: Vec<AggregateRow> = Vec::new();
     if let Some(agg_dir) = aggregates_dir(input.dir) {
         let mut names: Vec<String> = fs::read_dir(&agg_dir)
@@ -241,14 +245,26 @@ pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
     }
 
     let mut raw: BTreeMap<(i64, PartValue), u64> = BTreeMap::new();
-    let counted = parallel_map(&input.raw_files, |(path, _)| window_counts(path, input.time_column, size_ms));
+    let counted = parallel_map(&input.raw_files, |(path, folder)| {
+        let folder_key = folder_key(folder, input.key_column);
+        let key_column = if folder_key.is_some() { None } else { Some(input.key_column) };
+        window_counts(path, input.time_column, key_column, size_ms).map(|counts| (folder_key, counts))
+    });
     let mut unreadable = input.unreadable_raw;
     for ((path, folder), counts) in input.raw_files.iter().zip(counted) {
-        let key = folder.split_once('=').map_or(PartValue::Null, |(_, v)| PartValue::from_folder(v));
+        // Files without the key column in a `name=value` folder (a dataset read with another
+        // dataflow's key): the folder's value, as before transforms existed.
+        let any_folder =
+            folder.rsplit('/').find_map(|p| p.split_once('=')).map(|(_, v)| PartValue::from_folder(v));
         match counts {
-            Ok(counts) => {
-                for (end, n) in counts {
-                    *raw.entry((end, key.clone())).or_insert(0) += n;
+            Ok((folder_key, counts)) => {
+                for ((end, file_key), n) in counts {
+                    let key = folder_key
+                        .clone()
+                        .or(file_key)
+                        .or_else(|| any_folder.clone())
+                        .unwrap_or(PartValue::Null);
+                    *raw.entry((end, key)).or_insert(0) += n;
                 }
             }
             Err(e) => {
@@ -320,9 +336,25 @@ fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, String> 
     ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("cannot read Parquet: {e}"))
 }
 
-/// Rows per window end (ms) of one raw file, by its `time_column` (or, in files without it, its
-/// first TIMESTAMP column).
-fn window_counts(path: &Path, time_column: &str, size_ms: i64) -> Result<BTreeMap<i64, u64>, String> {
+/// The key a raw file's folder gives its rows: the value of a `<key_column>=K` folder (the last
+/// one on the path); `None` when the folders are not the key's (a transform, another column, none).
+fn folder_key(folder: &str, key_column: &str) -> Option<PartValue> {
+    folder
+        .rsplit('/')
+        .filter_map(|part| part.split_once('='))
+        .find(|(name, _)| *name == key_column)
+        .map(|(_, v)| PartValue::from_folder(v))
+}
+
+/// Rows per (window end ms, key) of one raw file, by its `time_column` (or, in files without it,
+/// its first TIMESTAMP column) and, when `key_column` is given, the key in that column of the
+/// file (`None` for rows without one, or when not asked).
+fn window_counts(
+    path: &Path,
+    time_column: &str,
+    key_column: Option<&str>,
+    size_ms: i64,
+) -> Result<BTreeMap<(i64, Option<PartValue>), u64>, String> {
     let builder = reader(path)?;
     let fields = builder.schema().fields();
     let is_time = |f: &arrow::datatypes::FieldRef| matches!(f.data_type(), DataType::Timestamp(..));
@@ -333,14 +365,24 @@ fn window_counts(path: &Path, time_column: &str, size_ms: i64) -> Result<BTreeMa
     else {
         return Err("no TIMESTAMP column, so its rows have no window".to_string());
     };
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [ts]);
+    let key = key_column.and_then(|k| fields.iter().position(|f| f.name() == k));
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [Some(ts), key].into_iter().flatten());
+    let ts_name = fields[ts].name().clone();
+    let key_name = key.map(|k| fields[k].name().clone());
     let batches = builder.with_projection(mask).build().map_err(|e| format!("cannot read Parquet: {e}"))?;
     let mut out = BTreeMap::new();
     for batch in batches {
         let batch = batch.map_err(|e| format!("cannot decode: {e}"))?;
-        let values = micros(batch.column(0)).ok_or("the timestamp column cannot be read")?;
-        for v in values.into_iter().flatten() {
-            *out.entry(window_end_ms(v, size_ms)).or_insert(0) += 1;
+        let column = batch.column_by_name(&ts_name).ok_or("the timestamp column cannot be read")?;
+        let values = micros(column).ok_or("the timestamp column cannot be read")?;
+        let keys: Vec<Option<PartValue>> = match key_name.as_ref().and_then(|k| batch.column_by_name(k)) {
+            Some(c) => keys_of(c).into_iter().map(|k| (k != PartValue::Null).then_some(k)).collect(),
+            None => vec![None; values.len()],
+        };
+        for (v, k) in values.into_iter().zip(keys) {
+            if let Some(v) = v {
+                *out.entry((window_end_ms(v, size_ms), k)).or_insert(0) += 1;
+            }
         }
     }
     Ok(out)

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ValidateError;
 
-/// The value Hive and Spark write for a null partition value.
-const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+use crate::format::partition::{decode_folder_value, HIVE_NULL};
 
 /// A partition (or key) value. Integers compare as numbers, so `id=10` sorts after `id=9`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -32,7 +31,7 @@ impl PartValue {
         if raw == HIVE_NULL {
             return PartValue::Null;
         }
-        let text = percent_decode(raw);
+        let text = decode_folder_value(raw);
         match text.parse::<i64>() {
             Ok(n) => PartValue::Int(n),
             Err(_) => PartValue::Str(text),
@@ -48,28 +47,6 @@ impl std::fmt::Display for PartValue {
             PartValue::Str(s) => f.write_str(s),
         }
     }
-}
-
-/// Decodes `%XX` escapes (as Hive writes unsafe characters in folder names); anything malformed is
-/// kept as it is.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex =
-                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One committed data file.

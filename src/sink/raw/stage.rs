@@ -250,10 +250,7 @@ impl PartitionFiles {
     }
 
     fn folder_dir(&self, key: Option<KeyRef<'_>>) -> PathBuf {
-        match key {
-            Some(k) => self.layout.run_dir.join(self.layout.key_dir(k)),
-            None => self.layout.run_dir.clone(),
-        }
+        self.layout.folder_path(key)
     }
 
     fn ensure_dir(&mut self, dir: &Path) -> Result<(), SinkError> {
@@ -533,14 +530,11 @@ impl PartitionFiles {
             let dst = c.dir.join(&name);
             fs::rename(&c.tmp, &dst).map_err(io_err("rename into place", &dst))?;
             let folder = &self.folders[c.folder];
-            let rel = match &folder.key {
-                Some(k) => {
-                    let dir = layout.key_dir(k.as_ref());
-                    stats.rows_per_key.insert(k.to_string(), folder.rows);
-                    format!("{dir}/{name}")
-                }
-                None => name.clone(),
-            };
+            let key = folder.key.as_ref().map(Key::as_ref);
+            if let Some(k) = key {
+                stats.rows_per_key.insert(layout.folder_value(k), folder.rows);
+            }
+            let rel = layout.file_rel(key, &name);
             stats.rows += folder.rows;
             stats.files.push(rel);
             if !many {
@@ -686,7 +680,7 @@ mod tests {
             "uid1",
             0,
             spec.schema.clone(),
-            spec.partition_col,
+            spec.partition.clone(),
         ))
     }
 

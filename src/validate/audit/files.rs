@@ -15,7 +15,9 @@ use super::super::scan::{parallel_map, Columns};
 use super::partition::audit_partition;
 use super::{AuditReport, Problem, ProblemKind};
 use crate::format::checkpoint::PartitionEntry;
+use crate::format::partition::decode_folder_value;
 use crate::format::{self, meta, parse_part_file_name, QUARANTINE_DIR};
+use crate::spec::{ColumnType, Partitioning, Transform};
 
 /// The streamlake key-value metadata of one file (see docs/format.md).
 #[derive(Debug, Clone)]
@@ -119,9 +121,38 @@ pub(super) fn part_file_name_pattern(p: i32, a: i64, b: i64) -> String {
     format!("part-p{p:03}-o{a:012}-{b:012}-w*.parquet")
 }
 
-/// The worker index `WWW` of a `part-…-w<WWW>.parquet` name.
+/// The worker index `WWW` of a `part-…-w<WWW>[-s<SEQ>].parquet` name.
 pub(super) fn name_worker(name: &str) -> Option<u64> {
-    name.strip_suffix(".parquet")?.rsplit_once("-w")?.1.parse().ok()
+    let worker = name.strip_suffix(".parquet")?.rsplit_once("-w")?.1;
+    let worker = match worker.split_once("-s") {
+        Some((w, seq)) if seq.parse::<u32>().is_ok() => w,
+        _ => worker,
+    };
+    worker.parse().ok()
+}
+
+/// The `-s<SEQ>` of a part file name (0 for the first file of a folder in a range, and for names
+/// that are not part file names).
+pub(super) fn name_seq(name: &str) -> u32 {
+    format::parse_part_file_name_seq(name).map_or(0, |(.., seq)| seq)
+}
+
+/// The name the first file of a folder in a range has (`-s<SEQ>` removed).
+pub(super) fn first_name(name: &str) -> String {
+    match (name_seq(name), name.strip_suffix(".parquet").and_then(|n| n.rsplit_once("-s"))) {
+        (seq, Some((stem, _))) if seq > 0 => format!("{stem}.parquet"),
+        _ => name.to_string(),
+    }
+}
+
+/// `folder/name` inside a run folder; the bare name for the run folder itself (`""`, the folder of
+/// a dataset partitioned by `none`).
+pub(super) fn in_folder(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    }
 }
 
 pub(super) fn join_rel(run: &str, rel: &str) -> String {
@@ -182,6 +213,19 @@ pub(super) fn audit_run(
     let folders = Folders { keys: key_folders, quarantine: has_quarantine };
 
     let mut problems = Vec::new();
+    let layout = recorded_partitioning(dir);
+    if let Some(Err(reason)) = &layout {
+        problems.push(Problem {
+            kind: ProblemKind::Invalid,
+            run: run.to_string(),
+            partition: None,
+            message: format!(
+                "{}: the recorded sink.partition_by cannot be read back ({reason}), so folders are not checked",
+                join_rel(run, &format!("{}/{}", format::CHECKPOINT_DIR, format::IDENTITY_FILE))
+            ),
+            files: vec![],
+        });
+    }
     let mut unreadable_raw = 0u64;
     let mut by_partition: BTreeMap<i32, Vec<(&AuditFile, FileMeta)>> = BTreeMap::new();
     let run_id = run.strip_prefix(format::RUN_PREFIX);
@@ -235,6 +279,11 @@ pub(super) fn audit_run(
         }
         if meta.start >= meta.end {
             bad.push(format!("its offset range [{}, {}) is empty", meta.start, meta.end));
+        }
+        if let (Some(Ok(layout)), false) = (&layout, file.quarantine) {
+            if let Some(why) = misplaced(&file.folder, layout.as_ref()) {
+                bad.push(why);
+            }
         }
         for b in bad {
             let mut p = problem(format!("{}: {b}", file.rel));
@@ -323,6 +372,7 @@ pub(super) fn audit_run(
         run,
         dir,
         time_column: &columns.time,
+        key_column: &columns.key,
         raw_files: committed_raw,
         unreadable_raw,
         audit_clean: problems.is_empty(),
@@ -333,6 +383,49 @@ pub(super) fn audit_run(
     report.problems.extend(problems);
     report.problems.extend(windows.problems);
     Ok(())
+}
+
+/// The run's partitioning as its `identity.json` records it, with the schema's types: `None` for a
+/// run folder without one (format 1, or a folder `validate` was pointed at by hand).
+fn recorded_partitioning(dir: &Path) -> Option<Result<Option<(Partitioning, ColumnType)>, String>> {
+    let identity = crate::sink::identity::load(dir).ok()??;
+    let flow = &identity.dataflow;
+    Some(flow.partitioning().map(|p| {
+        p.map(|p| {
+            let ty = flow.schema.get(p.col).map(|f| f.ty.as_str()).unwrap_or_default();
+            let ty = serde_json::from_value(serde_json::Value::String(ty.to_string()))
+                .unwrap_or(ColumnType::String);
+            (p, ty)
+        })
+    }))
+}
+
+/// Why a raw file's folder (relative to the run folder) is not one the run's partitioning writes,
+/// if it is not.
+pub(super) fn misplaced(folder: &str, layout: Option<&(Partitioning, ColumnType)>) -> Option<String> {
+    let Some((p, source)) = layout else {
+        return (!folder.is_empty()).then(|| {
+            format!("it lies in `{folder}/`, but the run is partitioned by `none` (identity.json): its files sit in the run folder")
+        });
+    };
+    let column = p.folder_column();
+    let fits = folder
+        .split_once('=')
+        .filter(|(name, value)| *name == column && !value.contains('/'))
+        .and_then(|(_, value)| p.parse_folder_value(&decode_folder_value(value), *source));
+    if fits.is_some() {
+        return None;
+    }
+    let expected = match p.transform {
+        Transform::Identity => format!("`{column}=<value>/`"),
+        Transform::Bucket(n) => format!("`{column}=<0..{}>/`", n - 1),
+        Transform::Day => format!("`{column}=<YYYY-MM-DD>/`"),
+        Transform::Hour => format!("`{column}=<YYYY-MM-DD-HH>/`"),
+    };
+    let place = if folder.is_empty() { "the run folder itself".to_string() } else { format!("`{folder}/`") };
+    Some(format!(
+        "it lies in {place}, which is not a folder of sink.partition_by `{p}` (identity.json): its files lie in {expected}"
+    ))
 }
 
 /// Where the files of one commit can lie in a run folder.
@@ -355,5 +448,39 @@ mod tests {
         assert_eq!(base_name("run_x/id=1/a.parquet"), "a.parquet");
         assert_eq!(base_name("a.parquet"), "a.parquet");
         assert_eq!(part_file_name_pattern(2, 5, 17), "part-p002-o000000000005-000000000017-w*.parquet");
+        let second = "part-p001-o000000000000-000000006667-w012-s002.parquet";
+        assert_eq!(name_worker(second), Some(12));
+        assert_eq!(name_seq(second), 2);
+        assert_eq!(name_seq("part-p001-o000000000000-000000006667-w012.parquet"), 0);
+        assert_eq!(first_name(second), "part-p001-o000000000000-000000006667-w012.parquet");
+        assert_eq!(first_name("copy-s1.parquet"), "copy-s1.parquet");
+        assert_eq!(in_folder("", "a.parquet"), "a.parquet");
+        assert_eq!(in_folder("id=1", "a.parquet"), "id=1/a.parquet");
+    }
+
+    #[test]
+    fn folders_must_be_those_of_the_recorded_partitioning() {
+        let schema = vec![
+            crate::spec::Field { name: "id".into(), ty: ColumnType::Int32, required: true },
+            crate::spec::Field { name: "ts".into(), ty: ColumnType::Timestamp, required: true },
+        ];
+        let layout = |text: &str, ty| Partitioning::parse(text, &schema).unwrap().map(|p| (p, ty));
+        let bucket = layout("bucket(id, 16)", ColumnType::Int32);
+        assert_eq!(misplaced("id_bucket=15", bucket.as_ref()), None);
+        let why = misplaced("id_bucket=16", bucket.as_ref()).unwrap();
+        assert!(why.contains("`id_bucket=16/`") && why.contains("`id_bucket=<0..15>/`"), "{why}");
+        assert!(misplaced("id=3", bucket.as_ref()).is_some());
+        assert!(misplaced("", bucket.as_ref()).unwrap().contains("the run folder itself"));
+        let day = layout("day(ts)", ColumnType::Timestamp);
+        assert_eq!(misplaced("ts_day=2026-12-02", day.as_ref()), None);
+        assert!(misplaced("ts_day=2026-12-02/x=1", day.as_ref()).is_some());
+        let hour = layout("hour(ts)", ColumnType::Timestamp);
+        assert_eq!(misplaced("ts_hour=2026-12-02-23", hour.as_ref()), None);
+        assert!(misplaced("ts_hour=2026-12-02", hour.as_ref()).unwrap().contains("<YYYY-MM-DD-HH>"));
+        let id = layout("id", ColumnType::Int32);
+        assert_eq!(misplaced("id=-3", id.as_ref()), None);
+        assert!(misplaced("id=x", id.as_ref()).is_some(), "an int column's folder holds an int");
+        assert_eq!(misplaced("", None), None);
+        assert!(misplaced("id=3", None).unwrap().contains("partitioned by `none`"));
     }
 }

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::files::{base_name, join_rel, name_worker, part_file_name_pattern, AuditFile, FileMeta, Folders};
+use super::files::{
+    base_name, first_name, in_folder, join_rel, name_seq, name_worker, part_file_name_pattern, AuditFile,
+    FileMeta, Folders,
+};
 use super::{PartitionAudit, Problem, ProblemKind};
 use crate::format::checkpoint::PartitionEntry;
 use crate::format::{meta, QUARANTINE_DIR};
@@ -61,7 +64,9 @@ pub(super) fn audit_partition(
         }
     }
 
-    // Within each range: one commit, so one file per folder and rows adding up to the records.
+    // Within each range: one commit, so one file per folder and sequence number (a folder gets
+    // `-s001`, `-s002`, … when the sink closed its file before the commit) and rows adding up to
+    // the records.
     let entry_for = |s: i64, e: i64| entries.iter().find(|(_, x)| x.start_offset == s && x.next_offset == e);
     for (&(s, e), group) in &ranges {
         stats.ranges += 1;
@@ -84,9 +89,12 @@ pub(super) fn audit_partition(
             );
         }
         stats.messages += expected_max;
-        let mut by_folder: BTreeMap<&str, Vec<&(&AuditFile, FileMeta)>> = BTreeMap::new();
+        let mut by_folder: BTreeMap<(&str, u32), Vec<&(&AuditFile, FileMeta)>> = BTreeMap::new();
         for item in group {
-            by_folder.entry(item.0.folder.as_str()).or_default().push(item);
+            by_folder
+                .entry((item.0.folder.as_str(), name_seq(base_name(&item.0.rel))))
+                .or_default()
+                .push(item);
             if item.0.quarantine {
                 stats.quarantined += item.1.rows;
             } else {
@@ -97,7 +105,7 @@ pub(super) fn audit_partition(
         let listed: BTreeSet<String> = entry_for(s, e)
             .map(|(_, x)| x.files.iter().map(|f| join_rel(run, f)).collect())
             .unwrap_or_default();
-        for (folder, dup) in by_folder.iter().filter(|(_, g)| g.len() > 1) {
+        for ((folder, _), dup) in by_folder.iter().filter(|(_, g)| g.len() > 1) {
             duplicated = true;
             let keep: Vec<String> = names(dup).into_iter().filter(|f| listed.contains(f)).collect();
             // Without the commit's checkpoint entry (pruned, or replaced by a later empty commit with
@@ -122,9 +130,10 @@ pub(super) fn audit_partition(
                 &mut problems,
                 ProblemKind::Duplicate,
                 format!(
-                    "duplicate: {} files in {folder}/ cover the same range [{s}, {e}) of partition {partition}, so \
+                    "duplicate: {} files in {} cover the same range [{s}, {e}) of partition {partition}, so \
                      their rows count twice: {}; {advice}",
                     dup.len(),
+                    if folder.is_empty() { "the run folder".to_string() } else { format!("{folder}/") },
                     names(dup).join(", ")
                 ),
                 names(dup),
@@ -160,15 +169,15 @@ pub(super) fn audit_partition(
             };
             if entry.is_none() {
                 // The commit's checkpoint entry is gone (pruned, or replaced by a later empty commit
-                // with the same next_offset): all files of one commit share one name, so the missing
-                // one is that name in a folder that has none for this range.
-                let name = base_name(&group[0].0.rel);
+                // with the same next_offset): all first files of one commit's folders share one name,
+                // so the missing one is that name in a folder that has none for this range.
+                let name = first_name(base_name(&group[0].0.rel));
                 let have: BTreeSet<&str> = group.iter().map(|(f, _)| f.folder.as_str()).collect();
                 let mut guess: Vec<String> = folders
                     .keys
                     .iter()
                     .filter(|k| !have.contains(k.as_str()))
-                    .map(|k| join_rel(run, &format!("{k}/{name}")))
+                    .map(|k| join_rel(run, &in_folder(k, &name)))
                     .collect();
                 if guess.is_empty() && folders.quarantine && !have.contains(QUARANTINE_DIR) {
                     guess.push(join_rel(run, &format!("{QUARANTINE_DIR}/{name}")));
@@ -300,4 +309,77 @@ pub(super) fn audit_partition(
         }
     }
     (stats, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::format::part_file_name_seq;
+
+    fn file(folder: &str, seq: u32, worker: usize, rows: u64) -> (AuditFile, FileMeta) {
+        let name = part_file_name_seq(0, 0, 10, worker, seq);
+        let rel = in_folder(folder, &name);
+        let meta = FileMeta {
+            partition: 0,
+            start: 0,
+            end: 10,
+            rows,
+            range_messages: 10,
+            kind: meta::KIND_RAW.to_string(),
+            run_id: Some("t".into()),
+            worker: Some(0),
+            footer_rows: rows,
+        };
+        (AuditFile { folder: folder.to_string(), path: PathBuf::from(&rel), rel, quarantine: false }, meta)
+    }
+
+    fn entry(files: &[&(AuditFile, FileMeta)]) -> Vec<(String, PartitionEntry)> {
+        let mut e = PartitionEntry::start_of(0, 0, 0);
+        e.next_offset = 10;
+        e.messages = 10;
+        e.rows = 10;
+        e.total_messages = 10;
+        e.total_rows = 10;
+        e.files = files.iter().map(|(f, _)| f.rel.clone()).collect();
+        vec![("entry".to_string(), e)]
+    }
+
+    fn audit(items: &[(AuditFile, FileMeta)], entries: &[(String, PartitionEntry)]) -> Vec<Problem> {
+        let refs: Vec<(&AuditFile, FileMeta)> = items.iter().map(|(f, m)| (f, m.clone())).collect();
+        let folders =
+            Folders { keys: items.iter().map(|(f, _)| f.folder.clone()).collect(), quarantine: false };
+        audit_partition("run_t", 0, &refs, entries, &folders).1
+    }
+
+    #[test]
+    fn several_files_of_one_folder_in_one_range_add_up() {
+        let items =
+            vec![file("id_bucket=1", 0, 0, 4), file("id_bucket=1", 1, 0, 3), file("id_bucket=2", 0, 0, 3)];
+        let entries = entry(&items.iter().collect::<Vec<_>>());
+        assert_eq!(audit(&items, &entries), vec![], "three files, 10 rows, 10 records");
+
+        // A copy of the second file under another worker's name counts twice.
+        let mut copied = items;
+        copied.push(file("id_bucket=1", 1, 1, 3));
+        let problems = audit(&copied, &entries);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Duplicate);
+        assert!(problems[0].message.contains("2 files in id_bucket=1/ cover the same range"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_dataset_without_folders_is_audited_in_the_run_folder() {
+        let items = vec![file("", 0, 0, 6), file("", 1, 0, 4)];
+        let entries = entry(&items.iter().collect::<Vec<_>>());
+        assert_eq!(audit(&items, &entries), vec![]);
+        let problems = audit(&items[..1], &entries);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Gap);
+        assert_eq!(problems[0].files, vec![format!("run_t/{}", part_file_name_seq(0, 0, 10, 0, 1))]);
+        let dup = vec![file("", 0, 0, 6), file("", 0, 1, 6), file("", 1, 0, 4)];
+        let problems = audit(&dup, &entries);
+        assert!(problems[0].message.contains("files in the run folder cover the same range"), "{problems:?}");
+    }
 }
