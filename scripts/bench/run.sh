@@ -21,6 +21,18 @@
 #   --baseline-bin B  also run the streamlake binary B as contenders w1-base/w2-base (for each of
 #                     w1/w2 selected), alternating with the current binary in every round, so a
 #                     change is measured before and after in one run on the same topic
+#   --ids K           distinct ids in the loaded events (`produce --ids K`; default: produce's, 5)
+#   --dataflow F      streamlake contenders and validators use the dataflow file F (`--dataflow`),
+#                     e.g. a copy of dataflows/events.toml with another `[sink] partition_by`; the
+#                     row-count check then reads every `<column>=<value>/` folder, not only `id=`
+#   --topic T         use the existing topic T, already holding exactly N (--events) events of the
+#                     seed's shape, instead of creating and loading a new one (several runs of this
+#                     script on the same data, e.g. scripts/bench/cardinality.sh)
+#   --spark-timeout S stop a Spark run that has not finished after S seconds (SIGTERM, then SIGKILL
+#                     30 s later); it is recorded as failed with exit 124 (default: no limit)
+#   --spark-partition-by E  Spark's raw sink partitions by E: `id` (default, the seed's) or
+#                     `bucket(id, N)`, a computed column `id_bucket` = pmod(hash(id), N) (Spark's
+#                     murmur3, not Iceberg's: the same number of folders, other ids in each)
 #
 # Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
 # pandas, pyarrow, duckdb; default .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g).
@@ -41,6 +53,11 @@ ONLY="raw,raw2,w1,w2,n2,spark,validate"
 KEEP=0
 TLS=0
 BASE_BIN=""
+IDS=""
+DATAFLOW=""
+REUSE_TOPIC=""
+SPARK_TIMEOUT=""
+SPARK_PARTITION_BY="id"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --events) EVENTS="$2"; shift 2 ;;
@@ -52,11 +69,20 @@ while [[ $# -gt 0 ]]; do
     --kafka-config) KAFKA_CONFIG_FILE="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; export KAFKA_CONFIG_FILE; shift 2 ;;
     --tls) TLS=1; shift ;;
     --baseline-bin) BASE_BIN="$2"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --ids) IDS="$2"; shift 2 ;;
+    --dataflow) DATAFLOW="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
+    --topic) REUSE_TOPIC="$2"; shift 2 ;;
+    --spark-timeout) SPARK_TIMEOUT="$2"; shift 2 ;;
+    --spark-partition-by) SPARK_PARTITION_BY="$2"; shift 2 ;;
+    -h|--help) sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
 [[ "$EVENTS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || { echo "bad --events/--runs" >&2; exit 64; }
+[[ -z "$IDS" || "$IDS" =~ ^[1-9][0-9]*$ ]] || { echo "bad --ids $IDS (a positive number)" >&2; exit 64; }
+[[ -z "$SPARK_TIMEOUT" || "$SPARK_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "bad --spark-timeout $SPARK_TIMEOUT (seconds)" >&2; exit 64; }
+[[ "$SPARK_PARTITION_BY" == id || "$SPARK_PARTITION_BY" =~ ^bucket\(id,\ ?[1-9][0-9]*\)$ ]] || { echo "bad --spark-partition-by $SPARK_PARTITION_BY (id or bucket(id, N))" >&2; exit 64; }
+[[ -z "$DATAFLOW" || -f "$DATAFLOW" ]] || { echo "--dataflow $DATAFLOW: no such file" >&2; exit 64; }
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -161,16 +187,28 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 
 # ---- topic ---------------------------------------------------------------------------------
-TOPIC="bench_${EVENTS}_${STAMP,,}"
-log "loading $EVENTS events into $TOPIC (3 partitions)"
-"$BIN" topic create --topic "$TOPIC" --partitions 3 >&2
-"$BIN" produce --topic "$TOPIC" --count "$EVENTS" --rate max --seed 42 >"$OUT/logs/produce.out" 2>&1 || { tail "$OUT/logs/produce.out" >&2; exit 1; }
-tail -n1 "$OUT/logs/produce.out" >&2
+if [[ -n "$REUSE_TOPIC" ]]; then
+  TOPIC="$REUSE_TOPIC"
+  log "using topic $TOPIC as loaded (--topic): $EVENTS events expected"
+else
+  TOPIC="bench_${EVENTS}_${STAMP,,}"
+  log "loading $EVENTS events${IDS:+ over $IDS ids} into $TOPIC (3 partitions)"
+  "$BIN" topic create --topic "$TOPIC" --partitions 3 >&2
+  "$BIN" produce --topic "$TOPIC" --count "$EVENTS" --rate max --seed 42 ${IDS:+--ids "$IDS"} >"$OUT/logs/produce.out" 2>&1 || { tail "$OUT/logs/produce.out" >&2; exit 1; }
+  tail -n1 "$OUT/logs/produce.out" >&2
+fi
 
 RUNARGS=(--topic "$TOPIC" --starting-offsets earliest --available-now --flush-windows --no-console)
+DFARGS=()
+# the raw files below a run folder: `id=*/` for the seed's layout, any `<column>=<value>/` folder
+# for another dataflow's partitioning
+ROWS_GLOB='run_*/id=*/*.parquet'
+if [[ -n "$DATAFLOW" ]]; then
+  RUNARGS+=(--dataflow "$DATAFLOW"); DFARGS=(--dataflow "$DATAFLOW"); ROWS_GLOB='run_*/*=*/*.parquet'
+fi
 check_rows() { # NAME RUN DATASET: row count with DuckDB, a warning if it is not EVENTS
   local n
-  n="$("$PY" -c 'import duckdb,sys; print(duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/run_*/id=*/*.parquet\x27, hive_partitioning=true)").fetchall()[0][0])' "$3" 2>/dev/null || echo "?")"
+  n="$("$PY" -c 'import duckdb,sys; print(duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true)").fetchall()[0][0])' "$3" "$ROWS_GLOB" 2>/dev/null || echo "?")"
   if [[ "$n" != "$EVENTS" ]]; then log "WARNING: $1 run $2 wrote $n rows, expected $EVENTS"; fi
   echo "$1,$2,$n" >>"$OUT/rows.csv"
 }
@@ -214,13 +252,16 @@ for ((r = 1; r <= RUNS; r++)); do
   if want spark && [[ "$SPARK_OK" == 1 ]]; then
     d="$(dataset spark "$r")"; mkdir -p "$d"
     jars="$(bench_spark_jars)"
-    run_measured spark "$r" 1 env SPARK_LOCAL_IP=127.0.0.1 KAFKA_TOPIC="$TOPIC" OUTPUT_PATH="$d/parquet" RUN_ID="bench$r" \
-      PYSPARK_PYTHON="$BENCH/.venv-spark/bin/python" \
+    spark_limit=()
+    [[ -n "$SPARK_TIMEOUT" ]] && spark_limit=(timeout --kill-after=30 "$SPARK_TIMEOUT")
+    run_measured spark "$r" 1 ${spark_limit[@]+"${spark_limit[@]}"} env SPARK_LOCAL_IP=127.0.0.1 KAFKA_TOPIC="$TOPIC" OUTPUT_PATH="$d/parquet" RUN_ID="bench$r" \
+      PYSPARK_PYTHON="$BENCH/.venv-spark/bin/python" SPARK_PARTITION_BY="$SPARK_PARTITION_BY" \
       "$BENCH/.venv-spark/bin/spark-submit" --master 'local[2]' --driver-memory "${SPARK_DRIVER_MEMORY:-2g}" \
       --conf spark.sql.shuffle.partitions=4 --conf spark.ui.enabled=false \
       --conf spark.driver.bindAddress=127.0.0.1 --conf spark.driver.host=127.0.0.1 \
       --jars "$jars" "$BENCH/spark/app.py"
-    check_rows spark "$r" "$d/parquet"; drop_previous spark "$r"
+    if [[ "$SPARK_PARTITION_BY" == id ]]; then check_rows spark "$r" "$d/parquet"; else ROWS_GLOB='run_*/*=*/*.parquet' check_rows spark "$r" "$d/parquet"; fi
+    drop_previous spark "$r"
   fi
 done
 
@@ -234,11 +275,11 @@ if want validate; then
     log "validators on $vd"
     echo "$vd" >"$OUT/validate-dataset.txt"
     for ((r = 1; r <= RUNS; r++)); do
-      run_measured validate-streamlake "$r" 1 "$BIN" validate --path "$vd" --json
+      run_measured validate-streamlake "$r" 1 "$BIN" validate --path "$vd" --json ${DFARGS[@]+"${DFARGS[@]}"}
       run_measured validate-pandas-dag "$r" 1 "$PY" "$ROOT/tests/py/dag_validate.py" "$vd"
       run_measured validate-duckdb "$r" 1 "$PY" -c 'import duckdb,sys
-print(duckdb.sql(f"select id, count(*) as count, avg(value) as mean from read_parquet(\x27{sys.argv[1]}/run_*/id=*/*.parquet\x27, hive_partitioning=true) group by id order by id").fetchall())
-print("total", duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/run_*/id=*/*.parquet\x27, hive_partitioning=true)").fetchall()[0][0])' "$vd"
+print(duckdb.sql(f"select id, count(*) as count, avg(value) as mean from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true) group by id order by id").fetchall())
+print("total", duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true)").fetchall()[0][0])' "$vd" "$ROWS_GLOB"
     done
   fi
 fi
@@ -258,7 +299,11 @@ fi
   fi
   [[ -n "$SPARK_WHY" ]] && echo "spark_skipped=$SPARK_WHY"
   "$PY" -c 'import pandas, pyarrow, duckdb; print(f"pandas={pandas.__version__}\npyarrow={pyarrow.__version__}\nduckdb={duckdb.__version__}")' 2>/dev/null || true
-  echo "command=scripts/bench/run.sh --events $EVENTS --runs $RUNS --only $ONLY${BASE_BIN:+ --baseline-bin B}"
+  [[ -n "$IDS" ]] && echo "ids=$IDS"
+  [[ -n "$DATAFLOW" ]] && echo "dataflow=$DATAFLOW" && echo "partition_by=$(sed -n 's/^partition_by *= *"\(.*\)".*/\1/p' "$DATAFLOW" | head -n1)"
+  [[ -n "$SPARK_TIMEOUT" ]] && echo "spark_timeout_s=$SPARK_TIMEOUT"
+  [[ "$SPARK_PARTITION_BY" != id ]] && echo "spark_partition_by=$SPARK_PARTITION_BY"
+  echo "command=scripts/bench/run.sh --events $EVENTS --runs $RUNS --only $ONLY${BASE_BIN:+ --baseline-bin B}${IDS:+ --ids $IDS}${DATAFLOW:+ --dataflow $(basename "$DATAFLOW")}${REUSE_TOPIC:+ --topic T}${SPARK_TIMEOUT:+ --spark-timeout $SPARK_TIMEOUT}$([[ "$SPARK_PARTITION_BY" != id ]] && printf ' --spark-partition-by %q' "$SPARK_PARTITION_BY")"
 } >"$OUT/meta.txt"
 python3 "$BENCH/summarize.py" "$OUT" >"$OUT/summary.md"
 cat "$OUT/summary.md"

@@ -139,7 +139,8 @@ def write_json(out, meta, rows, order, med):
     rows_file = out / "rows.csv"
     if rows_file.exists():
         doc["row_counts"] = [
-            {"contender": a, "run": int(b), "rows": int(n)}
+            # "?": DuckDB could not read the dataset (a failed or stopped run wrote no file)
+            {"contender": a, "run": int(b), "rows": int(n) if n.isdigit() else None}
             for a, b, n in (line.split(",") for line in rows_file.read_text().splitlines() if line)
         ]
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")

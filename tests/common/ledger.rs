@@ -148,13 +148,23 @@ struct Commit {
     quarantined: BTreeMap<i64, String>,
 }
 
-/// `part-p<P>-o<START>-<END>-w<W>.parquet` → (P, START, END, W).
+/// `part-p<P>-o<START>-<END>-w<W>[-s<SEQ>].parquet` → (P, START, END, W).
 fn parse_part_name(name: &str) -> Option<(i32, i64, i64, u32)> {
+    parse_part_name_seq(name).map(|(key, _)| key)
+}
+
+/// [`parse_part_name`] and the file's SEQ: 0 for the plain name, 1, 2, … for the further files
+/// of one folder in one commit (`-s<SEQ>`, docs/format.md), in the order of their rows.
+fn parse_part_name_seq(name: &str) -> Option<((i32, i64, i64, u32), u32)> {
     let rest = name.strip_prefix("part-p")?.strip_suffix(".parquet")?;
     let (p, rest) = rest.split_once("-o")?;
     let (start, rest) = rest.split_once('-')?;
-    let (end, w) = rest.split_once("-w")?;
-    Some((p.parse().ok()?, start.parse().ok()?, end.parse().ok()?, w.parse().ok()?))
+    let (end, rest) = rest.split_once("-w")?;
+    let (w, seq) = match rest.split_once("-s") {
+        Some((w, seq)) => (w, seq.parse().ok().filter(|s| *s > 0)?),
+        None => (rest, 0),
+    };
+    Some(((p.parse().ok()?, start.parse().ok()?, end.parse().ok()?, w.parse().ok()?), seq))
 }
 
 /// The newest checkpoint entry of every partition of a run folder.
@@ -189,6 +199,11 @@ pub fn check(run_dir: &Path, records: &Records, max_future_ms: i64) -> Ledger {
     // `data_files` is a reader's view, which skips `_` folders: the quarantine is listed on its own.
     let mut files = data_files(run_dir);
     files.extend(data_files(&run_dir.join("_quarantine")));
+    // A folder's files of one commit hold its rows in SEQ order, and `-s001` sorts before the
+    // plain name: a stable sort by SEQ puts each folder's files of a commit in row order.
+    files.sort_by_key(|f| {
+        parse_part_name_seq(&f.file_name().unwrap().to_string_lossy()).map_or(0, |(_, seq)| seq)
+    });
     for file in files {
         ledger.files += 1;
         let name = file.file_name().unwrap().to_string_lossy().into_owned();

@@ -5,9 +5,11 @@
 pub mod compose;
 pub mod job;
 pub mod ledger;
+pub mod limits;
 pub mod process;
 pub mod scenario;
 pub mod secure;
+pub mod windows;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]

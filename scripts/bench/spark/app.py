@@ -11,6 +11,11 @@ id. Differences, all needed to run it as a bounded benchmark:
 Environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, OUTPUT_PATH, RUN_ID (as app.py).
 Prints `spark finished: elapsed_s=...` (from session start to both queries stopped).
 
+SPARK_PARTITION_BY (scripts/bench/run.sh --spark-partition-by): `id` (default, the seed's) or
+`bucket(id, N)`: the raw sink then partitions by a computed column `id_bucket` = pmod(hash(id), N),
+Spark's own murmur3 hash (seed 42), not Iceberg's bucket transform: as many folders as
+streamlake's `bucket(id, N)`, but not the same ids in each.
+
 SPARK_TRIGGER=live (used by scripts/bench/freshness.sh) runs the original's trigger instead,
 `processingTime` = SPARK_TRIGGER_INTERVAL (default "10 seconds", the seed's), until the process is
 stopped (SIGTERM); startingOffsets stays earliest (the freshness topic is empty at start). Unset or
@@ -18,16 +23,22 @@ stopped (SIGTERM); startingOffsets stays earliest (the freshness topic is empty 
 """
 
 import os
+import re
 import time
 
 from pyspark.sql import SparkSession
-from pyspark.sql.functions import col, from_json, window
+from pyspark.sql.functions import col, from_json, lit, pmod, window
+from pyspark.sql.functions import hash as spark_hash
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
 kafka_bootstrap = os.getenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 topic = os.getenv("KAFKA_TOPIC", "events")
 output_path = os.getenv("OUTPUT_PATH", "/tmp/spark-output/parquet")
 run_id = os.getenv("RUN_ID", "local_run")
+partition_by = os.getenv("SPARK_PARTITION_BY", "id").strip()
+bucket = re.fullmatch(r"bucket\(id,\s*([1-9][0-9]*)\)", partition_by)
+if partition_by != "id" and not bucket:
+    raise SystemExit(f"SPARK_PARTITION_BY={partition_by!r}: expected id or bucket(id, N)")
 
 t0 = time.time()
 spark = SparkSession.builder.appName("KafkaSparkStreaming").getOrCreate()
@@ -84,12 +95,17 @@ agg_query = (
     .start()
 )
 
+raw_out_df, raw_partition_column = parsed_df, "id"
+if bucket:
+    raw_out_df = parsed_df.withColumn("id_bucket", pmod(spark_hash(col("id")), lit(int(bucket.group(1)))))
+    raw_partition_column = "id_bucket"
+
 parquet_query = (
-    parsed_df.writeStream.outputMode("append")
+    raw_out_df.writeStream.outputMode("append")
     .format("parquet")
     .option("checkpointLocation", os.path.join(run_output_path, "_chk"))
     .option("path", run_output_path)
-    .partitionBy("id")
+    .partitionBy(raw_partition_column)
     .trigger(**trigger)
     .start()
 )
