@@ -73,6 +73,14 @@ pub fn write_atomic(dst: &Path, bytes: &[u8], before_rename: impl FnOnce()) -> R
     sync_dir(dir)
 }
 
+/// The process's soft limit on open files (`ulimit -n`); `None` when it is unlimited or unknown.
+pub fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,12 +100,4 @@ mod tests {
         let err = write_atomic(&dst.join("x"), b"", || {}).unwrap_err();
         assert_eq!(err.step, Step::CreateFolder, "{err}");
     }
-}
-
-/// The process's soft limit on open files (`ulimit -n`); `None` when it is unlimited or unknown.
-pub fn open_file_limit() -> Option<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes the struct it is given and nothing else.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
 }
