@@ -197,6 +197,35 @@ fn value_bytes(ty: ColumnType) -> usize {
     }
 }
 
+/// Creates `dir` if it is missing and notes that the interval created a folder; not synced here:
+/// the commit syncs the run folder once for all of them.
+fn ensure_dir(dir: &Path, created: &mut bool) -> Result<(), SinkError> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
+        *created = true;
+    }
+    Ok(())
+}
+
+/// Appends the record `parser` holds to one builder per file column; returns the bytes it adds
+/// besides `row_bytes` (its strings).
+#[inline]
+fn append_row(
+    builders: &mut [ColBuilder],
+    columns: &[usize],
+    parser: &RecordParser,
+    payload: &[u8],
+) -> usize {
+    let mut strings = 0;
+    for (builder, &col) in builders.iter_mut().zip(columns) {
+        let slot = parser.slot(col);
+        let text = if matches!(slot, Slot::Str { .. }) { parser.str_of(payload, slot) } else { "" };
+        strings += text.len();
+        builder.append(slot, text);
+    }
+    strings
+}
+
 /// Whether `e` says the process or the system has no file descriptor left.
 fn out_of_descriptors(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == libc::EMFILE || code == libc::ENFILE)
@@ -249,18 +278,6 @@ impl PartitionFiles {
         self.budget.hold(bytes);
     }
 
-    fn folder_dir(&self, key: Option<KeyRef<'_>>) -> PathBuf {
-        self.layout.folder_path(key)
-    }
-
-    fn ensure_dir(&mut self, dir: &Path) -> Result<(), SinkError> {
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
-            self.new_dirs = true;
-        }
-        Ok(())
-    }
-
     fn create_file(&self, path: &Path) -> Result<File, SinkError> {
         File::create(path).map_err(|source| {
             if out_of_descriptors(&source) {
@@ -308,8 +325,8 @@ impl PartitionFiles {
     }
 
     fn open_stream(&mut self, key: Option<KeyRef<'_>>) -> Result<KeyFile, SinkError> {
-        let dir = self.folder_dir(key);
-        self.ensure_dir(&dir)?;
+        let dir = self.layout.folder_path(key);
+        ensure_dir(&dir, &mut self.new_dirs)?;
         let tmp = dir.join(format::part_in_progress_name(
             self.partition,
             self.start_offset,
@@ -344,13 +361,8 @@ impl PartitionFiles {
         let folder = &mut self.folders[idx as usize];
         folder.rows += 1;
         if let Some(file) = &mut folder.file {
-            let mut bytes = self.row_bytes;
-            for (builder, &col) in file.builders.iter_mut().zip(&layout.file_columns) {
-                let slot = parser.slot(col);
-                let text = if matches!(slot, Slot::Str { .. }) { parser.str_of(payload, slot) } else { "" };
-                bytes += text.len();
-                builder.append(slot, text);
-            }
+            let mut bytes =
+                self.row_bytes + append_row(&mut file.builders, &layout.file_columns, parser, payload);
             file.buffered += 1;
             file.batch_bytes += bytes;
             let mut released = 0;
@@ -369,13 +381,8 @@ impl PartitionFiles {
         if self.buffer.builders.is_empty() {
             self.buffer.builders = self.builders(BATCH_ROWS);
         }
-        let mut bytes = self.row_bytes;
-        for (builder, &col) in self.buffer.builders.iter_mut().zip(&layout.file_columns) {
-            let slot = parser.slot(col);
-            let text = if matches!(slot, Slot::Str { .. }) { parser.str_of(payload, slot) } else { "" };
-            bytes += text.len();
-            builder.append(slot, text);
-        }
+        let bytes =
+            self.row_bytes + append_row(&mut self.buffer.builders, &layout.file_columns, parser, payload);
         self.buffer.folder_of.push(idx);
         self.buffer.in_builders += 1;
         if self.buffer.in_builders >= BATCH_ROWS {
@@ -442,7 +449,7 @@ impl PartitionFiles {
                 continue;
             }
             let key = self.folders[f].key.clone();
-            let dir = self.folder_dir(key.as_ref().map(Key::as_ref));
+            let dir = self.layout.folder_path(key.as_ref().map(Key::as_ref));
             let tmp = dir.join(format::part_in_progress_name(
                 self.partition,
                 self.start_offset,
@@ -451,10 +458,7 @@ impl PartitionFiles {
             ));
             let batch = interleave_record_batch(&chunks, rows)
                 .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
-            if !dir.is_dir() {
-                fs::create_dir_all(&dir).map_err(io_err("create folder", &dir))?;
-                self.new_dirs = true;
-            }
+            ensure_dir(&dir, &mut self.new_dirs)?;
             let file = self.create_file(&tmp)?;
             let mut writer =
                 ArrowWriter::try_new(file, self.layout.file_schema.clone(), Some(self.props.clone()))
