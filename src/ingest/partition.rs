@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::preagg::WindowShares;
+use super::preagg::{BatchDeltas, WindowShares};
 use super::restore::Totals;
 use super::watermark::PartitionClock;
 use crate::format::checkpoint::{Partial, PartitionEntry, ENTRY_VERSION};
@@ -21,7 +21,7 @@ pub struct Part {
     /// This partition's share of every window not yet known to be written.
     pub shares: WindowShares,
     /// Deltas of the current poll batch, flushed to `shares` and the output after the batch.
-    pub batch_deltas: Vec<Partial>,
+    pub batch_deltas: BatchDeltas,
     /// Late records since the last commit.
     pub late_pending: u64,
     pub totals: Totals,
@@ -153,7 +153,7 @@ mod tests {
             max_event_ms: Some(15_000),
             last_message: Instant::now(),
             shares,
-            batch_deltas: Vec::new(),
+            batch_deltas: BatchDeltas::default(),
             late_pending: 3,
             totals: Totals { first_offset: 0, messages: 10, rows: 8, quarantined: 1, late: 1 },
             last_entry: last,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
 
-use super::preagg::{add_delta, is_late};
+use super::preagg::is_late;
 use super::reader::{BatchCounts, PreparedSource};
 use crate::error::SourceError;
 use crate::kafka::batch::Polled;
@@ -123,8 +123,7 @@ impl PreparedSource {
                             counts.late += 1;
                             part.late_pending += 1;
                         } else {
-                            add_delta(
-                                &mut part.batch_deltas,
+                            part.batch_deltas.add(
                                 end as u64,
                                 parser.key(bytes),
                                 to_nanos(parser.value_f64()),
@@ -194,7 +193,7 @@ impl PreparedSource {
     /// Adds the batch's deltas to each partition's window shares and hands them to `emit`.
     pub fn flush_deltas(&mut self, mut emit: impl FnMut(Partial)) {
         for part in &mut self.parts {
-            for delta in part.batch_deltas.drain(..) {
+            for delta in part.batch_deltas.drain() {
                 part.shares.absorb(&delta);
                 emit(delta);
             }

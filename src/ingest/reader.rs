@@ -15,7 +15,7 @@ use super::consumer::{create_consumer, needs_consumer};
 use super::discovery::DiscoveryClock;
 use super::health::BrokerHealth;
 use super::partition::Part;
-use super::preagg::WindowShares;
+use super::preagg::{BatchDeltas, WindowShares};
 use super::restore::{check_position, default_start, skip_entry, Totals};
 use super::settings::{SourceSettings, StartingOffsets};
 use super::watermark::{restored_watermark, watermark, WatermarkInputs};
@@ -226,7 +226,7 @@ impl PreparedSource {
             max_event_ms: e.max_event_ms,
             last_message: Instant::now(),
             shares: WindowShares::restore(&e.partials, self.closed_through),
-            batch_deltas: Vec::new(),
+            batch_deltas: BatchDeltas::default(),
             late_pending: 0,
             totals: Totals::of(&e),
             last_entry: Some(e),

@@ -236,13 +236,13 @@ mod tests {
         // the source's capability adds no delta, so that window's final row does not count it.
         let capability: u64 = 10_000;
         let records = [(9_000i64, 10_000u64, 4i128), (12_000, 20_000, 6), (10_500, 20_000, 1)];
-        let mut deltas = Vec::new();
+        let mut deltas = crate::ingest::preagg::BatchDeltas::default();
         for (_ts, end, nanos) in records {
             if !crate::ingest::preagg::is_late(end as i64, capability as i64, 0) {
-                crate::ingest::preagg::add_delta(&mut deltas, end, crate::parse::KeyRef::Int(1), nanos);
+                deltas.add(end, crate::parse::KeyRef::Int(1), nanos);
             }
         }
-        let steps = run(0, vec![(deltas, capability), (vec![], 20_000)]);
+        let steps = run(0, vec![(deltas.drain().collect(), capability), (vec![], 20_000)]);
         assert!(finals(&steps[0]).is_empty());
         assert_eq!(finals(&steps[1]), vec![(20_000, 20_000, Key::Int(1), 7, 2)]);
     }

@@ -3,3 +3,4 @@
 pub mod duration;
 pub mod fanout;
 pub mod fs;
+pub mod hash;
