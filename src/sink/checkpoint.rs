@@ -111,7 +111,11 @@ impl CheckpointDir {
     pub fn write_partition(&self, entry: &PartitionEntry) -> Result<(), SinkError> {
         let dir = self.partition_dir(entry.partition);
         let path = dir.join(format::entry_file_name(entry.next_offset));
-        let bytes = serde_json::to_vec_pretty(entry).unwrap_or_default();
+        let bytes = entry.to_json().map_err(|e| SinkError::Io {
+            doing: "serialize checkpoint entry",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         write_atomic(&path, &bytes, "checkpoint.before_rename")?;
         crate::crash::point("checkpoint.after_rename");
         let mut names: Vec<String> = fs::read_dir(&dir)

@@ -86,7 +86,9 @@ struct Folder {
     key: Option<Key>,
     rows: u64,
     /// `Some` while streaming; `None` for a buffered folder (and after the commit closed it).
-    file: Option<KeyFile>,
+    /// Boxed: a writer is about a kilobyte, and a partition of 100,000 buffered folders would
+    /// otherwise hold that much per folder for nothing.
+    file: Option<Box<KeyFile>>,
 }
 
 /// The buffered folders' rows, in arrival order.
@@ -324,7 +326,7 @@ impl PartitionFiles {
         Ok(idx)
     }
 
-    fn open_stream(&mut self, key: Option<KeyRef<'_>>) -> Result<KeyFile, SinkError> {
+    fn open_stream(&mut self, key: Option<KeyRef<'_>>) -> Result<Box<KeyFile>, SinkError> {
         let dir = self.layout.folder_path(key);
         ensure_dir(&dir, &mut self.new_dirs)?;
         let tmp = dir.join(format::part_in_progress_name(
@@ -337,14 +339,14 @@ impl PartitionFiles {
         let writer = ArrowWriter::try_new(file, self.layout.file_schema.clone(), Some(self.props.clone()))
             .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
         // Builders start small and grow: a slot taken by a folder of a few rows costs little.
-        Ok(KeyFile {
+        Ok(Box::new(KeyFile {
             tmp,
             writer,
             builders: self.builders(STREAM_START_ROWS),
             buffered: 0,
             batch_bytes: 0,
             held: 0,
-        })
+        }))
     }
 
     /// Appends the record `parser` holds (parsed from `payload`).
