@@ -62,6 +62,8 @@ path = sys.argv[1]
 df = pd.read_parquet(path, engine="pyarrow")
 counts = df.groupby("id")["value"].agg(["count", "mean"]).reset_index()
 pandas = {str(int(r["id"])): [int(r["count"]), float(r["mean"])] for _, r in counts.iterrows()}
+# DuckDB prints a progress bar to stdout once a query passes 2 s, into the JSON read below
+duckdb.sql("set enable_progress_bar = false")
 rows = duckdb.sql(f"select id, count(*), avg(value) from read_parquet('{path}/**/*.parquet', hive_partitioning=true) group by id").fetchall()
 duck = {str(int(r[0])): [int(r[1]), float(r[2])] for r in rows}
 print(json.dumps({"pandas": pandas, "duckdb": duck, "total": len(df)}))

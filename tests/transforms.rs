@@ -68,6 +68,8 @@ out, run_dir, folder_column = sys.argv[1], sys.argv[2], sys.argv[3]
 df = pd.read_parquet(run_dir)
 pandas = {str(int(k)): int(v) for k, v in df.groupby("id", observed=True).size().items()}
 glob = f"{out}/**/*.parquet"
+# DuckDB prints a progress bar to stdout once a query passes 2 s, into the JSON read below
+duckdb.sql("set enable_progress_bar = false")
 duck = {str(r[0]): int(r[1]) for r in duckdb.sql(
     f"select id, count(*) from read_parquet('{glob}', hive_partitioning=true) group by id").fetchall()}
 folders = {}

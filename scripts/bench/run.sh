@@ -208,7 +208,8 @@ if [[ -n "$DATAFLOW" ]]; then
 fi
 check_rows() { # NAME RUN DATASET: row count with DuckDB, a warning if it is not EVENTS
   local n
-  n="$("$PY" -c 'import duckdb,sys; print(duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true)").fetchall()[0][0])' "$3" "$ROWS_GLOB" 2>/dev/null || echo "?")"
+  # (no progress bar: DuckDB prints it to stdout once a query passes 2 s, into $n)
+  n="$("$PY" -c 'import duckdb,sys; duckdb.sql("set enable_progress_bar = false"); print(duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true)").fetchall()[0][0])' "$3" "$ROWS_GLOB" 2>/dev/null || echo "?")"
   if [[ "$n" != "$EVENTS" ]]; then log "WARNING: $1 run $2 wrote $n rows, expected $EVENTS"; fi
   echo "$1,$2,$n" >>"$OUT/rows.csv"
 }
@@ -278,6 +279,7 @@ if want validate; then
       run_measured validate-streamlake "$r" 1 "$BIN" validate --path "$vd" --json ${DFARGS[@]+"${DFARGS[@]}"}
       run_measured validate-pandas-dag "$r" 1 "$PY" "$ROOT/tests/py/dag_validate.py" "$vd"
       run_measured validate-duckdb "$r" 1 "$PY" -c 'import duckdb,sys
+duckdb.sql("set enable_progress_bar = false")
 print(duckdb.sql(f"select id, count(*) as count, avg(value) as mean from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true) group by id order by id").fetchall())
 print("total", duckdb.sql(f"select count(*) from read_parquet(\x27{sys.argv[1]}/{sys.argv[2]}\x27, hive_partitioning=true)").fetchall()[0][0])' "$vd" "$ROWS_GLOB"
     done

@@ -73,6 +73,8 @@ def from_pandas(path):
 def from_duckdb(path):
     import duckdb
 
+    # DuckDB prints a progress bar to stdout once a query passes 2 s, into this script's JSON
+    duckdb.sql("set enable_progress_bar = false")
     rows = duckdb.sql(
         f"select id, count(*) from read_parquet('{path}/**/*.parquet', hive_partitioning=true) group by id"
     ).fetchall()
