@@ -5,8 +5,9 @@
 //! (`raw/stage.rs`) stages a partition's rows between commits within the worker's bounds
 //! (`raw/budget.rs`: `--max-open-files`, `--sink-buffer-mib`). Files are written under hidden
 //! in-progress names and only renamed into `id=<k>/part-p<P>-o<START>-<END>-w<W>.parquet` by
-//! [`PartitionFiles::commit`], after which the caller records the checkpoint entry. The name is a
-//! function of the Kafka range it covers, so a replay of the same range produces the same names.
+//! [`PartitionFiles::commit`] (`raw/commit.rs`), after which the caller records the checkpoint
+//! entry. The name is a function of the Kafka range it covers, so a replay of the same range
+//! produces the same names.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,7 +29,10 @@ use crate::spec::{Field, Partitioning, Transform};
 
 pub mod budget;
 mod columns;
+mod commit;
 mod folders;
+mod key_file;
+mod row_buffer;
 mod stage;
 
 pub use budget::{SinkLimits, WorkerBudget};

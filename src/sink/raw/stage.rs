@@ -16,178 +16,70 @@
 //! to commit early, as `--roll-size` does. Open files are bounded by the slots, plus one file at a
 //! time while a commit writes the buffered folders.
 //!
-//! Durability at commit (see `sink::commit`): every file is durable under its hidden name before
-//! any is renamed, and every rename and new folder is durable before the call returns. With few
-//! files each is fsynced (concurrently, as before); with many (thousands of keys), one `syncfs`
-//! of the run folder's file system replaces thousands of fsyncs (1.4 ms each on the benchmark VM:
-//! 140 s for 100,000 files), once before the renames and once after.
+//! This file decides, per folder, which way its rows go and keeps the partition's accounting; the
+//! two ways are [`KeyFile`] (`key_file.rs`) and [`RowBuffer`] (`row_buffer.rs`), and the commit,
+//! whose durability steps are the crash rules, is `commit.rs`.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use arrow::compute::interleave_record_batch;
-use arrow::datatypes::SchemaRef;
-use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::budget::WorkerBudget;
 use super::columns::{ColBuilder, BATCH_ROWS};
 use super::folders::FolderIndex;
-use super::{writer_props, CommitStats, RawLayout};
-use crate::format::{self, meta};
+use super::key_file::KeyFile;
+use super::row_buffer::RowBuffer;
+use super::{writer_props, RawLayout};
+use crate::format;
 use crate::parse::json::{RecordParser, Slot};
 use crate::parse::{Key, KeyRef};
-use crate::sink::durable::{publish, sync_all_concurrently, sync_dirs};
 use crate::sink::{io_err, SinkError};
 use crate::spec::ColumnType;
-
-/// Up to this many files in one commit are fsynced one by one (concurrently); above it the
-/// commit uses `syncfs` (on Linux).
-const SYNC_EACH_MAX: usize = 64;
 
 /// Rows a streaming folder's builders have room for before they grow (to `BATCH_ROWS`).
 const STREAM_START_ROWS: usize = 1024;
 
-/// A streaming writer: the rows of one folder in the current interval.
-struct KeyFile {
-    tmp: PathBuf,
-    writer: ArrowWriter<File>,
-    builders: Vec<ColBuilder>,
-    buffered: usize,
-    /// Bytes of the rows in `builders`, held in the budget.
-    batch_bytes: usize,
-    /// The writer's unwritten row group as last measured, held in the budget.
-    held: usize,
-}
-
-impl KeyFile {
-    fn flush_batch(&mut self, schema: &SchemaRef) -> Result<(), SinkError> {
-        if self.buffered == 0 {
-            return Ok(());
-        }
-        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColBuilder::finish).collect();
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|source| SinkError::Arrow { path: self.tmp.clone(), source })?;
-        self.writer.write(&batch).map_err(|source| SinkError::Parquet { path: self.tmp.clone(), source })?;
-        self.buffered = 0;
-        Ok(())
-    }
-}
-
 /// A folder the interval wrote to.
-struct Folder {
+pub(super) struct Folder {
     /// `None`: the run folder itself (`partition_by = "none"`).
-    key: Option<Key>,
-    rows: u64,
+    pub(super) key: Option<Key>,
+    pub(super) rows: u64,
     /// `Some` while streaming; `None` for a buffered folder (and after the commit closed it).
     /// Boxed: a writer is about a kilobyte, and a partition of 100,000 buffered folders would
     /// otherwise hold that much per folder for nothing.
-    file: Option<Box<KeyFile>>,
+    pub(super) file: Option<Box<KeyFile>>,
 }
 
-/// The buffered folders' rows, in arrival order.
-struct RowBuffer {
-    builders: Vec<ColBuilder>,
-    in_builders: usize,
-    chunks: Vec<RecordBatch>,
-    /// The folder of every buffered row, in order (chunks first, then the builders).
-    folder_of: Vec<u32>,
-}
-
-impl RowBuffer {
-    fn new() -> Self {
-        RowBuffer { builders: Vec::new(), in_builders: 0, chunks: Vec::new(), folder_of: Vec::new() }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.folder_of.is_empty()
-    }
-
-    fn seal(&mut self, schema: &SchemaRef, path: &Path) -> Result<(), SinkError> {
-        if self.in_builders == 0 {
-            return Ok(());
-        }
-        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColBuilder::finish).collect();
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|source| SinkError::Arrow { path: path.to_path_buf(), source })?;
-        self.chunks.push(batch);
-        self.in_builders = 0;
-        Ok(())
-    }
-
-    /// Every buffered row's (chunk, row) position, grouped by folder and in arrival order within
-    /// one (a counting sort: two passes, no comparison), with each folder's start in it.
-    fn grouped(&self, folders: usize) -> (Vec<(usize, usize)>, Vec<usize>) {
-        let mut starts = vec![0usize; folders + 1];
-        for &f in &self.folder_of {
-            starts[f as usize + 1] += 1;
-        }
-        for i in 0..folders {
-            starts[i + 1] += starts[i];
-        }
-        let mut next = starts.clone();
-        let mut order = vec![(0usize, 0usize); self.folder_of.len()];
-        let mut row = 0;
-        for (c, chunk) in self.chunks.iter().enumerate() {
-            for r in 0..chunk.num_rows() {
-                let f = self.folder_of[row] as usize;
-                order[next[f]] = (c, r);
-                next[f] += 1;
-                row += 1;
-            }
-        }
-        (order, starts)
-    }
-
-    fn clear(&mut self) {
-        self.chunks.clear();
-        self.folder_of.clear();
-        self.in_builders = 0;
-    }
-}
-
-struct QuarantinedRecord {
-    offset: i64,
-    reason: String,
-    payload: Option<Vec<u8>>,
-}
-
-/// A file closed by a commit, before its rename.
-struct Closed {
-    /// Kept for the fsync when the commit syncs file by file.
-    handle: Option<File>,
-    tmp: PathBuf,
-    dir: PathBuf,
-    folder: usize,
+pub(super) struct QuarantinedRecord {
+    pub(super) offset: i64,
+    pub(super) reason: String,
+    pub(super) payload: Option<Vec<u8>>,
 }
 
 /// The staged rows of one Kafka partition between two commits.
 pub struct PartitionFiles {
-    layout: Arc<RawLayout>,
-    budget: Arc<WorkerBudget>,
-    props: WriterProperties,
-    partition: i32,
-    start_offset: i64,
+    pub(super) layout: Arc<RawLayout>,
+    pub(super) budget: Arc<WorkerBudget>,
+    pub(super) props: WriterProperties,
+    pub(super) partition: i32,
+    pub(super) start_offset: i64,
     index: FolderIndex,
-    folders: Vec<Folder>,
-    buffer: RowBuffer,
+    pub(super) folders: Vec<Folder>,
+    pub(super) buffer: RowBuffer,
     /// Bytes of a row in the buffer besides its strings: fixed-width values, string offsets, the
     /// folder number.
     row_bytes: usize,
     /// Bytes this partition holds in the budget.
     held: usize,
     /// File slots this partition holds.
-    slots: usize,
+    pub(super) slots: usize,
     /// Whether the interval created a folder (the run folder is then synced at commit).
-    new_dirs: bool,
-    quarantine: Vec<QuarantinedRecord>,
-    messages: u64,
+    pub(super) new_dirs: bool,
+    pub(super) quarantine: Vec<QuarantinedRecord>,
+    pub(super) messages: u64,
     bytes: u64,
 }
 
@@ -201,7 +93,7 @@ fn value_bytes(ty: ColumnType) -> usize {
 
 /// Creates `dir` if it is missing and notes that the interval created a folder; not synced here:
 /// the commit syncs the run folder once for all of them.
-fn ensure_dir(dir: &Path, created: &mut bool) -> Result<(), SinkError> {
+pub(super) fn ensure_dir(dir: &Path, created: &mut bool) -> Result<(), SinkError> {
     if !dir.is_dir() {
         fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
         *created = true;
@@ -280,7 +172,7 @@ impl PartitionFiles {
         self.budget.hold(bytes);
     }
 
-    fn create_file(&self, path: &Path) -> Result<File, SinkError> {
+    pub(super) fn create_file(&self, path: &Path) -> Result<File, SinkError> {
         File::create(path).map_err(|source| {
             if out_of_descriptors(&source) {
                 SinkError::OutOfFiles {
@@ -402,183 +294,8 @@ impl PartitionFiles {
         self.quarantine.push(QuarantinedRecord { offset, reason, payload: payload.map(<[u8]>::to_vec) });
     }
 
-    fn footer(&self, rows: u64, next_offset: i64, kind: &str) -> Vec<(&'static str, String)> {
-        vec![
-            (meta::TOPIC, self.layout.topic.clone()),
-            (meta::PARTITION, self.partition.to_string()),
-            (meta::START_OFFSET, self.start_offset.to_string()),
-            (meta::END_OFFSET, next_offset.to_string()),
-            (meta::ROWS, rows.to_string()),
-            (meta::RANGE_MESSAGES, self.messages.to_string()),
-            (meta::WORKER, self.layout.worker.to_string()),
-            (meta::RUN_ID, self.layout.run_id.clone()),
-            (meta::RUN_UID, self.layout.run_uid.clone()),
-            (meta::KIND, kind.to_string()),
-        ]
-    }
-
-    fn finish_writer(
-        &self,
-        mut writer: ArrowWriter<File>,
-        rows: u64,
-        next_offset: i64,
-        tmp: &Path,
-    ) -> Result<File, SinkError> {
-        for (k, v) in self.footer(rows, next_offset, meta::KIND_RAW) {
-            writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
-        }
-        crate::crash::point("raw.before_footer");
-        writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.to_path_buf(), source })
-    }
-
-    /// Writes every buffered folder's rows to its file, one file at a time.
-    fn write_buffered(
-        &mut self,
-        next_offset: i64,
-        keep: bool,
-        out: &mut Vec<Closed>,
-    ) -> Result<(), SinkError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let run_dir = self.layout.run_dir.clone();
-        self.buffer.seal(&self.layout.file_schema, &run_dir)?;
-        let (order, starts) = self.buffer.grouped(self.folders.len());
-        let chunks: Vec<&RecordBatch> = self.buffer.chunks.iter().collect();
-        for f in 0..self.folders.len() {
-            let rows = &order[starts[f]..starts[f + 1]];
-            if rows.is_empty() {
-                continue;
-            }
-            let key = self.folders[f].key.clone();
-            let dir = self.layout.folder_path(key.as_ref().map(Key::as_ref));
-            let tmp = dir.join(format::part_in_progress_name(
-                self.partition,
-                self.start_offset,
-                self.layout.worker,
-                &self.layout.run_uid,
-            ));
-            let batch = interleave_record_batch(&chunks, rows)
-                .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
-            ensure_dir(&dir, &mut self.new_dirs)?;
-            let file = self.create_file(&tmp)?;
-            let mut writer =
-                ArrowWriter::try_new(file, self.layout.file_schema.clone(), Some(self.props.clone()))
-                    .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-            writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-            let handle = self.finish_writer(writer, rows.len() as u64, next_offset, &tmp)?;
-            out.push(Closed { handle: keep.then_some(handle), tmp, dir, folder: f });
-        }
-        drop(chunks);
-        self.buffer.clear();
-        Ok(())
-    }
-
-    /// Closes every file of the interval `[start_offset, next_offset)`, makes them durable under
-    /// their final names and returns what was written. The caller must write the checkpoint entry
-    /// next; until then the files are uncommitted and a restart deletes them.
-    pub fn commit(&mut self, next_offset: i64) -> Result<CommitStats, SinkError> {
-        let layout = self.layout.clone();
-        if self.budget.full() && self.budget.first_telling() {
-            let limits = self.budget.limits();
-            tracing::info!(
-                worker = layout.worker,
-                partition = self.partition,
-                folders = self.folders.len(),
-                open_files = self.budget.open_files(),
-                buffer_mib = limits.buffer_bytes >> 20,
-                "the sink holds this worker's whole --sink-buffer-mib share, so it commits before --roll-interval \
-                 or --roll-size would; a larger --sink-buffer-mib (or a partition transform such as \
-                 bucket(id, 16) when keys are many) makes fewer, larger files"
-            );
-        }
-        let name = format::part_file_name(self.partition, self.start_offset, next_offset, layout.worker);
-        let mut stats = CommitStats {
-            start_offset: self.start_offset,
-            next_offset,
-            messages: self.messages,
-            ..Default::default()
-        };
-        let mut closed = Vec::with_capacity(self.folders.len());
-        // The streaming files first: their slots are free again before the buffered folders'
-        // files are opened.
-        for f in 0..self.folders.len() {
-            let Some(mut file) = self.folders[f].file.take() else { continue };
-            file.flush_batch(&layout.file_schema)?;
-            let handle = self.finish_writer(file.writer, self.folders[f].rows, next_offset, &file.tmp)?;
-            let dir = file.tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| layout.run_dir.clone());
-            closed.push(Closed { handle: Some(handle), tmp: file.tmp, dir, folder: f });
-        }
-        self.budget.closed(self.slots);
-        self.slots = 0;
-        let many = cfg!(target_os = "linux") && self.folders.len() > SYNC_EACH_MAX;
-        // syncfs reports the write-back errors since this handle was opened, so it is opened
-        // before the buffered files are written.
-        let fs_handle = if many {
-            Some(File::open(&layout.run_dir).map_err(io_err("open", &layout.run_dir))?)
-        } else {
-            None
-        };
-        self.write_buffered(next_offset, !many, &mut closed)?;
-
-        // Each file durable under its hidden name before any appears under its final name.
-        let to_sync: Vec<(&File, &Path)> =
-            closed.iter().filter_map(|c| c.handle.as_ref().map(|h| (h, c.tmp.as_path()))).collect();
-        sync_all_concurrently(&to_sync, "fsync")?;
-        drop(to_sync);
-        if let Some(h) = &fs_handle {
-            syncfs(h, &layout.run_dir)?;
-        }
-        let mut dirs = Vec::with_capacity(closed.len() + 2);
-        for c in closed {
-            drop(c.handle);
-            crate::crash::point("raw.before_rename");
-            let dst = c.dir.join(&name);
-            fs::rename(&c.tmp, &dst).map_err(io_err("rename into place", &dst))?;
-            let folder = &self.folders[c.folder];
-            let key = folder.key.as_ref().map(Key::as_ref);
-            if let Some(k) = key {
-                stats.rows_per_key.insert(layout.folder_value(k), folder.rows);
-            }
-            let rel = layout.file_rel(key, &name);
-            stats.rows += folder.rows;
-            stats.files.push(rel);
-            if !many {
-                dirs.push(c.dir);
-            }
-        }
-        if self.new_dirs && !many {
-            dirs.push(layout.run_dir.clone());
-        }
-        if !self.quarantine.is_empty() {
-            let dir = layout.quarantine_dir();
-            crate::sink::durable::create_dir_durable(&dir)?;
-            let records = std::mem::take(&mut self.quarantine);
-            for r in &records {
-                let code = r.reason.split(':').next().unwrap_or("unknown").to_string();
-                *stats.quarantined_by_reason.entry(code).or_insert(0) += 1;
-            }
-            stats.quarantined = records.len() as u64;
-            let dst = dir.join(&name);
-            self.write_quarantine(
-                &records,
-                &dst,
-                self.footer(records.len() as u64, next_offset, meta::KIND_QUARANTINE),
-            )?;
-            dirs.push(dir);
-            stats.files.push(format!("{}/{name}", format::QUARANTINE_DIR));
-        }
-        if let Some(h) = &fs_handle {
-            syncfs(h, &layout.run_dir)?;
-        }
-        sync_dirs(&dirs)?;
-        crate::crash::point("raw.after_rename");
-        self.reset(next_offset);
-        Ok(stats)
-    }
-
     /// Starts the next interval at `next_offset`.
-    fn reset(&mut self, next_offset: i64) {
+    pub(super) fn reset(&mut self, next_offset: i64) {
         self.start_offset = next_offset;
         self.messages = 0;
         self.bytes = 0;
@@ -587,59 +304,6 @@ impl PartitionFiles {
         self.new_dirs = false;
         self.budget.release(self.held);
         self.held = 0;
-    }
-
-    fn write_quarantine(
-        &self,
-        records: &[QuarantinedRecord],
-        dst: &Path,
-        footer: Vec<(&str, String)>,
-    ) -> Result<(), SinkError> {
-        let tmp = dst.with_file_name(format::in_progress_name(
-            dst.file_name().and_then(|n| n.to_str()).unwrap_or("q"),
-            &self.layout.run_uid,
-        ));
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut partition = Int32Builder::new();
-        let mut offset = Int64Builder::new();
-        let mut reason = StringBuilder::new();
-        let mut payload = BinaryBuilder::new();
-        let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        for r in records {
-            partition.append_value(self.partition);
-            offset.append_value(r.offset);
-            reason.append_value(&r.reason);
-            match &r.payload {
-                Some(p) => payload.append_value(p),
-                None => payload.append_null(),
-            }
-            ts.append_value(now);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(partition.finish()),
-            Arc::new(offset.finish()),
-            Arc::new(reason.finish()),
-            Arc::new(payload.finish()),
-            Arc::new(ts.finish()),
-        ];
-        let batch = RecordBatch::try_new(self.layout.quarantine_schema.clone(), columns)
-            .map_err(|source| SinkError::Arrow { path: tmp.clone(), source })?;
-        let file = self.create_file(&tmp)?;
-        let mut writer = ArrowWriter::try_new(
-            file,
-            batch.schema(),
-            Some(writer_props("quarantine", &self.layout.quarantine_schema)),
-        )
-        .map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        writer.write(&batch).map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        for (k, v) in footer {
-            writer.append_key_value_metadata(KeyValue::new(k.to_string(), v));
-        }
-        let inner = writer.into_inner().map_err(|source| SinkError::Parquet { path: tmp.clone(), source })?;
-        inner.sync_all().map_err(io_err("fsync", &tmp))?;
-        drop(inner);
-        crate::crash::point("quarantine.before_rename");
-        publish(&tmp, dst)
     }
 }
 
@@ -652,26 +316,12 @@ impl Drop for PartitionFiles {
     }
 }
 
-/// Makes everything written to `dir`'s file system durable, and reports a write-back error seen
-/// since `handle` was opened (Linux ≥ 5.8). Only used on Linux: elsewhere every file is fsynced.
-#[cfg(target_os = "linux")]
-fn syncfs(handle: &File, dir: &Path) -> Result<(), SinkError> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor stays open for the duration of the call; syncfs reads nothing else.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
-        return Err(io_err("syncfs", dir)(std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn syncfs(_: &File, _: &Path) -> Result<(), SinkError> {
-    unreachable!("syncfs is only used on Linux")
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::sink::raw::commit::SYNC_EACH_MAX;
     use crate::sink::raw::SinkLimits;
     use crate::spec::{Spec, EVENTS_TOML};
     use arrow::array::{Array, Float64Array};
