@@ -5,7 +5,7 @@
 //! (`raw/stage.rs`) stages a partition's rows between commits within the worker's bounds
 //! (`raw/budget.rs`: `--max-open-files`, `--sink-buffer-mib`). Files are written under hidden
 //! in-progress names and only renamed into `id=<k>/part-p<P>-o<START>-<END>-w<W>.parquet` by
-//! [`PartitionFiles::commit`] (`raw/commit.rs`), after which the caller records the checkpoint
+//! [`PartitionFiles::commit`] (`raw/make_durable.rs`), after which the caller records the checkpoint
 //! entry. The name is a function of the Kafka range it covers, so a replay of the same range
 //! produces the same names.
 
@@ -29,9 +29,9 @@ use crate::spec::{Field, Partitioning, Transform};
 
 pub mod budget;
 mod columns;
-mod commit;
 mod folders;
 mod key_file;
+mod make_durable;
 mod row_buffer;
 mod stage;
 

@@ -321,7 +321,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::sink::raw::commit::SYNC_EACH_MAX;
+    use crate::sink::raw::make_durable::SYNC_EACH_MAX;
     use crate::sink::raw::SinkLimits;
     use crate::spec::{Spec, EVENTS_TOML};
     use arrow::array::{Array, Float64Array};
