@@ -19,6 +19,8 @@ VENV_DIR="$REPO_ROOT/.venv"
 REQUIREMENTS="$SCRIPT_DIR/requirements-test.txt"
 VENV_STAMP="$VENV_DIR/.requirements-test.stamp"
 TEST_KAFKA_STATE_DIR="${STREAMLAKE_TEST_KAFKA_STATE_DIR:-$REPO_ROOT/.kafka-test}"
+# The local S3 server (SeaweedFS, scripts/s3.sh); its binary is cached outside the repo.
+TEST_S3_STATE_DIR="${STREAMLAKE_TEST_S3_STATE_DIR:-$REPO_ROOT/.s3-test}"
 
 # Debian packages needed to build rdkafka (feature cmake-build: librdkafka via CMake, C and C++
 # compilers, zlib through libz-sys/pkg-config) and zstd-sys (C compiler); chromium (headless)
@@ -32,6 +34,7 @@ APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-d
 T_ALL="$(date +%s)"
 CURRENT_STEP="setup"
 STARTED_KAFKA=0
+STARTED_S3=0
 
 section() {
     CURRENT_STEP="$1"
@@ -155,7 +158,43 @@ setup() {
     ensure_apt_packages
     ensure_rust_tools
     ensure_venv
+    ensure_s3_server
     info "setup done in $(($(date +%s) - t0)) s"
+}
+
+# ---------------------------------------------------------------------------------------------
+# S3 (SeaweedFS)
+
+ensure_s3_server() { # builds the pinned SeaweedFS once (4-6 min on 2 cores), then finds it cached
+    local t0 bin
+    t0="$(date +%s)"
+    bin="$(bash "$SCRIPT_DIR/s3.sh" build)" || die "could not build the S3 test server (scripts/s3.sh build)"
+    info "S3 test server binary: $bin ($(($(date +%s) - t0)) s)"
+}
+
+start_s3() {
+    section "S3 server (SeaweedFS)"
+    local out endpoint t0
+    t0="$(date +%s)"
+    STARTED_S3=1
+    rm -rf "$TEST_S3_STATE_DIR/data" # an empty server each run; the credentials are kept
+    out="$(S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" start)" \
+        || die "could not start the S3 server (scripts/s3.sh start failed)"
+    endpoint="$(tail -n1 <<<"$out")"
+    [[ "$endpoint" =~ ^http://127\.0\.0\.1:[0-9]+$ ]] || die "unexpected endpoint from s3.sh start: '$endpoint'"
+    # The standard AWS variables, as a user sets them for any S3 client; the secret is not printed.
+    eval "$(S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" env)"
+    export STREAMLAKE_TEST_S3_BUCKET=lake
+    export STREAMLAKE_TEST_S3_STATE_DIR="$TEST_S3_STATE_DIR"
+    info "S3 ready at $AWS_ENDPOINT_URL, bucket $STREAMLAKE_TEST_S3_BUCKET ($(($(date +%s) - t0)) s)"
+}
+
+stop_s3() {
+    if ((STARTED_S3)); then
+        section "stopping the S3 server"
+        S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" stop || true
+        STARTED_S3=0
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +213,7 @@ on_exit() {
     trap '' INT TERM # let the cleanup finish
     trap - EXIT
     stop_kafka
+    stop_s3
     if ((rc == 0)); then
         printf '\n[test.sh] ALL STEPS PASSED in %d s\n' "$(($(date +%s) - T_ALL))"
     else
@@ -249,6 +289,7 @@ main() {
         cargo clippy --release --all-targets --features crash-points -- -D warnings
 
     start_kafka
+    start_s3
     export STREAMLAKE_TEST_PYTHON="$VENV_DIR/bin/python"
     export STREAMLAKE_REQUIRE_KAFKA=1
     # The broker-restart scenario starts a broker of its own with these jars.

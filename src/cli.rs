@@ -94,7 +94,9 @@ pub struct RunArgs {
     pub dataflow: Option<std::path::PathBuf>,
 
     /// Folder of the raw dataset; the run writes `OUTPUT_PATH/run_<RUN_ID>/id=<k>/part-*.parquet`
-    /// and final window rows to `OUTPUT_PATH/../aggregates/run_<RUN_ID>/`.
+    /// and final window rows to `OUTPUT_PATH/../aggregates/run_<RUN_ID>/`. A path or a
+    /// `file:///abs/path` URL, on a local or mounted file system; other URLs (`s3://` included, for
+    /// now) are refused before anything is written.
     #[arg(long, env = "OUTPUT_PATH", default_value = "data/output/parquet")]
     pub output: std::path::PathBuf,
 

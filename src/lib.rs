@@ -5,7 +5,7 @@
 //! the timely operators (source, windows, sinks), [`sink`] the Parquet writer and the commit
 //! protocol, [`validate`] reads the result back, and [`observe`] serves metrics, the status page
 //! and progress lines of a running job. [`format`] defines the on-disk layout that the sinks write
-//! and `validate` reads; [`options`] the validated settings; [`util`] small helpers they share
+//! and `validate` reads; [`options`] the validated settings; [`storage`] the locations a dataset may live in; [`util`] small helpers they share
 //! (durations, atomic writes, the thread fan-out).
 
 pub mod cli;
@@ -26,5 +26,6 @@ pub mod peer;
 pub mod signals;
 pub mod sink;
 pub mod spec;
+pub mod storage;
 pub mod util;
 pub mod validate;

@@ -18,6 +18,7 @@ use crate::kafka::settings::{parse_key_value, ClientSettings, SettingsError, RES
 use crate::observe::telemetry::ClusterInfo;
 use crate::observe::MetricsAddr;
 use crate::spec::{Spec, EVENTS_TOML};
+use crate::storage::Location;
 
 /// What `streamlake run` was asked to do, as given: each value is a flag, its environment variable
 /// or the flag's default, not yet checked against the others or against the dataflow file.
@@ -79,6 +80,9 @@ pub enum OptionsError {
     TooFewHosts { path: PathBuf, listed: usize, processes: usize },
     #[error("hostfile {}: `{entry}` is not `host:port`", path.display())]
     BadHost { path: PathBuf, entry: String },
+    /// `--output` is not a location streamlake can write to.
+    #[error(transparent)]
+    Output(#[from] crate::storage::LocationError),
     #[error("RUN_ID `{0}` must be a non-empty name without slashes")]
     RunId(String),
     #[error(
@@ -254,6 +258,8 @@ impl RunOptions {
     /// problem reported is the same one as before.
     pub fn new(r: RunRequest) -> Result<Self, OptionsError> {
         let spec = load_spec(r.dataflow.as_deref(), r.topic.as_deref(), r.trigger)?;
+        const OUTPUT: &str = "--output (OUTPUT_PATH)";
+        let output = Location::parse(r.output.as_os_str(), OUTPUT)?.require_local(OUTPUT)?.to_path_buf();
         let cluster = ClusterOptions::new(r.workers, r.processes, r.process, r.hostfile.as_deref())?;
         if r.run_id.is_empty() || r.run_id.contains(['/', '\\']) {
             return Err(OptionsError::RunId(r.run_id));
@@ -271,7 +277,7 @@ impl RunOptions {
         Ok(RunOptions {
             spec,
             run_id: r.run_id,
-            output: r.output,
+            output,
             cluster,
             client,
             consumer_group,

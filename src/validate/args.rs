@@ -14,7 +14,8 @@ pub struct ValidateArgs {
     /// Folder of the raw dataset to read: every committed `*.parquet` file below it, in all
     /// `run_*` folders and all hive-style `name=value` partition folders (`id=0`, `id=1`, ...).
     /// Hidden entries (`_*`, `.*`, such as `_checkpoint`, `_quarantine`, `_reports` and in-progress
-    /// files) are not data. Reports are written to `<PATH>/_reports/`.
+    /// files) are not data. Reports are written to `<PATH>/_reports/`. A path or a
+    /// `file:///abs/path` URL; other URLs (`s3://` included, for now) are refused.
     #[arg(long, value_name = "DIR", env = "OUTPUT_PATH", default_value = "data/output/parquet")]
     pub path: PathBuf,
 

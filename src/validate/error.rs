@@ -9,6 +9,9 @@ use std::path::PathBuf;
 /// What can go wrong while validating.
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
+    /// `--path` is not a location streamlake can read.
+    #[error(transparent)]
+    Location(#[from] crate::storage::LocationError),
     #[error("cannot list folder {path}: {source}; check that it exists and is readable by this user")]
     ListDir {
         path: PathBuf,

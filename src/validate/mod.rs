@@ -36,6 +36,7 @@ pub use report::{Report, Status};
 use scan::{Columns, FileAggregate};
 
 use crate::spec::{Spec, EVENTS_TOML};
+use crate::storage::Location;
 use crate::util::fs::{FsError, Step};
 
 /// Folder (inside the dataset) where reports and the incremental state are kept.
@@ -91,7 +92,9 @@ fn run_once(args: &ValidateArgs) -> anyhow::Result<i32> {
 pub fn validate(args: &ValidateArgs, now: DateTime<Utc>) -> Result<Report, ValidateError> {
     // The dataflow first: a wrong --dataflow is an error even before the dataset exists.
     let columns = Columns::of(&load_dataflow(args.dataflow.as_deref())?);
-    let root = args.path.as_path();
+    const PATH: &str = "--path (OUTPUT_PATH)";
+    let location = Location::parse(args.path.as_os_str(), PATH)?;
+    let root = location.require_local(PATH)?;
     let mut report = Report::new(root, now.to_rfc3339_opts(SecondsFormat::Secs, true));
     report.key = columns.key.clone();
     match fs::metadata(root) {

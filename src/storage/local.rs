@@ -1,0 +1,143 @@
+//! [`Store`] on a local or mounted file system: today's protocol of hidden names, fsync and rename.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::store::{Created, Listed, Store, StoreError};
+use crate::util::fs::sync_dir;
+
+/// A dataset root folder.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+/// Makes temp names unique within the process; the pid makes them unique across processes.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Writes `bytes` to a new hidden file beside `dst`, durable, and returns its path.
+    fn durable_temp(&self, dst: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let dir = dst.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io("create folder", dir))?;
+        let name = dst.file_name().map_or_else(|| "object".into(), |n| n.to_string_lossy());
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
+        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        Ok(tmp)
+    }
+}
+
+fn from_fs(e: crate::util::fs::FsError) -> StoreError {
+    StoreError::Io { doing: e.step.doing(), location: e.path.display().to_string(), source: e.source }
+}
+
+fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { doing, location: path.display().to_string(), source }
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let dst = self.path(key);
+        let tmp = self.durable_temp(&dst, &bytes)?;
+        fs::rename(&tmp, &dst).map_err(io("rename into place", &dst))?;
+        sync_dir(dst.parent().unwrap_or(&self.root)).map_err(from_fs)
+    }
+
+    fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError> {
+        let dst = self.path(key);
+        let tmp = self.durable_temp(&dst, &bytes)?;
+        // link(2) fails if the name exists, atomically: of two concurrent creates one links.
+        // rename(2) would silently replace.
+        let linked = fs::hard_link(&tmp, &dst);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_dir(dst.parent().unwrap_or(&self.root)).map_err(from_fs)?;
+                Ok(Created::New)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Created::Exists),
+            Err(e) => Err(io("create", &dst)(e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let mut out = Vec::new();
+        let start = self.path(prefix.trim_end_matches('/'));
+        walk(&self.root, &start, &mut out)?;
+        out.retain(|l| l.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)).map_err(from_fs),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("remove", &path)(e)),
+        }
+    }
+}
+
+/// Every file below `dir` (a file itself if `dir` is one), keyed relative to `root`.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            let size = fs::metadata(dir).map_err(io("stat", dir))?.len();
+            out.push(Listed { key: key_of(root, dir), size });
+            return Ok(());
+        }
+        Err(e) => return Err(io("list folder", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io("list folder", dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io("stat", &path))?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file() {
+            let size = entry.metadata().map_err(io("stat", &path))?.len();
+            out.push(Listed { key: key_of(root, &path), size });
+        }
+    }
+    Ok(())
+}
+
+fn key_of(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}

@@ -1,0 +1,89 @@
+//! The operations the commit protocol needs from where a dataset lives, and no more.
+//!
+//! Keys are `/`-separated paths relative to the dataset root (`run_x/id=3/part-….parquet`).
+//! Each operation is atomic to a reader: an object or file is seen whole or not at all. What
+//! differs between a file system and an object store is how that is achieved (a hidden name,
+//! fsync and rename; a single PUT or a completed multipart upload), not what the protocol above
+//! may rely on. `create` is the one primitive an exactly-once writer cannot do without: it lets
+//! two writers of one partition race for the same checkpoint entry and guarantees one loses.
+
+use bytes::Bytes;
+
+/// What [`Store::create`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The key did not exist; it now holds the bytes given.
+    New,
+    /// The key existed; nothing was written.
+    Exists,
+}
+
+/// An object (or file) under the dataset root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Relative to the dataset root.
+    pub key: String,
+    pub size: u64,
+}
+
+/// A dataset root: a local folder ([`super::LocalStore`]) or an object-store prefix
+/// ([`super::ObjectStoreRoot`]). Calls block the calling thread until the operation is durable.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// The root as the user would write it (`/data/lake`, `s3://bucket/prefix`), for messages.
+    fn describe(&self) -> String;
+    /// The bytes at `key`; `None` if there is nothing there.
+    fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+    /// Replaces whatever is at `key` with `bytes`, atomically.
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// Writes `bytes` at `key` only if nothing is there yet, atomically: of two concurrent
+    /// creates of one key exactly one returns [`Created::New`].
+    fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError>;
+    /// Everything below `prefix` (a folder-like key such as `run_x/_checkpoint/`; `""` is the
+    /// whole root), recursively, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
+    /// Removes `key`; removing a key that is not there is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A storage operation that failed, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "bucket `{bucket}` does not exist at {endpoint}; create it first, or check the bucket name in the URL \
+         and AWS_ENDPOINT_URL"
+    )]
+    NoSuchBucket { bucket: String, endpoint: String },
+    #[error(
+        "{url}: access denied while trying to {doing} ({detail}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \
+         (or AWS_SESSION_TOKEN) and that they may read, write, list and delete under this prefix"
+    )]
+    Denied { url: String, doing: &'static str, detail: String },
+    #[error(
+        "cannot reach the object store at {endpoint} to {doing} ({detail}); check AWS_ENDPOINT_URL (and \
+         AWS_ALLOW_HTTP=true for a plain-http server) and that the server is running"
+    )]
+    Unreachable { endpoint: String, doing: &'static str, detail: String },
+    #[error(
+        "{url} does not honour conditional create (a PUT with If-None-Match: * overwrote an existing object), so \
+         two writers of one partition could both commit and duplicate data. Use a store that supports it (AWS \
+         S3, SeaweedFS, Ceph RGW, R2, GCS, Azure), or, if you are certain only one process writes each run, \
+         opt into single-writer mode"
+    )]
+    NoConditionalCreate { url: String },
+    #[error("cannot {doing} {location}: {source}")]
+    Io {
+        doing: &'static str,
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {doing} {location}: {source}")]
+    Object {
+        doing: &'static str,
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{url}: {reason}")]
+    BadUrl { url: String, reason: String },
+}

@@ -1,0 +1,127 @@
+//! The storage layer against a real S3 server (SeaweedFS, started by scripts/test.sh through
+//! scripts/s3.sh) and against the local file system: the same contract for both, and clear
+//! errors for the mistakes users make with object storage, before anything is written.
+
+mod common;
+
+use bytes::Bytes;
+use streamlake::storage::{Created, LocalStore, ObjectStoreRoot, ObjectUrl, Store, StoreError};
+
+/// The bucket scripts/test.sh created, with the standard AWS_* variables pointing at the server.
+/// Under CI a missing server fails the test; elsewhere the test says so and returns.
+fn s3_bucket() -> Option<String> {
+    match std::env::var("STREAMLAKE_TEST_S3_BUCKET") {
+        Ok(b) if !b.is_empty() && std::env::var("AWS_ENDPOINT_URL").is_ok() => Some(b),
+        _ => {
+            if common::process::required() {
+                panic!("STREAMLAKE_TEST_S3_BUCKET/AWS_ENDPOINT_URL are not set but the S3 server is required: run scripts/test.sh");
+            }
+            eprintln!("no S3 server: run scripts/test.sh (or scripts/s3.sh start and its env); not running this test");
+            None
+        }
+    }
+}
+
+fn url(bucket: &str, name: &str) -> ObjectUrl {
+    ObjectUrl::parse(&format!("s3://{bucket}/{}", common::unique(name))).unwrap()
+}
+
+/// What every store must do; the protocol above relies on nothing else.
+fn contract(store: &dyn Store) {
+    let hello = Bytes::from_static(b"hello");
+    assert_eq!(store.get("a/missing.json").unwrap(), None, "{store:?}");
+    assert_eq!(store.list("a/").unwrap(), vec![], "an empty prefix lists nothing");
+
+    store.put("a/one.json", hello.clone()).unwrap();
+    assert_eq!(store.get("a/one.json").unwrap(), Some(hello.clone()));
+    store.put("a/one.json", Bytes::from_static(b"again")).unwrap();
+    assert_eq!(store.get("a/one.json").unwrap().as_deref(), Some(&b"again"[..]), "put replaces");
+
+    assert_eq!(store.create("a/b/two.json", hello.clone()).unwrap(), Created::New);
+    assert_eq!(store.create("a/b/two.json", Bytes::from_static(b"other")).unwrap(), Created::Exists);
+    assert_eq!(store.get("a/b/two.json").unwrap(), Some(hello.clone()), "a lost create writes nothing");
+
+    // Concurrent creates of one key, three rounds: exactly one wins each, and its bytes are kept.
+    for round in 0..3 {
+        let key = format!("a/race-{round}.json");
+        let results: Vec<(usize, Created)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|i| {
+                    let key = key.clone();
+                    s.spawn(move || (i, store.create(&key, Bytes::from(format!("writer {i}"))).unwrap()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> =
+            results.iter().filter(|(_, c)| *c == Created::New).map(|(i, _)| *i).collect();
+        assert_eq!(winners.len(), 1, "exactly one concurrent create wins: {results:?}");
+        let kept = store.get(&key).unwrap().unwrap();
+        assert_eq!(kept, Bytes::from(format!("writer {}", winners[0])), "the winner's bytes are kept");
+    }
+
+    let listed = store.list("a/").unwrap();
+    let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["a/b/two.json", "a/one.json", "a/race-0.json", "a/race-1.json", "a/race-2.json"],
+        "recursive, in key order"
+    );
+    assert_eq!(listed[0].size, 5);
+    assert_eq!(store.list("a/b/").unwrap().len(), 1, "a prefix lists only below it");
+
+    store.delete("a/one.json").unwrap();
+    store.delete("a/one.json").unwrap();
+    assert_eq!(store.get("a/one.json").unwrap(), None);
+    for l in store.list("").unwrap() {
+        store.delete(&l.key).unwrap();
+    }
+    assert_eq!(store.list("").unwrap(), vec![], "everything deleted");
+}
+
+#[test]
+fn the_local_file_system_keeps_the_store_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    contract(&LocalStore::new(tmp.path().join("lake")));
+}
+
+#[test]
+fn s3_keeps_the_store_contract() {
+    let Some(bucket) = s3_bucket() else { return };
+    let store = ObjectStoreRoot::open(&url(&bucket, "contract")).unwrap();
+    store.check(false).expect("the test server honours conditional create");
+    assert_eq!(store.list("").unwrap(), vec![], "the check leaves nothing behind");
+    contract(&store);
+}
+
+#[test]
+fn s3_mistakes_are_named_before_anything_is_written() {
+    let Some(bucket) = s3_bucket() else { return };
+
+    let missing = ObjectStoreRoot::open(&url("no-such-bucket-here", "x")).unwrap();
+    let err = missing.check(false).unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchBucket { .. }), "{err:?}");
+    assert!(err.to_string().contains("bucket `no-such-bucket-here` does not exist"), "{err}");
+
+    let refused = url(&bucket, "refused");
+    let wrong_secret =
+        ObjectStoreRoot::open_with(&refused, &[("aws_secret_access_key", "not-the-secret")]).unwrap();
+    let err = wrong_secret.check(false).unwrap_err();
+    assert!(matches!(err, StoreError::Denied { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("access denied") && msg.contains("AWS_SECRET_ACCESS_KEY"), "{msg}");
+    assert!(!msg.contains("not-the-secret"), "a secret is never in a message: {msg}");
+
+    // A port nothing listens on: refused at once, named, within the retry budget.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let nowhere = ObjectStoreRoot::open_with(&refused, &[("aws_endpoint", &endpoint)]).unwrap();
+    let err = nowhere.check(false).unwrap_err();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&endpoint), "{err}");
+
+    // None of the refusals wrote anything.
+    assert_eq!(ObjectStoreRoot::open(&refused).unwrap().list("").unwrap(), vec![]);
+}

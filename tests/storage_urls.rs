@@ -1,0 +1,70 @@
+//! `--output` and `validate --path` take a path or a `file://` URL; any other URL is refused
+//! before anything is created (before this check, `run --output s3://lake/x` exited 0 after
+//! writing into a local folder named `s3:`).
+
+mod common;
+
+use std::path::Path;
+
+use common::bin;
+
+/// Every entry below `dir`, for "nothing was created".
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn object_store_and_unknown_urls_are_refused_with_nothing_written() {
+    let cwd = tempfile::tempdir().unwrap();
+    for (url, expect) in [
+        ("s3://lake/x", "`s3://` is object storage"),
+        ("gs://lake/x", "`gs://` is object storage"),
+        ("hdfs://nn/lake", "unknown URL scheme `hdfs://`"),
+        ("file://host/lake", "three slashes"),
+    ] {
+        // A broker that is never reached: the location is checked before Kafka.
+        let run = bin()
+            .current_dir(cwd.path())
+            .args(["run", "--brokers", "127.0.0.1:9", "--topic", "t", "--no-console", "--output", url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "run --output {url} must fail:\n{stderr}");
+        assert!(stderr.contains(&format!("--output (OUTPUT_PATH) {url}: ")), "{stderr}");
+        assert!(stderr.contains(expect), "{stderr}");
+        assert!(!stderr.contains("127.0.0.1:9"), "refused before Kafka:\n{stderr}");
+
+        let validate = bin().current_dir(cwd.path()).args(["validate", "--path", url]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&validate.stderr);
+        assert!(!validate.status.success(), "validate --path {url} must fail:\n{stderr}");
+        assert!(stderr.contains(&format!("--path (OUTPUT_PATH) {url}: ")), "{stderr}");
+        assert!(stderr.contains(expect), "{stderr}");
+
+        // The same through the environment, as the seed's scripts give it.
+        let env = bin().current_dir(cwd.path()).env("OUTPUT_PATH", url).arg("validate").output().unwrap();
+        assert!(!env.status.success(), "OUTPUT_PATH={url} validate must fail");
+    }
+    assert_eq!(entries(cwd.path()), Vec::<String>::new(), "a refusal creates nothing");
+}
+
+#[test]
+fn a_file_url_is_the_folder_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    std::fs::create_dir(&lake).unwrap();
+    let url = format!("file://{}", lake.display());
+    let out = bin().current_dir(tmp.path()).args(["validate", "--json", "--path", &url]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["path"], lake.display().to_string(), "{report}");
+    assert_eq!(report["files"], 0, "{report}");
+    // The report went into the folder the URL names, not into a folder called `file:`.
+    assert_eq!(entries(tmp.path()), vec!["lake".to_string()]);
+    assert_eq!(entries(&lake), vec!["_reports".to_string()]);
+}
