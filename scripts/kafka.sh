@@ -78,40 +78,10 @@ now() { date +%s; }
 # ---------------------------------------------------------------------------------------------
 # process helpers
 
-# Prints the recorded PID if it belongs to a live broker of THIS state dir; cleans a stale pid file.
-live_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid="$(tr -dc '0-9' <"$PID_FILE" || true)"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$SERVER_PROPS"; then
-        echo "$pid"
-        return 0
-    fi
-    log "removing stale pid file ($PID_FILE, pid '${pid}')"
-    rm -f "$PID_FILE"
-    return 1
-}
-
-port_free() {
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-# As the JVM binds: SO_REUSEADDR, so connections of a stopped broker in TIME_WAIT do not count
-# as "in use" (a restart on the same port must work); a listening socket still does.
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)
-finally:
-    s.close()
-PY
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+# live_pid, port_free, free_port (shared with scripts/s3.sh)
+PID_MATCH="$SERVER_PROPS"
+# shellcheck source=scripts/proc.sh
+source "$SCRIPT_DIR/proc.sh"
 
 port_open() { # cheap TCP probe, no JVM
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

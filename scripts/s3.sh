@@ -111,33 +111,11 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # process helpers
 
-# The recorded PID, if it is a live weed of THIS state dir; cleans a stale pid file.
-live_pid() {
-    [[ -f "$PID_FILE" ]] || return 1
-    local pid
-    pid="$(tr -dc '0-9' <"$PID_FILE" || true)"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-dir=$DATA_DIR"; then
-        echo "$pid"
-        return 0
-    fi
-    rm -f "$PID_FILE"
-    return 1
-}
-
-port_free() { # $1 port: nothing listens on 127.0.0.1:$1
-    python3 - "$1" <<'PY'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)
-finally:
-    s.close()
-PY
-}
+# live_pid and port_free (shared with scripts/kafka.sh): the server of THIS state dir is the weed
+# whose command line names its data folder.
+PID_MATCH="-dir=$DATA_DIR"
+# shellcheck source=scripts/proc.sh
+source "$SCRIPT_DIR/proc.sh"
 
 # A port P in 20000-39999 with P and P+10000 free (weed listens on P+10000 for gRPC), not in $*.
 pick_port() {
