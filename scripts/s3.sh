@@ -117,13 +117,15 @@ PID_MATCH="-dir=$DATA_DIR"
 # shellcheck source=scripts/proc.sh
 source "$SCRIPT_DIR/proc.sh"
 
-# A port P in 20000-39999 with P and P+10000 free (weed listens on P+10000 for gRPC), not in $*.
+# A port P in 20000-39999 with P and P+10000 free (weed listens on P+10000 for gRPC), clear of
+# the ports in $* and of their +10000 ports.
 pick_port() {
-    local p tries=0
+    local taken="" a p tries=0
+    for a in "$@"; do taken+=" $a $((a + 10000)) "; done
     while ((tries < 200)); do
         p=$((20000 + RANDOM % 20000))
         tries=$((tries + 1))
-        [[ " $* " == *" $p "* ]] && continue
+        [[ "$taken" == *" $p "* || "$taken" == *" $((p + 10000)) "* ]] && continue
         port_free "$p" && port_free $((p + 10000)) && { echo "$p"; return 0; }
     done
     die "no free port pair found in 20000-49999"
@@ -155,8 +157,7 @@ s3_curl() {
     local method="$1" path="$2"
     shift 2
     local cfg
-    cfg="$(mktemp)"
-    chmod 600 "$cfg"
+    cfg="$(mktemp "$STATE_DIR/.curl.XXXXXX")" # mode 600, beside the credentials it holds
     printf 'user = "%s:%s"\n' "$ACCESS_KEY" "$SECRET_KEY" >"$cfg"
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 -K "$cfg" \
         --aws-sigv4 "aws:amz:$REGION:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
@@ -177,6 +178,8 @@ create_bucket() { # $1 bucket
 # commands
 
 cmd_start() {
+    command -v curl >/dev/null || die "curl (7.75 or newer, for --aws-sigv4) is needed to check the server"
+    command -v python3 >/dev/null || die "python3 is needed to find free ports"
     mkdir -p "$STATE_DIR" "$DATA_DIR"
     ensure_credentials
     local pid
@@ -195,7 +198,9 @@ cmd_start() {
         port_free "$s3" && port_free $((s3 + 10000)) || s3=""
     fi
     [[ -n "$s3" ]] || s3="$(pick_port)"
-    ((s3 < 50000)) || die "S3_PORT=$s3: give a port below 50000 (weed listens on the port + 10000 too)"
+    [[ "$s3" =~ ^[0-9]+$ ]] && ((s3 >= 1024 && s3 < 50000)) \
+        || die "S3_PORT=$s3: give a port from 1024 to 49999 (weed listens on the port + 10000 too)"
+    port_free "$s3" && port_free $((s3 + 10000)) || die "port $s3 or $((s3 + 10000)) on 127.0.0.1 is in use"
     master="$(pick_port "$s3")"
     volume="$(pick_port "$s3" "$master")"
     filer="$(pick_port "$s3" "$master" "$volume")"
@@ -226,8 +231,7 @@ cmd_start() {
     done
     if [[ "$code" != 200 ]]; then
         tail -n 30 "$LOG_FILE" >&2
-        kill -TERM "$pid" 2>/dev/null || true
-        rm -f "$PID_FILE"
+        cmd_stop
         die "SeaweedFS did not answer S3 within ${S3_READY_TIMEOUT:-60} s (last HTTP status: ${code:-none})"
     fi
     local bucket

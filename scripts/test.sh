@@ -177,13 +177,23 @@ start_s3() {
     local out endpoint t0
     t0="$(date +%s)"
     STARTED_S3=1
-    rm -rf "$TEST_S3_STATE_DIR/data" # an empty server each run; the credentials are kept
+    # An empty server each run (the credentials are kept). A server left running by a killed run
+    # is stopped first: its data must not be deleted under it.
+    S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" stop >/dev/null 2>&1 || true
+    rm -rf "$TEST_S3_STATE_DIR/data"
     out="$(S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" start)" \
         || die "could not start the S3 server (scripts/s3.sh start failed)"
     endpoint="$(tail -n1 <<<"$out")"
     [[ "$endpoint" =~ ^http://127\.0\.0\.1:[0-9]+$ ]] || die "unexpected endpoint from s3.sh start: '$endpoint'"
-    # The standard AWS variables, as a user sets them for any S3 client; the secret is not printed.
-    eval "$(S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" env)"
+    # The standard AWS variables, as a user sets them for any S3 client, and no others: a
+    # developer's own AWS_* settings (profile, session token, endpoint) must not reach the tests.
+    local envs var
+    envs="$(S3_STATE_DIR="$TEST_S3_STATE_DIR" bash "$SCRIPT_DIR/s3.sh" env)" || die "scripts/s3.sh env failed"
+    for var in $(compgen -e | grep '^AWS_' || true); do
+        unset "$var"
+    done
+    eval "$envs"
+    [[ "${AWS_ENDPOINT_URL:-}" == "$endpoint" ]] || die "s3.sh env gave AWS_ENDPOINT_URL='${AWS_ENDPOINT_URL:-}', not $endpoint"
     export STREAMLAKE_TEST_S3_BUCKET=lake
     export STREAMLAKE_TEST_S3_STATE_DIR="$TEST_S3_STATE_DIR"
     info "S3 ready at $AWS_ENDPOINT_URL, bucket $STREAMLAKE_TEST_S3_BUCKET ($(($(date +%s) - t0)) s)"

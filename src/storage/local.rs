@@ -1,13 +1,13 @@
 //! [`Store`] on a local or mounted file system: today's protocol of hidden names, fsync and rename.
 
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::store::{Created, Listed, Store, StoreError};
+use super::store::{check_key, Created, Listed, Store, StoreError};
 use crate::util::fs::sync_dir;
 
 /// A dataset root folder.
@@ -32,19 +32,40 @@ impl LocalStore {
         self.root.join(key)
     }
 
-    /// Writes `bytes` to a new hidden file beside `dst`, durable, and returns its path.
+    /// Writes `bytes` to a new hidden file beside `dst`, durable, and returns its path. The name
+    /// is new (`create_new`, with a random part): two writers on a shared mount, whose pids may
+    /// be equal, never write into one temp file.
     fn durable_temp(&self, dst: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         let dir = dst.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io("create folder", dir))?;
         let name = dst.file_name().map_or_else(|| "object".into(), |n| n.to_string_lossy());
-        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
-        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        Ok(tmp)
+        loop {
+            let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(
+                ".{name}.{}-{seq}-{:08x}{TEMP_SUFFIX}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io("create", &tmp)(e)),
+            };
+            let written = f
+                .write_all(bytes)
+                .map_err(io("write", &tmp))
+                .and_then(|()| f.sync_all().map_err(io("fsync", &tmp)));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            return Ok(tmp);
+        }
     }
 }
+
+/// Temp files of `put` and `create` end so; `list` never shows them.
+const TEMP_SUFFIX: &str = ".tmp";
 
 fn from_fs(e: crate::util::fs::FsError) -> StoreError {
     StoreError::Io { doing: e.step.doing(), location: e.path.display().to_string(), source: e.source }
@@ -60,6 +81,7 @@ impl Store for LocalStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        check_key(key)?;
         let path = self.path(key);
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
@@ -69,13 +91,18 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        check_key(key)?;
         let dst = self.path(key);
         let tmp = self.durable_temp(&dst, &bytes)?;
-        fs::rename(&tmp, &dst).map_err(io("rename into place", &dst))?;
+        if let Err(e) = fs::rename(&tmp, &dst) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("rename into place", &dst)(e));
+        }
         sync_dir(dst.parent().unwrap_or(&self.root)).map_err(from_fs)
     }
 
     fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError> {
+        check_key(key)?;
         let dst = self.path(key);
         let tmp = self.durable_temp(&dst, &bytes)?;
         // link(2) fails if the name exists, atomically: of two concurrent creates one links.
@@ -93,6 +120,9 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        if !prefix.trim_end_matches('/').is_empty() {
+            check_key(prefix.trim_end_matches('/'))?;
+        }
         let mut out = Vec::new();
         let start = self.path(prefix.trim_end_matches('/'));
         walk(&self.root, &start, &mut out)?;
@@ -102,6 +132,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
+        check_key(key)?;
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)).map_err(from_fs),
@@ -116,11 +147,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> Result<(), StoreError
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            let size = fs::metadata(dir).map_err(io("stat", dir))?.len();
-            out.push(Listed { key: key_of(root, dir), size });
-            return Ok(());
-        }
+        // A prefix that names a file, or runs through one: nothing below it (as on S3, where a
+        // prefix lists only what is under `prefix/`).
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
         Err(e) => return Err(io("list folder", dir)(e)),
     };
     for entry in entries {
@@ -129,12 +158,17 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> Result<(), StoreError
         let kind = entry.file_type().map_err(io("stat", &path))?;
         if kind.is_dir() {
             walk(root, &path, out)?;
-        } else if kind.is_file() {
+        } else if kind.is_file() && !is_temp(&entry.file_name().to_string_lossy()) {
             let size = entry.metadata().map_err(io("stat", &path))?.len();
             out.push(Listed { key: key_of(root, &path), size });
         }
     }
     Ok(())
+}
+
+/// A temp file of [`LocalStore::put`] or [`LocalStore::create`]: never an object.
+fn is_temp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
 }
 
 fn key_of(root: &Path, path: &Path) -> String {

@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::object::ObjectUrl;
+use super::store::StoreError;
 
 /// Schemes of object stores (as `object_store` and Spark/Hadoop name them): refused with a
 /// message that says so, rather than as an unknown scheme.
@@ -32,25 +33,36 @@ impl Location {
     pub fn parse(raw: &OsStr, flag: &'static str) -> Result<Location, LocationError> {
         // A path that is not UTF-8 cannot be a URL: it is a local path, used as given.
         let Some(text) = raw.to_str() else { return Ok(Location::Local(PathBuf::from(raw))) };
-        let Some((scheme, rest)) = split_scheme(text) else {
+        let Some((scheme, slashes, rest)) = split_scheme(text) else {
             return Ok(Location::Local(PathBuf::from(raw)));
         };
-        let given = text.to_string();
-        match scheme.to_ascii_lowercase().as_str() {
-            "file" => {
-                // file:///abs/path, or file://localhost/abs/path (RFC 8089); another host is not
-                // a local file.
-                let path = rest.strip_prefix("localhost").unwrap_or(rest);
+        let lower = scheme.to_ascii_lowercase();
+        let known = lower == "file" || OBJECT_STORE_SCHEMES.contains(&lower.as_str());
+        if !slashes && !known {
+            // `run:2024`, `c:data`: a folder name with a colon, not a URL.
+            return Ok(Location::Local(PathBuf::from(raw)));
+        }
+        let given = super::object::redact(text);
+        match (lower.as_str(), slashes) {
+            // file:///abs/path or file://localhost/abs/path, and the one-slash file:/abs/path that
+            // Java and Spark print (RFC 8089); another host is not a local file.
+            ("file", _) => {
+                let path = if slashes { rest.strip_prefix("localhost").unwrap_or(rest) } else { rest };
                 if !path.starts_with('/') {
                     return Err(LocationError::FileUrlHost { flag, given });
                 }
+                if path.contains('%') {
+                    return Err(LocationError::FileUrlEscapes { flag, given });
+                }
                 Ok(Location::Local(PathBuf::from(path)))
             }
-            "s3" | "s3a" => ObjectUrl::parse(text)
-                .map(Location::S3)
-                .map_err(|e| LocationError::BadObjectUrl { flag, given, reason: e.to_string() }),
-            s if OBJECT_STORE_SCHEMES.contains(&s) => {
-                Err(LocationError::ObjectStore { flag, given, scheme: scheme.to_string() })
+            (_, false) => Err(LocationError::MissingSlashes { flag, given, scheme: lower }),
+            ("s3" | "s3a", true) => ObjectUrl::parse(text).map(Location::S3).map_err(|e| match e {
+                StoreError::BadUrl { reason, .. } => LocationError::BadObjectUrl { flag, given, reason },
+                other => LocationError::BadObjectUrl { flag, given, reason: other.to_string() },
+            }),
+            (s, true) if OBJECT_STORE_SCHEMES.contains(&s) => {
+                Err(LocationError::ObjectStore { flag, given, scheme: lower })
             }
             _ => Err(LocationError::UnknownScheme { flag, given, scheme: scheme.to_string() }),
         }
@@ -61,21 +73,29 @@ impl Location {
     pub fn require_local(&self, flag: &'static str) -> Result<&Path, LocationError> {
         match self {
             Location::Local(path) => Ok(path),
-            Location::S3(url) => {
-                Err(LocationError::ObjectStore { flag, given: url.given.clone(), scheme: "s3".to_string() })
-            }
+            Location::S3(url) => Err(LocationError::ObjectStore {
+                flag,
+                given: url.given.clone(),
+                scheme: url.given.split_once("://").map_or("s3", |(s, _)| s).to_ascii_lowercase(),
+            }),
         }
     }
 }
 
-/// `scheme` and what follows `scheme://`, if `text` starts with a URL scheme (RFC 3986: a letter,
-/// then letters, digits, `+`, `-` or `.`).
-fn split_scheme(text: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = text.split_once("://")?;
+/// `scheme`, whether `//` follows its colon, and the rest, if `text` starts with a URL scheme
+/// (RFC 3986: a letter, then letters, digits, `+`, `-` or `.`, then `:`).
+fn split_scheme(text: &str) -> Option<(&str, bool, &str)> {
+    let (scheme, rest) = text.split_once(':')?;
     let mut chars = scheme.chars();
     let first = chars.next()?;
     let valid = first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    valid.then_some((scheme, rest))
+    if !valid {
+        return None;
+    }
+    Some(match rest.strip_prefix("//") {
+        Some(after) => (scheme, true, after),
+        None => (scheme, false, rest),
+    })
 }
 
 /// A location streamlake cannot use; nothing has been created when this is returned.
@@ -100,6 +120,15 @@ pub enum LocationError {
          file:///data/lake (or a plain path such as data/lake)"
     )]
     FileUrlHost { flag: &'static str, given: String },
+    #[error(
+        "{flag} {given}: percent-escapes in a file:// URL are not decoded here; give the path itself \
+         (quoted in the shell if it has spaces)"
+    )]
+    FileUrlEscapes { flag: &'static str, given: String },
+    #[error(
+        "{flag} {given}: a `{scheme}` URL has two slashes after the colon, as in {scheme}://bucket/prefix"
+    )]
+    MissingSlashes { flag: &'static str, given: String, scheme: String },
 }
 
 #[cfg(test)]
@@ -122,6 +151,8 @@ mod tests {
             ("file:///abs/lake", "/abs/lake"),
             ("FILE:///abs/lake", "/abs/lake"),
             ("file://localhost/abs/lake", "/abs/lake"),
+            ("file:/abs/lake", "/abs/lake"),
+            ("run:2024/x", "run:2024/x"),
         ] {
             assert_eq!(parse(given), Ok(Location::Local(PathBuf::from(path))), "{given}");
         }
@@ -129,7 +160,9 @@ mod tests {
 
     #[test]
     fn object_store_urls_are_refused_by_name() {
-        for given in ["s3://lake/x", "S3://lake", "s3a://bkt/p", "gs://b/p", "az://c/p", "abfss://c@a/p"] {
+        for given in
+            ["s3://lake/x", "S3://lake", "s3a://bkt/p", "gs://b/p", "az://c/p", "abfss://container/p"]
+        {
             let err = parse(given).unwrap_err();
             assert!(matches!(err, LocationError::ObjectStore { .. }), "{given}: {err:?}");
             let msg = err.to_string();
@@ -145,7 +178,20 @@ mod tests {
         }
         assert!(matches!(parse("file://otherhost/x"), Err(LocationError::FileUrlHost { .. })));
         assert!(matches!(parse("file://relative/x"), Err(LocationError::FileUrlHost { .. })));
-        assert!(matches!(parse("s3://NoSuch_Bucket/x"), Err(LocationError::BadObjectUrl { .. })));
+        assert!(matches!(parse("file:///a/my%20lake"), Err(LocationError::FileUrlEscapes { .. })));
+        for typo in ["s3:/lake/x", "s3:lake", "gs:/b/p"] {
+            assert!(matches!(parse(typo), Err(LocationError::MissingSlashes { .. })), "{typo}");
+        }
+        let err = parse("s3://NoSuch_Bucket/x").unwrap_err();
+        assert!(matches!(err, LocationError::BadObjectUrl { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert_eq!(msg.matches("s3://NoSuch_Bucket/x").count(), 1, "the URL is named once: {msg}");
+        // Credentials in a URL are refused, and never echoed.
+        let err = parse("s3a://AKIAEXAMPLE:wJalrSECRET@lake/x").unwrap_err().to_string();
+        assert!(err.contains("credentials do not go in the URL"), "{err}");
+        assert!(!err.contains("wJalrSECRET") && !err.contains("AKIAEXAMPLE"), "{err}");
+        let err = parse("hdfs://user:pw@nn/x").unwrap_err().to_string();
+        assert!(!err.contains("user:pw"), "{err}");
     }
 
     #[test]

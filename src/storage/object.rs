@@ -20,10 +20,10 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-use super::store::{Created, Listed, Store, StoreError};
+use super::store::{check_key, Created, Listed, Store, StoreError};
 
 /// `s3://bucket/prefix` as given, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,13 +38,23 @@ pub struct ObjectUrl {
 impl ObjectUrl {
     /// Reads `s3://bucket[/prefix]` (also `s3a://`, as Spark writes it).
     pub fn parse(given: &str) -> Result<ObjectUrl, StoreError> {
-        let bad = |reason: &str| StoreError::BadUrl { url: given.to_string(), reason: reason.to_string() };
+        let shown = redact(given);
+        let bad = |reason: &str| StoreError::BadUrl { url: shown.clone(), reason: reason.to_string() };
         let rest = given
             .split_once("://")
             .filter(|(scheme, _)| matches!(scheme.to_ascii_lowercase().as_str(), "s3" | "s3a"))
             .map(|(_, rest)| rest)
             .ok_or_else(|| bad("not an s3:// URL"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains('@') {
+            return Err(bad(
+                "credentials do not go in the URL (they would end up in logs and shell history); set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead",
+            ));
+        }
+        if given.contains(['?', '#']) {
+            return Err(bad("query strings and fragments are not used; settings come from AWS_* variables"));
+        }
         // S3's bucket naming rules, which also keep the name out of any path syntax.
         let valid_bucket = (3..=63).contains(&bucket.len())
             && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
@@ -55,15 +65,23 @@ impl ObjectUrl {
                 "the bucket name must be 3-63 lower-case letters, digits, `-` or `.`, as in s3://my-bucket/lake",
             ));
         }
-        if given.contains(['?', '#']) {
-            return Err(bad("query strings and fragments are not used; settings come from AWS_* variables"));
-        }
         let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|part| part.is_empty() || part == "." || part == "..") && !prefix.is_empty()
-        {
-            return Err(bad("the prefix may not have empty, `.` or `..` parts"));
+        // The key is used as given (object_store's `Path::parse`: no percent-encoding added), so
+        // that Spark, DuckDB and the AWS CLI find the objects under the prefix the user wrote.
+        if !prefix.is_empty() && ObjectPath::parse(prefix).is_err() {
+            return Err(bad("the prefix may not have empty, `.` or `..` parts, or control characters"));
         }
-        Ok(ObjectUrl { given: given.to_string(), bucket: bucket.to_string(), prefix: prefix.to_string() })
+        Ok(ObjectUrl { given: shown, bucket: bucket.to_string(), prefix: prefix.to_string() })
+    }
+}
+
+/// `url` with any `user:password@` of its authority masked, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -99,17 +117,25 @@ impl ObjectStoreRoot {
     /// [`ObjectStoreRoot::open`] with settings that take precedence over the environment, named
     /// as `object_store` names them (`aws_endpoint`, `aws_secret_access_key`, ...).
     pub fn open_with(url: &ObjectUrl, overrides: &[(&str, &str)]) -> Result<ObjectStoreRoot, StoreError> {
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&url.bucket)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120))
-                    .with_allow_http(allow_http()),
-            )
-            .with_retry(RetryConfig { max_retries: 5, retry_timeout: RETRY_TIMEOUT, ..Default::default() });
+        // Start from the AWS_* environment (credentials, region, endpoint, AWS_ALLOW_HTTP, proxy
+        // and timeout settings), and only fill in what it leaves unset.
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+        for (var, key, default) in [
+            ("AWS_CONNECT_TIMEOUT", ClientConfigKey::ConnectTimeout, "5s"),
+            ("AWS_TIMEOUT", ClientConfigKey::Timeout, "120s"),
+        ] {
+            if std::env::var_os(var).is_none() {
+                builder = builder.with_config(AmazonS3ConfigKey::Client(key), default);
+            }
+        }
+        builder = builder.with_retry(RetryConfig {
+            max_retries: 5,
+            retry_timeout: RETRY_TIMEOUT,
+            ..Default::default()
+        });
         let mut endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .map(|e| redact(&e))
             .unwrap_or_else(|_| "AWS S3".to_string());
         for (key, value) in overrides {
             let config: AmazonS3ConfigKey = key.parse().map_err(|_| StoreError::BadUrl {
@@ -117,7 +143,7 @@ impl ObjectStoreRoot {
                 reason: format!("unknown object-store setting `{key}`"),
             })?;
             if matches!(config, AmazonS3ConfigKey::Endpoint) {
-                endpoint = value.to_string();
+                endpoint = redact(value);
             }
             builder = builder.with_config(config, *value);
         }
@@ -142,32 +168,67 @@ impl ObjectStoreRoot {
     }
 
     /// Checks, before anything is read from Kafka or written: the bucket exists, the credentials
-    /// may list, write and delete under the prefix, and conditional create is honoured (unless
-    /// `single_writer`). Leaves nothing behind: the probe object is deleted.
+    /// may list, write, read and delete under the prefix, and conditional create is honoured
+    /// (with `single_writer`, a plain write is all that is asked). Leaves nothing behind: the
+    /// probe object is deleted.
     pub fn check(&self, single_writer: bool) -> Result<(), StoreError> {
-        let prefix = self.object_path("");
+        let prefix = self.object_path("")?;
         self.runtime
             .block_on(self.store.list_with_delimiter(Some(&prefix)))
             .map_err(|e| self.classify("list the prefix", &prefix, e, true))?;
-        let probe = format!("_streamlake_probe_{}_{}", std::process::id(), rand::random::<u64>());
-        let first = self.create(&probe, Bytes::from_static(b"probe"));
-        let second = first.as_ref().ok().map(|_| self.create(&probe, Bytes::from_static(b"probe again")));
+        let probe = format!("_streamlake_probe_{}_{:016x}", std::process::id(), rand::random::<u64>());
+        let outcome = self.probe(&probe, single_writer);
         let deleted = self.delete(&probe);
-        first?;
-        let second = second.expect("set when the first create succeeded")?;
-        deleted?;
-        if second == Created::New && !single_writer {
-            return Err(StoreError::NoConditionalCreate { url: self.url.given.clone() });
-        }
-        Ok(())
+        outcome?;
+        deleted
     }
 
-    fn object_path(&self, key: &str) -> ObjectPath {
-        match (self.url.prefix.is_empty(), key.is_empty()) {
-            (true, _) => ObjectPath::from(key),
-            (false, true) => ObjectPath::from(self.url.prefix.as_str()),
-            (false, false) => ObjectPath::from(format!("{}/{key}", self.url.prefix)),
+    fn probe(&self, probe: &str, single_writer: bool) -> Result<(), StoreError> {
+        let first = Bytes::from_static(b"probe");
+        if single_writer {
+            self.put(probe, first.clone())?;
+        } else {
+            self.create(probe, first.clone())?;
+            // A store that ignores If-None-Match overwrites; one that does not know the header may
+            // refuse the request instead (400, 501): either way it cannot fence two writers.
+            match self.create(probe, Bytes::from_static(b"probe again")) {
+                Ok(Created::Exists) => {}
+                Ok(Created::New) => {
+                    return Err(StoreError::NoConditionalCreate { url: self.url.given.clone() })
+                }
+                Err(StoreError::Object { source, .. }) if refuses_conditions(&source) => {
+                    return Err(StoreError::NoConditionalCreate { url: self.url.given.clone() })
+                }
+                Err(e) => return Err(e),
+            }
         }
+        match self.get(probe)? {
+            Some(bytes) if bytes == first => Ok(()),
+            _ => Err(StoreError::NoConditionalCreate { url: self.url.given.clone() }),
+        }
+    }
+
+    /// `key` under the prefix, as given: `Path::parse` keeps the bytes (`Path::from` would
+    /// percent-encode `%`, which Hive-style folder names contain, and the objects would not be
+    /// where other tools look).
+    fn object_path(&self, key: &str) -> Result<ObjectPath, StoreError> {
+        if !key.is_empty() {
+            check_key(key)?;
+        }
+        self.path_of(key)
+    }
+
+    /// `key` under the prefix, or the prefix itself for `""`.
+    fn path_of(&self, key: &str) -> Result<ObjectPath, StoreError> {
+        let full = match (self.url.prefix.is_empty(), key.is_empty()) {
+            (true, _) => key.to_string(),
+            (false, true) => self.url.prefix.clone(),
+            (false, false) => format!("{}/{key}", self.url.prefix),
+        };
+        ObjectPath::parse(&full).map_err(|e| StoreError::BadUrl {
+            url: format!("s3://{}/{full}", self.url.bucket),
+            reason: format!("not a valid object key ({e})"),
+        })
     }
 
     fn location(&self, path: &ObjectPath) -> String {
@@ -213,20 +274,14 @@ impl ObjectStoreRoot {
     }
 }
 
-fn allow_http() -> bool {
-    std::env::var("AWS_ALLOW_HTTP")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-}
-
 /// Whether `e` is a failure to connect (wrong endpoint, server down), after object_store's retries.
 fn is_connect_error(e: &object_store::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(http) = c.downcast_ref::<object_store::client::HttpError>() {
-            return matches!(
-                http.kind(),
-                object_store::client::HttpErrorKind::Connect | object_store::client::HttpErrorKind::Timeout
-            );
+            // Only a failed connection: a timeout may be a slow transfer, or a write that was
+            // applied, and "check the endpoint" would mislead.
+            return matches!(http.kind(), object_store::client::HttpErrorKind::Connect);
         }
         cause = c.source();
     }
@@ -264,53 +319,92 @@ fn xml_field(text: &str, tag: &str) -> Option<String> {
     Some(text[start..start + len].to_string())
 }
 
+/// Whether a conditional PUT was refused because the store does not implement the condition.
+fn refuses_conditions(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotImplemented { .. })
+        || matches!(
+            s3_error_code(e).as_deref(),
+            Some("NotImplemented" | "InvalidArgument" | "InvalidRequest")
+        )
+}
+
+/// Attempts of a conditional create that S3 answered with 409 ConditionalRequestConflict (a
+/// concurrent write of the same key was in flight): the key's state is unknown, so ask again.
+const CONFLICT_RETRIES: u32 = 5;
+
 impl Store for ObjectStoreRoot {
     fn describe(&self) -> String {
         self.url.given.clone()
     }
 
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let path = self.object_path(key);
+        check_key(key)?;
+        let path = self.object_path(key)?;
         let got = self.runtime.block_on(async { self.store.get(&path).await?.bytes().await });
         match got {
             Ok(bytes) => Ok(Some(bytes)),
+            // A 404 for the bucket is not "nothing there": a checkpoint read must not look like
+            // a fresh start because the bucket went away.
+            Err(e @ object_store::Error::NotFound { .. })
+                if s3_error_code(&e).as_deref() == Some("NoSuchBucket") =>
+            {
+                Err(self.classify("read", &path, e, true))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.classify("read", &path, e, false)),
         }
     }
 
     fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        let path = self.object_path(key);
+        check_key(key)?;
+        let path = self.object_path(key)?;
         self.runtime
             .block_on(self.store.put(&path, PutPayload::from(bytes)))
             .map(|_| ())
             .map_err(|e| self.classify("write", &path, e, false))
     }
 
+    /// `Exists` can also mean that an earlier attempt of this very call was applied and its
+    /// answer lost (object_store retries a PUT that timed out or got a 5xx): a caller that must
+    /// know reads the key back and compares with its own bytes, which identify the writer.
     fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError> {
-        let path = self.object_path(key);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.runtime.block_on(self.store.put_opts(&path, PutPayload::from(bytes), opts)) {
-            Ok(_) => Ok(Created::New),
-            // A 412 (AlreadyExists); a 409 is a concurrent conditional write of the same key
-            // that S3 resolved for the other writer (Precondition).
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Ok(Created::Exists)
+        check_key(key)?;
+        let path = self.object_path(key)?;
+        let mut attempt = 0;
+        loop {
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.runtime.block_on(self.store.put_opts(&path, PutPayload::from(bytes.clone()), opts)) {
+                Ok(_) => return Ok(Created::New),
+                Err(e) if s3_error_code(&e).as_deref() == Some("ConditionalRequestConflict") => {
+                    attempt += 1;
+                    if attempt > CONFLICT_RETRIES {
+                        return Err(self.classify("create", &path, e, false));
+                    }
+                    std::thread::sleep(Duration::from_millis(50 << attempt));
+                }
+                // 412 Precondition Failed: the key exists (object_store reports it as AlreadyExists).
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    return Ok(Created::Exists)
+                }
+                Err(e) => return Err(self.classify("create", &path, e, false)),
             }
-            Err(e) => Err(self.classify("create", &path, e, false)),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
-        let under = self.object_path(prefix.trim_end_matches('/'));
-        let root_len = if self.url.prefix.is_empty() { 0 } else { self.url.prefix.len() + 1 };
+        let root = self.object_path("")?;
+        let under = self.object_path(prefix.trim_end_matches('/'))?;
         let metas: Vec<object_store::ObjectMeta> = self
             .runtime
             .block_on(self.store.list(Some(&under)).try_collect())
             .map_err(|e| self.classify("list", &under, e, true))?;
         let mut out: Vec<Listed> = metas
             .into_iter()
-            .map(|m| Listed { key: m.location.as_ref()[root_len..].to_string(), size: m.size })
+            .filter_map(|m| {
+                let parts = m.location.prefix_match(&root)?;
+                let key = parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/");
+                Some(Listed { key, size: m.size })
+            })
             .filter(|l| l.key.starts_with(prefix))
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -318,8 +412,14 @@ impl Store for ObjectStoreRoot {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let path = self.object_path(key);
+        check_key(key)?;
+        let path = self.object_path(key)?;
         match self.runtime.block_on(self.store.delete(&path)) {
+            Err(e @ object_store::Error::NotFound { .. })
+                if s3_error_code(&e).as_deref() == Some("NoSuchBucket") =>
+            {
+                Err(self.classify("delete", &path, e, true))
+            }
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.classify("delete", &path, e, false)),
         }

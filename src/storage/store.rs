@@ -86,4 +86,16 @@ pub enum StoreError {
     },
     #[error("{url}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("`{key}` is not a key under the dataset root: keys are relative, `/`-separated, without empty, `.` or `..` parts")]
+    BadKey { key: String },
+}
+
+/// Refuses a key that could name something outside the root (`/abs`, `../x`) or nothing (`""`).
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty() && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadKey { key: key.to_string() })
+    }
 }
