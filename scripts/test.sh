@@ -7,7 +7,7 @@
 #                                        e.g. scripts/test.sh --test e2e -- --nocapture
 #                                        => cargo test --release --features crash-points --test e2e -- --test-threads=2 --nocapture
 #
-# Works on a fresh Debian 12 machine (as root, or with sudo) that has Java 17, Maven, Rust (cargo with
+# Works on a fresh Debian 12 machine (as root, or with sudo) that has Java 17, Maven, Go 1.26, Rust (cargo with
 # rustfmt + clippy) and python3; installs everything else itself. See scripts/README.md.
 set -euo pipefail
 
@@ -29,7 +29,8 @@ TEST_S3_STATE_DIR="${STREAMLAKE_TEST_S3_STATE_DIR:-$REPO_ROOT/.s3-test}"
 # headers must exist (seen: "fatal error: curl/curl.h: No such file or directory").
 # libssl-dev: librdkafka is built with OpenSSL (feature ssl; SASL SCRAM and OAUTHBEARER need it
 # too) for the tests against the broker's SASL_SSL and mutual-TLS listeners.
-APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-dev chromium)
+# curl: scripts/s3.sh signs its readiness probe and bucket creation with `curl --aws-sigv4`.
+APT_PACKAGES=(cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-dev chromium curl)
 
 T_ALL="$(date +%s)"
 CURRENT_STEP="setup"
@@ -79,10 +80,10 @@ as_root() {
 
 ensure_base_tools() {
     local missing=()
-    for t in java mvn cargo python3; do
+    for t in java mvn cargo python3 go; do
         command -v "$t" >/dev/null 2>&1 || missing+=("$t")
     done
-    ((${#missing[@]} == 0)) || die "missing preinstalled tool(s): ${missing[*]} (need Java 17+, Maven, Rust/cargo, python3)"
+    ((${#missing[@]} == 0)) || die "missing preinstalled tool(s): ${missing[*]} (need Java 17+, Maven, Rust/cargo, python3, Go 1.26+ to build the S3 test server)"
 }
 
 pkg_installed() {

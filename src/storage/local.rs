@@ -1,14 +1,12 @@
 //! [`Store`] on a local or mounted file system: today's protocol of hidden names, fsync and rename.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
 use super::store::{check_key, Created, Listed, Store, StoreError};
-use crate::util::fs::sync_dir;
+use crate::util;
 
 /// A dataset root folder.
 #[derive(Debug, Clone)]
@@ -16,56 +14,15 @@ pub struct LocalStore {
     root: PathBuf,
 }
 
-/// Makes temp names unique within the process; the pid makes them unique across processes.
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalStore { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
-
-    /// Writes `bytes` to a new hidden file beside `dst`, durable, and returns its path. The name
-    /// is new (`create_new`, with a random part): two writers on a shared mount, whose pids may
-    /// be equal, never write into one temp file.
-    fn durable_temp(&self, dst: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
-        let dir = dst.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(io("create folder", dir))?;
-        let name = dst.file_name().map_or_else(|| "object".into(), |n| n.to_string_lossy());
-        loop {
-            let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!(
-                ".{name}.{}-{seq}-{:08x}{TEMP_SUFFIX}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io("create", &tmp)(e)),
-            };
-            let written = f
-                .write_all(bytes)
-                .map_err(io("write", &tmp))
-                .and_then(|()| f.sync_all().map_err(io("fsync", &tmp)));
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-            return Ok(tmp);
-        }
-    }
 }
-
-/// Temp files of `put` and `create` end so; `list` never shows them.
-const TEMP_SUFFIX: &str = ".tmp";
 
 fn from_fs(e: crate::util::fs::FsError) -> StoreError {
     StoreError::Io { doing: e.step.doing(), location: e.path.display().to_string(), source: e.source }
@@ -76,10 +33,6 @@ fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) ->
 }
 
 impl Store for LocalStore {
-    fn describe(&self) -> String {
-        self.root.display().to_string()
-    }
-
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         check_key(key)?;
         let path = self.path(key);
@@ -92,26 +45,22 @@ impl Store for LocalStore {
 
     fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         check_key(key)?;
-        let dst = self.path(key);
-        let tmp = self.durable_temp(&dst, &bytes)?;
-        if let Err(e) = fs::rename(&tmp, &dst) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io("rename into place", &dst)(e));
-        }
-        sync_dir(dst.parent().unwrap_or(&self.root)).map_err(from_fs)
+        util::fs::write_atomic(&self.path(key), &bytes, || {}).map_err(from_fs)
     }
 
     fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError> {
         check_key(key)?;
         let dst = self.path(key);
-        let tmp = self.durable_temp(&dst, &bytes)?;
+        let dir = dst.parent().unwrap_or(&self.root);
+        let name = dst.file_name().map_or_else(|| "object".into(), |n| n.to_string_lossy());
+        let tmp = util::fs::durable_temp(dir, &name, &bytes).map_err(from_fs)?;
         // link(2) fails if the name exists, atomically: of two concurrent creates one links.
         // rename(2) would silently replace.
         let linked = fs::hard_link(&tmp, &dst);
         let _ = fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
-                sync_dir(dst.parent().unwrap_or(&self.root)).map_err(from_fs)?;
+                util::fs::sync_dir(dir).map_err(from_fs)?;
                 Ok(Created::New)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Created::Exists),
@@ -120,11 +69,12 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
-        if !prefix.trim_end_matches('/').is_empty() {
-            check_key(prefix.trim_end_matches('/'))?;
+        let under = prefix.trim_end_matches('/');
+        if !under.is_empty() {
+            check_key(under)?;
         }
         let mut out = Vec::new();
-        let start = self.path(prefix.trim_end_matches('/'));
+        let start = self.path(under);
         walk(&self.root, &start, &mut out)?;
         out.retain(|l| l.key.starts_with(prefix));
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -135,7 +85,7 @@ impl Store for LocalStore {
         check_key(key)?;
         let path = self.path(key);
         match fs::remove_file(&path) {
-            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)).map_err(from_fs),
+            Ok(()) => util::fs::sync_dir(path.parent().unwrap_or(&self.root)).map_err(from_fs),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("remove", &path)(e)),
         }
@@ -166,9 +116,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> Result<(), StoreError
     Ok(())
 }
 
-/// A temp file of [`LocalStore::put`] or [`LocalStore::create`]: never an object.
+/// A temp file of [`util::fs::durable_temp`] (a `put` or `create` in progress, or a crash's
+/// leftover): never an object.
 fn is_temp(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+    name.starts_with('.') && name.ends_with(".tmp")
 }
 
 fn key_of(root: &Path, path: &Path) -> String {

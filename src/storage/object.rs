@@ -163,16 +163,12 @@ impl ObjectStoreRoot {
         Ok(ObjectStoreRoot { url: url.clone(), endpoint, store: Arc::new(store), runtime })
     }
 
-    pub fn url(&self) -> &ObjectUrl {
-        &self.url
-    }
-
     /// Checks, before anything is read from Kafka or written: the bucket exists, the credentials
     /// may list, write, read and delete under the prefix, and conditional create is honoured
     /// (with `single_writer`, a plain write is all that is asked). Leaves nothing behind: the
     /// probe object is deleted.
     pub fn check(&self, single_writer: bool) -> Result<(), StoreError> {
-        let prefix = self.object_path("")?;
+        let prefix = self.path_of("")?;
         self.runtime
             .block_on(self.store.list_with_delimiter(Some(&prefix)))
             .map_err(|e| self.classify("list the prefix", &prefix, e, true))?;
@@ -212,13 +208,11 @@ impl ObjectStoreRoot {
     /// percent-encode `%`, which Hive-style folder names contain, and the objects would not be
     /// where other tools look).
     fn object_path(&self, key: &str) -> Result<ObjectPath, StoreError> {
-        if !key.is_empty() {
-            check_key(key)?;
-        }
+        check_key(key)?;
         self.path_of(key)
     }
 
-    /// `key` under the prefix, or the prefix itself for `""`.
+    /// `key` under the prefix (unchecked: also `""`, the prefix itself, and list prefixes).
     fn path_of(&self, key: &str) -> Result<ObjectPath, StoreError> {
         let full = match (self.url.prefix.is_empty(), key.is_empty()) {
             (true, _) => key.to_string(),
@@ -333,12 +327,7 @@ fn refuses_conditions(e: &object_store::Error) -> bool {
 const CONFLICT_RETRIES: u32 = 5;
 
 impl Store for ObjectStoreRoot {
-    fn describe(&self) -> String {
-        self.url.given.clone()
-    }
-
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        check_key(key)?;
         let path = self.object_path(key)?;
         let got = self.runtime.block_on(async { self.store.get(&path).await?.bytes().await });
         match got {
@@ -356,7 +345,6 @@ impl Store for ObjectStoreRoot {
     }
 
     fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        check_key(key)?;
         let path = self.object_path(key)?;
         self.runtime
             .block_on(self.store.put(&path, PutPayload::from(bytes)))
@@ -368,7 +356,6 @@ impl Store for ObjectStoreRoot {
     /// answer lost (object_store retries a PUT that timed out or got a 5xx): a caller that must
     /// know reads the key back and compares with its own bytes, which identify the writer.
     fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError> {
-        check_key(key)?;
         let path = self.object_path(key)?;
         let mut attempt = 0;
         loop {
@@ -392,8 +379,12 @@ impl Store for ObjectStoreRoot {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
-        let root = self.object_path("")?;
-        let under = self.object_path(prefix.trim_end_matches('/'))?;
+        let under = prefix.trim_end_matches('/');
+        if !under.is_empty() {
+            check_key(under)?;
+        }
+        let root = self.path_of("")?;
+        let under = self.path_of(under)?;
         let metas: Vec<object_store::ObjectMeta> = self
             .runtime
             .block_on(self.store.list(Some(&under)).try_collect())
@@ -412,7 +403,6 @@ impl Store for ObjectStoreRoot {
     }
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
-        check_key(key)?;
         let path = self.object_path(key)?;
         match self.runtime.block_on(self.store.delete(&path)) {
             Err(e @ object_store::Error::NotFound { .. })

@@ -29,8 +29,6 @@ pub struct Listed {
 /// A dataset root: a local folder ([`super::LocalStore`]) or an object-store prefix
 /// ([`super::ObjectStoreRoot`]). Calls block the calling thread until the operation is durable.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// The root as the user would write it (`/data/lake`, `s3://bucket/prefix`), for messages.
-    fn describe(&self) -> String;
     /// The bytes at `key`; `None` if there is nothing there.
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
     /// Replaces whatever is at `key` with `bytes`, atomically.

@@ -1,9 +1,10 @@
 //! File-system steps shared by every writer of the output: the sinks (Parquet publication,
 //! checkpoint entries, owner markers) and `validate` (reports, incremental state).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The step of [`write_atomic`] that failed, so that each caller can word (or, for the last
 /// step, weigh) the failure itself.
@@ -52,24 +53,53 @@ pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir).and_then(|f| f.sync_all()).map_err(at(Step::SyncFolder, dir))
 }
 
-/// Atomically replaces `dst` with `bytes`: written to the hidden `.<name>.tmp` beside it, fsynced,
-/// renamed into place, and the folder fsynced. A reader (or a restart) sees the old file or the
-/// new one, never a part. `before_rename` runs between the durable temp file and the rename (the
-/// sinks name a crash point there, see [`crate::crash`]).
+/// Makes temp names unique within the process (with the pid and a random part, across
+/// processes and hosts sharing a mount, where pids repeat).
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to a new hidden file `.<name>.<pid>-<seq>-<random>.tmp` in `dir` (created if
+/// needed), fsynced, and returns its path. The name is new (`create_new`): two writers of one
+/// file never write into one temp file, which a fixed temp name allowed. On failure the temp
+/// file is removed. Every such name starts with `.` and ends with `.tmp`, which is what the
+/// cleanups of a crash's leftovers look for.
+pub fn durable_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, FsError> {
+    fs::create_dir_all(dir).map_err(at(Step::CreateFolder, dir))?;
+    loop {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}-{seq}-{:08x}.tmp", std::process::id(), rand::random::<u32>()));
+        let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(at(Step::Create, &tmp)(e)),
+        };
+        let written = f
+            .write_all(bytes)
+            .map_err(at(Step::Write, &tmp))
+            .and_then(|()| f.sync_all().map_err(at(Step::Fsync, &tmp)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        return Ok(tmp);
+    }
+}
+
+/// Atomically replaces `dst` with `bytes`: written to a hidden temp file beside it
+/// ([`durable_temp`]), renamed into place, and the folder fsynced. A reader (or a restart) sees
+/// the old file or the new one, never a part. `before_rename` runs between the durable temp file
+/// and the rename (the sinks name a crash point there, see [`crate::crash`]).
 pub fn write_atomic(dst: &Path, bytes: &[u8], before_rename: impl FnOnce()) -> Result<(), FsError> {
     let dir = match dst.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    fs::create_dir_all(dir).map_err(at(Step::CreateFolder, dir))?;
     let name = dst.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(at(Step::Create, &tmp))?;
-    f.write_all(bytes).map_err(at(Step::Write, &tmp))?;
-    f.sync_all().map_err(at(Step::Fsync, &tmp))?;
-    drop(f);
+    let tmp = durable_temp(dir, &name, bytes)?;
     before_rename();
-    fs::rename(&tmp, dst).map_err(at(Step::Rename, dst))?;
+    if let Err(e) = fs::rename(&tmp, dst) {
+        let _ = fs::remove_file(&tmp);
+        return Err(at(Step::Rename, dst)(e));
+    }
     sync_dir(dir)
 }
 
