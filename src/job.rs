@@ -18,12 +18,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
-use crate::error::{ConfigError, KafkaError, RunStopped, WorkerError};
+use crate::error::{KafkaError, RunStopped, WorkerError};
 use crate::ingest::{PreparedSource, SourceSettings};
 use crate::kafka::client::{base_config, fetch_metadata, partition_count};
 use crate::kafka::topic_id::{describe_topic_id, TopicId};
@@ -35,10 +34,10 @@ use crate::operators::source::kafka_source;
 use crate::operators::window::WindowAverage;
 use crate::options::{ClusterOptions, RunOptions};
 use crate::signals::Shutdown;
-use crate::sink::aggregates::{aggregates_dir, check_owner, claim, remove_unmarked, AggregatesOwner};
+use crate::sink::aggregates::AggregatesOwner;
 use crate::sink::checkpoint::CheckpointDir;
-use crate::sink::identity::{self, RunIdentity};
-use crate::sink::lock::RunLock;
+use crate::sink::identity::RunIdentity;
+use crate::sink::output::PreparedOutput;
 
 /// What one process of a run did.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +90,14 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
         crate::peer::install_hook(cluster.process, cluster.processes);
     }
     let spec = Arc::new(options.spec.clone());
+    // An object store is checked before Kafka: a wrong bucket, endpoint or key fails first.
+    let store = match &options.object_output {
+        Some(url) => {
+            let spool = crate::sink::object::default_spool(url, &options.run_id, cluster.process);
+            Some(PreparedOutput::check_store(url, &options.run_id, spool)?)
+        }
+        None => None,
+    };
     // A misspelt setting (--kafka-config, --kafka-option, --consumer-option) or a missing
     // certificate fails here, before anything is created, rather than in every worker after the
     // output folder exists. librdkafka checks names, values and files when a client is created.
@@ -117,38 +124,33 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
             None
         }
     };
-    let run_dir = options.output.join(format!("run_{}", options.run_id));
-    // Refuse a run folder of another topic or dataflow before creating or locking anything, so a
-    // refusal leaves the output exactly as it was.
     let expected = RunIdentity::expected(&spec, &options.run_id, topic_id);
-    let recorded = identity::check(&run_dir, &expected)?;
-    let agg_dir = aggregates_dir(&run_dir).ok_or_else(|| {
-        ConfigError::Invalid(format!(
-            "OUTPUT_PATH {} has no parent folder for the aggregates (OUTPUT_PATH/../aggregates/); use a folder below it",
-            options.output.display()
-        ))
-    })?;
-    // A fresh run folder cannot know its run_uid yet, and another process of the same cluster may
-    // have created the identity and claimed the aggregates folder a moment ago: then the claim is
-    // checked again below, once the identity in force is known.
-    let claimed = agg_dir.join(crate::sink::aggregates::OWNER_FILE).exists();
-    if recorded.is_some() || !claimed {
-        check_owner(&agg_dir, &run_dir, recorded.as_ref().map(|r| r.run_uid.as_str()))?;
-    }
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating output folder {}", run_dir.display()))?;
-    let _lock = RunLock::acquire(&run_dir, cluster.process)?;
-    let identity = identity::establish(&run_dir, expected)?;
-    check_owner(&agg_dir, &run_dir, Some(&identity.run_uid))?;
-    let checkpoint = CheckpointDir::new(&run_dir);
-    let windows = checkpoint.load_windows()?;
-    checkpoint.verify_all()?;
-    if cluster.process == 0 {
-        claim(&agg_dir, &run_dir, &identity.run_uid)?;
-        for path in remove_unmarked(&agg_dir, &identity.run_uid, &windows.files)? {
-            tracing::warn!(path = %path.display(), "removed a window file written before a crash but never marked in windows.json; its windows are emitted again");
-        }
-    }
+    let prepared = match store {
+        Some(target) => PreparedOutput::object(target, cluster.process, expected)?,
+        None => PreparedOutput::local(&options.output, &options.run_id, cluster.process, expected)?,
+    };
+    let result = run_prepared(&options, &prepared, client, group, brokers, spec, cluster, config, shutdown);
+    prepared.finish();
+    result
+}
+
+/// Runs the dataflow on a prepared output.
+#[allow(clippy::too_many_arguments)]
+fn run_prepared(
+    options: &RunOptions,
+    prepared: &PreparedOutput,
+    client: crate::kafka::settings::ClientSettings,
+    group: String,
+    brokers: String,
+    spec: Arc<crate::spec::Spec>,
+    cluster: ClusterOptions,
+    config: timely::Config,
+    shutdown: Shutdown,
+) -> anyhow::Result<RunSummary> {
+    let run_dir = prepared.run_dir.clone();
+    let agg_dir = prepared.agg_dir.clone();
+    let identity = prepared.identity.clone();
+    let windows = prepared.windows.clone();
     let counters = Arc::new(SourceCounters::default());
     let telemetry = Arc::new(Telemetry::new(options.cluster_info(), counters.clone()));
     let settings = SourceSettings {
@@ -158,6 +160,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
         topic: spec.topic.clone(),
         spec: spec.clone(),
         run_dir: run_dir.clone(),
+        object: prepared.object.clone(),
         run_id: options.run_id.clone(),
         run_uid: identity.run_uid.clone(),
         starting: options.starting_offsets,
@@ -184,6 +187,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
     let observer =
         crate::observe::start(options.metrics_addr, cluster.process, telemetry.clone(), &settings.client)?;
     let started = Instant::now();
+    let object = prepared.object.clone();
     let worker_counters = counters.clone();
     let fatal: Arc<std::sync::Mutex<Option<WorkerError>>> = Arc::new(std::sync::Mutex::new(None));
     let owner = AggregatesOwner {
@@ -224,6 +228,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
                 window_ms: spec.window_ms,
                 restored: windows.clone(),
                 is_writer: index == 0,
+                object: object.clone(),
             };
             worker.dataflow::<u64, _, _>(|scope| {
                 let deltas = kafka_source(

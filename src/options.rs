@@ -226,6 +226,8 @@ pub struct RunOptions {
     pub run_id: String,
     /// The raw dataset root (`OUTPUT_PATH`).
     pub output: PathBuf,
+    /// `--output s3://…`: the object-store location (`output` is then the URL, for display).
+    pub object_output: Option<crate::storage::ObjectUrl>,
     pub cluster: ClusterOptions,
     /// Brokers and librdkafka settings of every client.
     pub client: ClientSettings,
@@ -259,7 +261,10 @@ impl RunOptions {
     pub fn new(r: RunRequest) -> Result<Self, OptionsError> {
         let spec = load_spec(r.dataflow.as_deref(), r.topic.as_deref(), r.trigger)?;
         const OUTPUT: &str = "--output (OUTPUT_PATH)";
-        let output = Location::parse(r.output.as_os_str(), OUTPUT)?.require_local(OUTPUT)?.to_path_buf();
+        let (output, object_output) = match Location::parse(r.output.as_os_str(), OUTPUT)? {
+            Location::Local(path) => (path, None),
+            Location::S3(url) => (PathBuf::from(&url.given), Some(url)),
+        };
         let cluster = ClusterOptions::new(r.workers, r.processes, r.process, r.hostfile.as_deref())?;
         if r.run_id.is_empty() || r.run_id.contains(['/', '\\']) {
             return Err(OptionsError::RunId(r.run_id));
@@ -278,6 +283,7 @@ impl RunOptions {
             spec,
             run_id: r.run_id,
             output,
+            object_output,
             cluster,
             client,
             consumer_group,

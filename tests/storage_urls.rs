@@ -22,7 +22,6 @@ fn entries(dir: &Path) -> Vec<String> {
 fn object_store_and_unknown_urls_are_refused_with_nothing_written() {
     let cwd = tempfile::tempdir().unwrap();
     for (url, expect) in [
-        ("s3://lake/x", "`s3://` is object storage"),
         ("gs://lake/x", "`gs://` is object storage"),
         ("hdfs://nn/lake", "unknown URL scheme `hdfs://`"),
         ("file://host/lake", "three slashes"),
@@ -50,6 +49,36 @@ fn object_store_and_unknown_urls_are_refused_with_nothing_written() {
         assert!(!env.status.success(), "OUTPUT_PATH={url} validate must fail");
     }
     assert_eq!(entries(cwd.path()), Vec::<String>::new(), "a refusal creates nothing");
+}
+
+#[test]
+fn an_object_store_that_cannot_be_reached_is_named_before_kafka() {
+    let cwd = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the endpoint is wrong. The broker is wrong too, and must not be
+    // what the error is about: the store is checked first.
+    let run = bin()
+        .current_dir(cwd.path())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONNECT_TIMEOUT", "1s")
+        .args(["run", "--brokers", "127.0.0.1:8", "--topic", "t", "--no-console", "--output", "s3://lake/x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot reach the object store at http://127.0.0.1:9"), "{stderr}");
+    assert!(!stderr.contains("127.0.0.1:8"), "the store is checked before Kafka:\n{stderr}");
+    assert_eq!(entries(cwd.path()), Vec::<String>::new(), "a refusal creates nothing");
+
+    // validate does not read object stores yet, and says so.
+    let validate =
+        bin().current_dir(cwd.path()).args(["validate", "--path", "s3://lake/x"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&validate.stderr);
+    assert!(!validate.status.success(), "{stderr}");
+    assert!(stderr.contains("`s3://` is object storage"), "{stderr}");
 }
 
 #[test]

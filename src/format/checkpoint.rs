@@ -99,6 +99,11 @@ pub struct PartitionEntry {
     /// each later entry so that pruning old entries never turns a recorded loss into a "gap".
     #[serde(default)]
     pub skipped_ranges: Vec<(i64, i64)>,
+    /// On an object store, the entry's commit sequence number, which names it
+    /// (`p=<P>/<SEQ, 20 digits>.json`, see [`crate::format::sequence_entry_name`]); absent on local
+    /// disk, where the name is `next_offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 impl PartitionEntry {
@@ -127,6 +132,7 @@ impl PartitionEntry {
             committed_at: chrono::Utc::now().to_rfc3339(),
             skipped: 0,
             skipped_ranges: Vec::new(),
+            seq: None,
         }
     }
 

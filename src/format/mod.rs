@@ -72,6 +72,20 @@ pub fn entry_file_name(next_offset: i64) -> String {
     format!("{next_offset:020}.json")
 }
 
+/// The name of the entry with commit sequence number `seq`, on an object store: 20 digits, so
+/// names sort as commits. A conditional create of the next name is what fences a second writer.
+pub fn sequence_entry_name(seq: u64) -> String {
+    format!("{seq:020}.json")
+}
+
+/// The name an entry must have: by sequence on an object store, by `next_offset` on local disk.
+pub fn expected_entry_name(entry: &checkpoint::PartitionEntry) -> String {
+    match entry.seq {
+        Some(seq) => sequence_entry_name(seq),
+        None => entry_file_name(entry.next_offset),
+    }
+}
+
 /// `.u<run_uid>.inprogress`: the end of every in-progress name a run writes, so that a cleanup
 /// deletes only its own.
 pub fn in_progress_suffix(run_uid: &str) -> String {

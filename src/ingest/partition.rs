@@ -101,6 +101,7 @@ impl Part {
                 committed_at: now,
                 skipped: 0,
                 skipped_ranges,
+                seq: None,
             },
         }
     }

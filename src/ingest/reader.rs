@@ -28,6 +28,7 @@ use crate::kafka::group::GroupCommits;
 use crate::observe::counters::SourceCounters;
 use crate::sink::checkpoint::PartitionEntry;
 use crate::sink::commit::{CommitProtocol, LocalFs};
+use crate::sink::object::commit::ObjectCommit;
 use crate::sink::raw::RawLayout;
 
 /// A prepared source for one worker: partitions assigned, checkpoint restored, leftovers removed.
@@ -71,18 +72,19 @@ impl PreparedSource {
         })?;
         let owned = owned_partitions(worker, peers, partitions);
         let spec = settings.spec.clone();
-        let protocol = LocalFs::new(
-            RawLayout::new(
-                settings.run_dir.clone(),
-                &topic,
-                &settings.run_id,
-                &settings.run_uid,
-                worker,
-                spec.schema.clone(),
-                spec.partition.clone(),
-            ),
-            settings.sink_limits,
+        let layout = RawLayout::new(
+            settings.run_dir.clone(),
+            &topic,
+            &settings.run_id,
+            &settings.run_uid,
+            worker,
+            spec.schema.clone(),
+            spec.partition.clone(),
         );
+        let protocol: Box<dyn CommitProtocol> = match &settings.object {
+            Some(target) => Box::new(ObjectCommit::new(target.clone(), layout, settings.sink_limits)),
+            None => Box::new(LocalFs::new(layout, settings.sink_limits)),
+        };
         let consumer = if needs_consumer(!owned.is_empty(), settings.available_now) {
             Some(create_consumer(&settings)?)
         } else {
@@ -100,7 +102,7 @@ impl PreparedSource {
             closed_through,
             worker,
             peers,
-            protocol: Box::new(protocol),
+            protocol,
             health: BrokerHealth::new(now),
             lost_offsets: false,
             maybe_gone: None,

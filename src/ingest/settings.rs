@@ -37,6 +37,8 @@ pub struct SourceSettings {
     pub topic: String,
     pub spec: Arc<Spec>,
     pub run_dir: PathBuf,
+    /// `--output s3://…`: where commits go; `run_dir` is then this process's local spool.
+    pub object: Option<std::sync::Arc<crate::sink::object::ObjectTarget>>,
     pub run_id: String,
     /// The run folder's `run_uid` (see `sink::identity`).
     pub run_uid: String,
@@ -74,6 +76,7 @@ pub(crate) mod tests {
             topic: spec.topic.clone(),
             spec: Arc::new(spec),
             run_dir: PathBuf::from("/nonexistent"),
+            object: None,
             run_id: "r".into(),
             run_uid: "u".into(),
             starting: StartingOffsets::Earliest,

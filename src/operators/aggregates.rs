@@ -21,6 +21,7 @@ use super::FLUSH_TIME;
 use crate::error::WorkerError;
 use crate::sink::aggregates::{write_windows, AggregatesOwner, WindowRow};
 use crate::sink::checkpoint::{CheckpointDir, WindowsEntry};
+use crate::sink::object::ObjectTarget;
 use crate::spec::Field;
 
 /// Where the sink writes and what it starts from.
@@ -33,6 +34,9 @@ pub struct AggregatesTarget {
     pub restored: WindowsEntry,
     /// Only worker 0 receives rows and writes; the other workers' instances only pass the frontier.
     pub is_writer: bool,
+    /// `--output s3://…`: `dir` is then the local spool, each file is uploaded once written and
+    /// `windows.json` is put on the store.
+    pub object: Option<Arc<ObjectTarget>>,
 }
 
 /// What the sink did, for the run summary; an error stops the run.
@@ -104,8 +108,13 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                     }
                     if !ready.is_empty() {
                         ready.sort();
-                        match write_windows(&target.dir, &target.owner, &target.key, target.window_ms, &ready)
-                        {
+                        let written =
+                            write_windows(&target.dir, &target.owner, &target.key, target.window_ms, &ready)
+                                .and_then(|name| match &target.object {
+                                    Some(object) => object.upload_windows(&name).map(|()| name),
+                                    None => Ok(name),
+                                });
+                        match written {
                             Ok(name) => {
                                 windows.files.push(name);
                                 max_written =
@@ -132,7 +141,11 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                     .max(windows.closed_through_ms);
                     if closed != windows.closed_through_ms || !ready.is_empty() {
                         windows.closed_through_ms = closed;
-                        if let Err(e) = target.checkpoint.write_windows(&windows) {
+                        let marked = match &target.object {
+                            Some(object) => object.write_windows(&windows),
+                            None => target.checkpoint.write_windows(&windows),
+                        };
+                        if let Err(e) = marked {
                             report.borrow_mut().error = Some(WorkerError::MarkWindows(Arc::new(e)));
                             held.extend(caps); // the probe must never pass unwritten windows
                             return;

@@ -184,6 +184,7 @@ mod tests {
             committed_at: String::new(),
             skipped: 0,
             skipped_ranges: Vec::new(),
+            seq: None,
         }
     }
 

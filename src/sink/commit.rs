@@ -175,7 +175,11 @@ mod tests {
         assert_eq!(files.pending_messages(), 0);
         let entry = entry_for(&stats, 0);
         protocol.record(&entry).unwrap();
-        assert_eq!(protocol.load(0).unwrap(), Some(entry.clone()));
+        // An object store adds the commit sequence that names the entry; nothing else changes.
+        let loaded = |protocol: &dyn CommitProtocol| {
+            protocol.load(0).unwrap().map(|e| PartitionEntry { seq: None, ..e })
+        };
+        assert_eq!(loaded(protocol), Some(entry.clone()));
 
         // A crash between the steps: durable files that no entry names are cleaned, the
         // committed ones stay.
@@ -186,7 +190,7 @@ mod tests {
         assert_eq!(removed.len(), orphan.files.len(), "{removed:?}");
         assert!(orphan.files.iter().all(|f| !exists(f)));
         assert!(stats.files.iter().all(|f| exists(f)), "committed files survive a clean");
-        assert_eq!(protocol.load(0).unwrap(), Some(entry));
+        assert_eq!(loaded(protocol), Some(entry));
 
         // A crash during step 1: staged but never made durable leaves nothing a clean keeps.
         let mut files = protocol.open(1, 0);
@@ -211,5 +215,87 @@ mod tests {
         );
         let root = tmp.path().to_path_buf();
         protocol_suite(&LocalFs::new(layout, SinkLimits::default()), |rel| root.join(rel).exists());
+    }
+
+    /// The object-store protocol, on a local folder standing in for the bucket (the same
+    /// `Store` contract; tests/s3_output.rs runs it against a real S3 server).
+    #[test]
+    fn the_object_store_protocol_keeps_the_contract() {
+        use crate::sink::object::{commit::ObjectCommit, ObjectTarget};
+        use crate::storage::LocalStore;
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec();
+        let target = Arc::new(ObjectTarget {
+            store: Arc::new(LocalStore::new(tmp.path().join("bucket"))),
+            run_key: "out/run_r".into(),
+            aggregates_key: "aggregates/out/run_r".into(),
+            run_url: "s3://bucket/out/run_r".into(),
+            spool: tmp.path().join("spool"),
+            lease: std::sync::OnceLock::new(),
+        });
+        let layout = RawLayout::new(
+            target.raw_spool(),
+            "t",
+            "r",
+            "uid1",
+            0,
+            spec.schema.clone(),
+            spec.partition.clone(),
+        );
+        let root = tmp.path().join("bucket/out/run_r");
+        let protocol = ObjectCommit::new(target.clone(), layout, SinkLimits::default());
+        protocol_suite(&protocol, |rel| root.join(rel).exists());
+        // Entries are named by commit sequence, and carry it.
+        let entries = target.store.list("out/run_r/_checkpoint/partitions/p=0/").unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(entries[0].key.ends_with("/00000000000000000001.json"), "{entries:?}");
+        assert_eq!(protocol.load(0).unwrap().unwrap().seq, Some(1));
+    }
+
+    /// Two writers that resume from one entry race for the next: one commits, the other is
+    /// fenced, deletes what it put, and the committed entry is the winner's.
+    #[test]
+    fn a_second_writer_of_a_partition_on_an_object_store_is_fenced() {
+        use crate::sink::object::{commit::ObjectCommit, ObjectTarget};
+        use crate::storage::LocalStore;
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec();
+        let store: Arc<dyn crate::storage::Store> = Arc::new(LocalStore::new(tmp.path().join("bucket")));
+        let writer = |name: &str| {
+            let target = Arc::new(ObjectTarget {
+                store: store.clone(),
+                run_key: "out/run_r".into(),
+                aggregates_key: "aggregates/out/run_r".into(),
+                run_url: "s3://bucket/out/run_r".into(),
+                spool: tmp.path().join(name),
+                lease: std::sync::OnceLock::new(),
+            });
+            let layout = RawLayout::new(
+                target.raw_spool(),
+                "t",
+                "r",
+                "uid1",
+                0,
+                spec.schema.clone(),
+                spec.partition.clone(),
+            );
+            ObjectCommit::new(target, layout, SinkLimits::default())
+        };
+        let (a, b) = (writer("a"), writer("b"));
+        let mut parser = parser(&spec);
+        assert_eq!((a.load(0).unwrap(), b.load(0).unwrap()), (None, None));
+        let mut fa = a.open(0, 0);
+        stage(fa.as_mut(), &mut parser, 0, 4);
+        let sa = fa.make_durable(5).unwrap();
+        let mut fb = b.open(0, 0);
+        stage(fb.as_mut(), &mut parser, 0, 2);
+        let sb = fb.make_durable(3).unwrap();
+        a.record(&entry_for(&sa, 0)).unwrap();
+        let err = b.record(&entry_for(&sb, 0)).unwrap_err();
+        assert!(matches!(err, SinkError::Fenced { partition: 0, .. }), "{err}");
+        let root = tmp.path().join("bucket/out/run_r");
+        assert!(sa.files.iter().all(|f| root.join(f).exists()), "the winner's files stay");
+        assert!(sb.files.iter().all(|f| !root.join(f).exists()), "the loser's files are gone");
+        assert_eq!(writer("c").load(0).unwrap().unwrap().next_offset, 5);
     }
 }

@@ -230,20 +230,37 @@ fn identity_path(run_dir: &Path) -> PathBuf {
 pub fn load(run_dir: &Path) -> Result<Option<RunIdentity>, IdentityError> {
     let path = identity_path(run_dir);
     match fs::read_to_string(&path) {
-        Ok(text) => {
-            // The version first, so a newer format is named as such rather than as damage.
-            let version = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("format_version").and_then(|x| x.as_u64()));
-            if let Some(v) = version.filter(|v| *v > u64::from(FORMAT_VERSION)) {
-                return Err(IdentityError::Newer { run_dir: run_dir.to_path_buf(), found: v as u32 });
-            }
-            serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| IdentityError::Damaged { path: path.clone(), reason: e.to_string() })
-        }
+        Ok(text) => parse_recorded(&text, run_dir, &path).map(Some),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SinkError::Io { doing: "read", path, source: e }.into()),
+    }
+}
+
+/// A recorded identity from its text (`path` and `run_dir` name it in errors).
+pub fn parse_recorded(text: &str, run_dir: &Path, path: &Path) -> Result<RunIdentity, IdentityError> {
+    // The version first, so a newer format is named as such rather than as damage.
+    let version = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("format_version").and_then(|x| x.as_u64()));
+    if let Some(v) = version.filter(|v| *v > u64::from(FORMAT_VERSION)) {
+        return Err(IdentityError::Newer { run_dir: run_dir.to_path_buf(), found: v as u32 });
+    }
+    serde_json::from_str(text)
+        .map_err(|e| IdentityError::Damaged { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// `recorded` if it matches `expected`, else the refusal naming every difference.
+pub fn compare(
+    recorded: RunIdentity,
+    expected: &RunIdentity,
+    run_dir: &Path,
+    path: &Path,
+) -> Result<RunIdentity, IdentityError> {
+    let differences = recorded.differences(expected);
+    if differences.is_empty() {
+        Ok(recorded)
+    } else {
+        Err(IdentityError::Mismatch { run_dir: run_dir.to_path_buf(), path: path.to_path_buf(), differences })
     }
 }
 
@@ -266,18 +283,7 @@ fn has_legacy_state(run_dir: &Path) -> bool {
 /// or of format 1. Returns the recorded identity when there is one.
 pub fn check(run_dir: &Path, expected: &RunIdentity) -> Result<Option<RunIdentity>, IdentityError> {
     match load(run_dir)? {
-        Some(recorded) => {
-            let differences = recorded.differences(expected);
-            if differences.is_empty() {
-                Ok(Some(recorded))
-            } else {
-                Err(IdentityError::Mismatch {
-                    run_dir: run_dir.to_path_buf(),
-                    path: identity_path(run_dir),
-                    differences,
-                })
-            }
-        }
+        Some(recorded) => compare(recorded, expected, run_dir, &identity_path(run_dir)).map(Some),
         None if has_legacy_state(run_dir) => Err(IdentityError::Legacy { run_dir: run_dir.to_path_buf() }),
         None => Ok(None),
     }

@@ -12,6 +12,8 @@ pub mod commit;
 pub mod durable;
 pub mod identity;
 pub mod lock;
+pub mod object;
+pub mod output;
 pub mod raw;
 
 /// Errors writing output.
@@ -70,6 +72,27 @@ pub enum SinkError {
          lets it commit and exit), or use another RUN_ID"
     )]
     Locked { run_dir: std::path::PathBuf, path: std::path::PathBuf, holder: String },
+    /// An object-store operation failed (its message says what to check).
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
+    #[error(
+        "partition {partition} of {run} was committed by another writer (entry {key} already exists and is not \
+         this process's); this process stopped without committing, so the output stays exactly once. Two \
+         `streamlake run` on one RUN_ID and process index write the same partitions: stop the other one, or use \
+         another RUN_ID"
+    )]
+    Fenced { run: String, partition: i32, key: String },
+    #[error(
+        "{run}: process {process} is already running ({holder}; lock {key}, renewed {age_s} s ago). Two writers on one \
+         RUN_ID would commit the same partitions. Stop the other one first (SIGTERM lets it commit and exit), or use \
+         another RUN_ID. If it died, its lock expires {lease_s} s after its last renewal; start again then"
+    )]
+    LeaseHeld { run: String, process: usize, key: String, holder: String, age_s: u64, lease_s: u64 },
+    #[error(
+        "{run}: this process's lock {key} {reason}; it stopped before committing anything more, so the output stays \
+         exactly once. Start it again once the store is reachable and no other process holds the run"
+    )]
+    LeaseLost { run: String, key: String, reason: String },
 }
 
 pub(crate) fn io_err<'a>(

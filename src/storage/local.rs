@@ -33,6 +33,10 @@ fn io<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) ->
 }
 
 impl Store for LocalStore {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         check_key(key)?;
         let path = self.path(key);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -326,7 +326,29 @@ fn refuses_conditions(e: &object_store::Error) -> bool {
 /// concurrent write of the same key was in flight): the key's state is unknown, so ask again.
 const CONFLICT_RETRIES: u32 = 5;
 
+/// Uploads in flight at once in [`Store::put_all`]: enough to hide a round trip behind others
+/// without opening a connection per file of a large commit.
+const PUT_CONCURRENCY: usize = 16;
+
 impl Store for ObjectStoreRoot {
+    fn describe(&self) -> String {
+        self.url.given.clone()
+    }
+
+    fn put_all(&self, objects: Vec<(String, Bytes)>) -> Result<(), StoreError> {
+        let paths: Vec<(ObjectPath, Bytes)> = objects
+            .into_iter()
+            .map(|(key, bytes)| Ok((self.object_path(&key)?, bytes)))
+            .collect::<Result<_, StoreError>>()?;
+        let store = &self.store;
+        let puts = futures::stream::iter(paths.into_iter().map(|(path, bytes)| async move {
+            store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| (path, e))
+        }))
+        .buffer_unordered(PUT_CONCURRENCY)
+        .try_collect::<Vec<()>>();
+        self.runtime.block_on(puts).map(|_| ()).map_err(|(path, e)| self.classify("write", &path, e, false))
+    }
+
     fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let path = self.object_path(key)?;
         let got = self.runtime.block_on(async { self.store.get(&path).await?.bytes().await });

@@ -41,6 +41,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
     /// Removes `key`; removing a key that is not there is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Puts every `(key, bytes)`, each atomically, and returns once all are stored. A store may
+    /// send them concurrently: a commit's files go up in parallel, not one round trip after
+    /// another. On an error some may be stored and others not.
+    fn put_all(&self, objects: Vec<(String, Bytes)>) -> Result<(), StoreError> {
+        objects.into_iter().try_for_each(|(key, bytes)| self.put(&key, bytes))
+    }
+    /// The dataset root as a user would write it (`s3://lake/x`, `/data/lake`), for messages.
+    fn describe(&self) -> String;
 }
 
 /// A storage operation that failed, with what to do about it.

@@ -221,6 +221,7 @@ impl Lake {
             max_event_ms: None,
             skipped: 0,
             skipped_ranges: Vec::new(),
+            seq: None,
             files: c.files.iter().map(|f| f.strip_prefix(&prefix).unwrap().to_string()).collect(),
             partials: vec![],
             worker: 0,

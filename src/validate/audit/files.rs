@@ -332,7 +332,7 @@ pub(super) fn audit_run(
         let mut good: Vec<(String, PartitionEntry)> = Vec::new();
         for (name, entry) in entries {
             match entry {
-                Ok(e) if e.partition == p && format::entry_file_name(e.next_offset) == name => {
+                Ok(e) if e.partition == p && format::expected_entry_name(&e) == name => {
                     good.push((rel_entry(&name), e));
                 }
                 Ok(e) => problems.push(Problem {
@@ -340,11 +340,12 @@ pub(super) fn audit_run(
                     run: run.to_string(),
                     partition: Some(p),
                     message: format!(
-                        "checkpoint entry {} describes partition {} up to offset {}, which its name or folder \
+                        "checkpoint entry {} describes partition {} up to offset {}{}, which its name or folder \
                          contradicts",
                         rel_entry(&name),
                         e.partition,
-                        e.next_offset
+                        e.next_offset,
+                        e.seq.map_or_else(String::new, |s| format!(" as commit {s}"))
                     ),
                     files: vec![rel_entry(&name)],
                 }),

@@ -1,0 +1,176 @@
+//! `run --output s3://…` against a real S3 server (SeaweedFS, started by scripts/test.sh): the
+//! dataset, checkpoint and aggregates are written through the S3 API, read back through it, and
+//! checked by the same ledger and audit as on local disk. Also: a second writer of the same run
+//! is refused, two processes that share no folder write one run, and pyarrow's S3 file system
+//! reads the dataset unchanged.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::job::Job;
+use common::ledger;
+use common::scenario::{future_limit_ms, load};
+use common::*;
+use streamlake::storage::{ObjectStoreRoot, ObjectUrl, Store};
+
+/// The bucket scripts/test.sh created, with the standard AWS_* variables pointing at the server.
+fn s3_bucket() -> Option<String> {
+    match std::env::var("STREAMLAKE_TEST_S3_BUCKET") {
+        Ok(b) if !b.is_empty() && std::env::var("AWS_ENDPOINT_URL").is_ok() => Some(b),
+        _ => {
+            if common::process::required() {
+                panic!("STREAMLAKE_TEST_S3_BUCKET/AWS_ENDPOINT_URL are not set but the S3 server is required: run scripts/test.sh");
+            }
+            eprintln!("no S3 server: run scripts/test.sh (or scripts/s3.sh start and its env); not running this test");
+            None
+        }
+    }
+}
+
+/// Copies everything under `s3://bucket/prefix/` to `dest`, through the S3 API; returns how many
+/// objects.
+fn download(bucket: &str, prefix: &str, dest: &Path) -> usize {
+    let store =
+        ObjectStoreRoot::open(&ObjectUrl::parse(&format!("s3://{bucket}/{prefix}")).unwrap()).unwrap();
+    let listed = store.list("").unwrap();
+    for l in &listed {
+        let path = dest.join(&l.key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, store.get(&l.key).unwrap().unwrap()).unwrap();
+    }
+    listed.len()
+}
+
+fn run_s3(brokers: &str, topic: &str, url: &str, extra: &[&str]) -> Command {
+    let mut c = bin();
+    c.args(["run", "--brokers", brokers, "--topic", topic, "--starting-offsets", "earliest", "--no-console"])
+        .args(["--run-id", "t", "--output", url, "--metrics-addr", "127.0.0.1:0"])
+        .args(extra);
+    c
+}
+
+/// The ledger and the audit, on a copy read back through the S3 API.
+fn verify(scenario: &str, bucket: &str, prefix: &str, records: &ledger::Records) -> ledger::Ledger {
+    let copy = tempfile::tempdir().unwrap();
+    let objects = download(bucket, prefix, copy.path());
+    println!("[{scenario}] read back {objects} objects from s3://{bucket}/{prefix}/");
+    let out = copy.path().join("out");
+    let l = ledger::check(&out.join("run_t"), records, future_limit_ms());
+    l.assert_exact(scenario);
+    ledger::audit_ok(&out);
+    assert!(
+        !common::data_files(&aggregates_of(&out, "run_t")).is_empty(),
+        "the window files are on the store too"
+    );
+    l
+}
+
+#[test]
+fn a_run_on_s3_is_exactly_once_and_refuses_a_second_writer() {
+    let Some(brokers) = brokers() else { return };
+    let Some(bucket) = s3_bucket() else { return };
+    let topic = unique("s3run");
+    create_topic(&brokers, &topic, 3);
+    load(&brokers, &topic, 1_750_000_000_000, 20_000);
+    let prefix = unique("s3run");
+    let url = format!("s3://{bucket}/{prefix}/out");
+
+    let first =
+        run_ok(&mut run_s3(&brokers, &topic, &url, &["--available-now", "--flush-windows", "-w", "2"]));
+    let totals = run_totals(&[first]);
+    assert_eq!(totals["messages"], 20_000, "{totals:?}");
+    let records = ledger::consume_topic(&brokers, &topic);
+    let l = verify("s3 -w 2", &bucket, &prefix, &records);
+    assert!(l.written > 19_000, "rows {}", l.written);
+
+    // A resume with nothing new commits nothing new: the same dataset, still exactly once.
+    let again = run_ok(&mut run_s3(&brokers, &topic, &url, &["--available-now", "-w", "2"]));
+    assert_eq!(run_totals(&[again])["rows"], 0);
+
+    // More input, and a second writer started by mistake while the first runs: refused before it
+    // touches anything, naming the holder.
+    load(&brokers, &topic, 1_750_000_100_000, 5_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut live = Job::spawn(run_s3(&brokers, &topic, &url, &["-w", "2"]), tmp.path().join("live.log"));
+    live.wait_log("the first writer's start", Duration::from_secs(60), |log| log.contains("assigned"));
+    let second = run_s3(&brokers, &topic, &url, &["--available-now", "-w", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second writer must be refused:\n{stderr}");
+    assert!(stderr.contains("process 0 is already running"), "{stderr}");
+    assert!(stderr.contains(&format!("pid={}", live.child.id())), "names the holder:\n{stderr}");
+    // SIGTERM: the first writer commits, releases its lease and exits; a restart at once is let in.
+    live.signal(libc::SIGTERM);
+    let status = live.wait_for(Duration::from_secs(60)).expect("the writer exits on SIGTERM");
+    assert!(status.success(), "{}", live.log());
+    run_ok(&mut run_s3(&brokers, &topic, &url, &["--available-now", "--flush-windows", "-w", "2"]));
+    let records = ledger::consume_topic(&brokers, &topic);
+    let l = verify("s3 after a refused writer", &bucket, &prefix, &records);
+
+    // pyarrow's S3 file system reads the dataset as it reads a local one.
+    if let Some(python) = common::process::python("pyarrow read-back") {
+        let script = r#"
+import os, sys
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+endpoint = os.environ["AWS_ENDPOINT_URL"]
+fs = pafs.S3FileSystem(
+    access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+    endpoint_override=endpoint.split("://", 1)[1], scheme=endpoint.split("://", 1)[0],
+    region=os.environ.get("AWS_REGION", "us-east-1"))
+d = ds.dataset(sys.argv[1], filesystem=fs, format="parquet", partitioning="hive")
+print(d.count_rows())
+"#;
+        let out = Command::new(python)
+            .args(["-c", script, &format!("{bucket}/{prefix}/out/run_t")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        println!("[s3] pyarrow S3FileSystem read {rows} rows (the ledger: {})", l.written);
+        assert_eq!(rows, l.written);
+    }
+}
+
+/// Two processes of one cluster that share no folder (each its own TMPDIR, hence its own spool):
+/// the bucket is all they share.
+#[test]
+fn two_processes_without_a_shared_folder_write_one_run() {
+    let Some(brokers) = brokers() else { return };
+    let Some(bucket) = s3_bucket() else { return };
+    let topic = unique("s3n2");
+    create_topic(&brokers, &topic, 4);
+    load(&brokers, &topic, 1_750_000_000_000, 12_000);
+    let prefix = unique("s3n2");
+    let url = format!("s3://{bucket}/{prefix}/out");
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts_s = hosts.display().to_string();
+    let procs: Vec<std::process::Child> = (0..2)
+        .map(|p| {
+            let host_dir = tmp.path().join(format!("host-{p}"));
+            std::fs::create_dir_all(&host_dir).unwrap();
+            let p = p.to_string();
+            let mut cmd = run_s3(
+                &brokers,
+                &topic,
+                &url,
+                &["--available-now", "--flush-windows", "-n", "2", "-p", &p, "-h", &hosts_s],
+            );
+            cmd.env("TMPDIR", &host_dir).current_dir(&host_dir);
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = procs
+        .into_iter()
+        .map(|c| common::process::wait_output_within(c, Duration::from_secs(180), "a process of the cluster"))
+        .collect();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", common::process::text(o));
+    }
+    assert_eq!(run_totals(&outputs)["messages"], 12_000);
+    verify("s3 -n 2", &bucket, &prefix, &ledger::consume_topic(&brokers, &topic));
+}
