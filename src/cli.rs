@@ -95,8 +95,10 @@ pub struct RunArgs {
 
     /// Folder of the raw dataset; the run writes `OUTPUT_PATH/run_<RUN_ID>/id=<k>/part-*.parquet`
     /// and final window rows to `OUTPUT_PATH/../aggregates/run_<RUN_ID>/`. A path or a
-    /// `file:///abs/path` URL, on a local or mounted file system; other URLs (`s3://` included, for
-    /// now) are refused before anything is written.
+    /// `file:///abs/path` URL on a local or mounted file system, or an S3-compatible object store,
+    /// `s3://bucket/prefix`, with credentials and endpoint from the standard AWS_* variables
+    /// (AWS_ENDPOINT_URL, AWS_ALLOW_HTTP=true for plain http; see docs/multi-host.md). Other URLs
+    /// are refused before anything is written.
     #[arg(long, env = "OUTPUT_PATH", default_value = "data/output/parquet")]
     pub output: std::path::PathBuf,
 

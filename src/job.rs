@@ -94,7 +94,13 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
     let store = match &options.object_output {
         Some(url) => {
             let spool = crate::sink::object::default_spool(url, &options.run_id, cluster.process);
-            Some(PreparedOutput::check_store(url, &options.run_id, spool)?)
+            let stop = shutdown.clone();
+            Some(PreparedOutput::check_store(
+                url,
+                &options.run_id,
+                spool,
+                Arc::new(move || stop.requested()),
+            )?)
         }
         None => None,
     };

@@ -7,21 +7,6 @@ mod common;
 use bytes::Bytes;
 use streamlake::storage::{Created, LocalStore, ObjectStoreRoot, ObjectUrl, Store, StoreError};
 
-/// The bucket scripts/test.sh created, with the standard AWS_* variables pointing at the server.
-/// Under CI a missing server fails the test; elsewhere the test says so and returns.
-fn s3_bucket() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_S3_BUCKET") {
-        Ok(b) if !b.is_empty() && std::env::var("AWS_ENDPOINT_URL").is_ok() => Some(b),
-        _ => {
-            if common::process::required() {
-                panic!("STREAMLAKE_TEST_S3_BUCKET/AWS_ENDPOINT_URL are not set but the S3 server is required: run scripts/test.sh");
-            }
-            eprintln!("no S3 server: run scripts/test.sh (or scripts/s3.sh start and its env); not running this test");
-            None
-        }
-    }
-}
-
 fn url(bucket: &str, name: &str) -> ObjectUrl {
     ObjectUrl::parse(&format!("s3://{bucket}/{}", common::unique(name))).unwrap()
 }
@@ -107,7 +92,7 @@ fn the_local_file_system_keeps_the_store_contract() {
 
 #[test]
 fn s3_keeps_the_store_contract() {
-    let Some(bucket) = s3_bucket() else { return };
+    let Some(bucket) = common::s3::bucket() else { return };
     let store = ObjectStoreRoot::open(&url(&bucket, "contract")).unwrap();
     store.check(false).expect("the test server honours conditional create");
     assert_eq!(store.list("").unwrap(), vec![], "the check leaves nothing behind");
@@ -116,7 +101,7 @@ fn s3_keeps_the_store_contract() {
 
 #[test]
 fn s3_mistakes_are_named_before_anything_is_written() {
-    let Some(bucket) = s3_bucket() else { return };
+    let Some(bucket) = common::s3::bucket() else { return };
 
     let missing = ObjectStoreRoot::open(&url("no-such-bucket-here", "x")).unwrap();
     let err = missing.check(false).unwrap_err();

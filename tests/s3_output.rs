@@ -1,8 +1,8 @@
 //! `run --output s3://…` against a real S3 server (SeaweedFS, started by scripts/test.sh): the
 //! dataset, checkpoint and aggregates are written through the S3 API, read back through it, and
 //! checked by the same ledger and audit as on local disk. Also: a second writer of the same run
-//! is refused, two processes that share no folder write one run, and pyarrow's S3 file system
-//! reads the dataset unchanged.
+//! is refused, two processes that share no folder write one run, `validate --audit` and
+//! `--incremental` read the dataset on the store, and pyarrow's S3 file system reads it unchanged.
 
 mod common;
 
@@ -16,20 +16,6 @@ use common::scenario::{future_limit_ms, load};
 use common::*;
 use streamlake::storage::{ObjectStoreRoot, ObjectUrl, Store};
 
-/// The bucket scripts/test.sh created, with the standard AWS_* variables pointing at the server.
-fn s3_bucket() -> Option<String> {
-    match std::env::var("STREAMLAKE_TEST_S3_BUCKET") {
-        Ok(b) if !b.is_empty() && std::env::var("AWS_ENDPOINT_URL").is_ok() => Some(b),
-        _ => {
-            if common::process::required() {
-                panic!("STREAMLAKE_TEST_S3_BUCKET/AWS_ENDPOINT_URL are not set but the S3 server is required: run scripts/test.sh");
-            }
-            eprintln!("no S3 server: run scripts/test.sh (or scripts/s3.sh start and its env); not running this test");
-            None
-        }
-    }
-}
-
 /// Copies everything under `s3://bucket/prefix/` to `dest`, through the S3 API; returns how many
 /// objects.
 fn download(bucket: &str, prefix: &str, dest: &Path) -> usize {
@@ -42,6 +28,13 @@ fn download(bucket: &str, prefix: &str, dest: &Path) -> usize {
         std::fs::write(&path, store.get(&l.key).unwrap().unwrap()).unwrap();
     }
     listed.len()
+}
+
+/// `validate --json --path URL EXTRA…`, which must succeed; its report.
+fn validate_s3(url: &str, extra: &[&str]) -> serde_json::Value {
+    let out = bin().args(["validate", "--json", "--path", url]).args(extra).output().unwrap();
+    assert!(out.status.success(), "validate {url} {extra:?}: {}", common::process::text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", common::process::text(&out)))
 }
 
 fn run_s3(brokers: &str, topic: &str, url: &str, extra: &[&str]) -> Command {
@@ -71,7 +64,7 @@ fn verify(scenario: &str, bucket: &str, prefix: &str, records: &ledger::Records)
 #[test]
 fn a_run_on_s3_is_exactly_once_and_refuses_a_second_writer() {
     let Some(brokers) = brokers() else { return };
-    let Some(bucket) = s3_bucket() else { return };
+    let Some(bucket) = common::s3::bucket() else { return };
     let topic = unique("s3run");
     create_topic(&brokers, &topic, 3);
     load(&brokers, &topic, 1_750_000_000_000, 20_000);
@@ -109,6 +102,37 @@ fn a_run_on_s3_is_exactly_once_and_refuses_a_second_writer() {
     let records = ledger::consume_topic(&brokers, &topic);
     let l = verify("s3 after a refused writer", &bucket, &prefix, &records);
 
+    // validate reads the dataset where it is: the audit passes through the S3 API, the counts are
+    // the ledger's, and the report is put back into the store.
+    let report = validate_s3(&url, &["--audit"]);
+    assert_eq!(report["path"], url.as_str(), "the report names the URL, not the local copy");
+    assert_eq!(report["total_rows"], l.written, "{report}");
+    assert_eq!(report["audit"]["ok"], true, "{report}");
+    let report_file = report["report_file"].as_str().unwrap().to_string();
+    let report_key = report_file.strip_prefix(&format!("{url}/")).expect("the report is under the URL");
+    let store = ObjectStoreRoot::open(&ObjectUrl::parse(&url).unwrap()).unwrap();
+    assert!(store.get(report_key).unwrap().is_some(), "{report_file} is on the store");
+
+    // --incremental keeps its state on the store: a second run reads nothing again, and so does
+    // a run on another "host" (a new local copy), which finds the state and the copies' times.
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("a").display().to_string();
+    let first = validate_s3(&url, &["--incremental", "--cache-dir", &cache_dir]);
+    let files = first["files"].as_u64().unwrap();
+    assert!(files > 0);
+    assert_eq!(first["incremental"]["files_read"], files, "{first}");
+    let second = validate_s3(&url, &["--incremental", "--cache-dir", &cache_dir]);
+    assert_eq!(
+        (&second["incremental"]["files_read"], &second["total_rows"]),
+        (&0.into(), &l.written.into()),
+        "{second}"
+    );
+    let elsewhere = cache.path().join("b").display().to_string();
+    let third = validate_s3(&url, &["--incremental", "--cache-dir", &elsewhere]);
+    assert_eq!(third["incremental"]["files_read"], 0, "{third}");
+    assert_eq!(third["incremental"]["files_reused"], files, "{third}");
+    assert_eq!(third["total_rows"], l.written, "{third}");
+
     // pyarrow's S3 file system reads the dataset as it reads a local one.
     if let Some(python) = common::process::python("pyarrow read-back") {
         let script = r#"
@@ -139,7 +163,7 @@ print(d.count_rows())
 #[test]
 fn two_processes_without_a_shared_folder_write_one_run() {
     let Some(brokers) = brokers() else { return };
-    let Some(bucket) = s3_bucket() else { return };
+    let Some(bucket) = common::s3::bucket() else { return };
     let topic = unique("s3n2");
     create_topic(&brokers, &topic, 4);
     load(&brokers, &topic, 1_750_000_000_000, 12_000);

@@ -73,12 +73,23 @@ fn an_object_store_that_cannot_be_reached_is_named_before_kafka() {
     assert!(!stderr.contains("127.0.0.1:8"), "the store is checked before Kafka:\n{stderr}");
     assert_eq!(entries(cwd.path()), Vec::<String>::new(), "a refusal creates nothing");
 
-    // validate does not read object stores yet, and says so.
-    let validate =
-        bin().current_dir(cwd.path()).args(["validate", "--path", "s3://lake/x"]).output().unwrap();
+    // validate reads object stores, and names the unreachable endpoint the same way, before it
+    // creates anything (not even its temporary copy in the working directory).
+    let validate = bin()
+        .current_dir(cwd.path())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONNECT_TIMEOUT", "1s")
+        .args(["validate", "--path", "s3://lake/x", "--cache-dir", "copy"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&validate.stderr);
     assert!(!validate.status.success(), "{stderr}");
-    assert!(stderr.contains("`s3://` is object storage"), "{stderr}");
+    assert!(stderr.contains("cannot reach the object store at http://127.0.0.1:9"), "{stderr}");
+    assert_eq!(entries(cwd.path()), Vec::<String>::new(), "a refusal creates nothing");
 }
 
 #[test]

@@ -33,9 +33,26 @@ pub const KIND_AGGREGATES: &str = "aggregates";
 
 /// A file's key-value metadata (footer only).
 pub fn read(path: &Path) -> Result<Vec<(String, String)>, parquet::errors::ParquetError> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = std::fs::File::open(path).map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-    let reader = SerializedFileReader::new(file)?;
+    read_from(file)
+}
+
+/// Whether the metadata `kv` says its file is run `run_uid`'s, of `topic` and `partition`: what
+/// a cleanup checks before it deletes a file.
+pub fn written_by(kv: &[(String, String)], run_uid: &str, topic: &str, partition: i32) -> bool {
+    let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    get(RUN_UID) == Some(run_uid)
+        && get(TOPIC) == Some(topic)
+        && get(PARTITION) == Some(partition.to_string().as_str())
+}
+
+/// The key-value metadata of a Parquet file held by `reader` (a `File`, or the `Bytes` of an
+/// object).
+pub fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+) -> Result<Vec<(String, String)>, parquet::errors::ParquetError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(reader)?;
     let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
     Ok(kv.into_iter().filter_map(|kv| kv.value.map(|v| (kv.key, v))).collect())
 }

@@ -217,20 +217,20 @@ mod tests {
         protocol_suite(&LocalFs::new(layout, SinkLimits::default()), |rel| root.join(rel).exists());
     }
 
-    /// The object-store protocol, on a local folder standing in for the bucket (the same
-    /// `Store` contract; tests/s3_output.rs runs it against a real S3 server).
-    #[test]
-    fn the_object_store_protocol_keeps_the_contract() {
+    /// A writer of run `r` on `store` (a local folder standing in for the bucket), with its own
+    /// spool folder.
+    fn object_writer(
+        store: Arc<dyn crate::storage::Store>,
+        spool: std::path::PathBuf,
+    ) -> (crate::sink::object::commit::ObjectCommit, Arc<crate::sink::object::ObjectTarget>) {
         use crate::sink::object::{commit::ObjectCommit, ObjectTarget};
-        use crate::storage::LocalStore;
-        let tmp = tempfile::tempdir().unwrap();
         let spec = spec();
         let target = Arc::new(ObjectTarget {
-            store: Arc::new(LocalStore::new(tmp.path().join("bucket"))),
+            store: Arc::new(crate::storage::Patient::new(store, Arc::new(|| false))),
             run_key: "out/run_r".into(),
             aggregates_key: "aggregates/out/run_r".into(),
             run_url: "s3://bucket/out/run_r".into(),
-            spool: tmp.path().join("spool"),
+            spool,
             lease: std::sync::OnceLock::new(),
         });
         let layout = RawLayout::new(
@@ -242,11 +242,21 @@ mod tests {
             spec.schema.clone(),
             spec.partition.clone(),
         );
+        (ObjectCommit::new(target.clone(), layout, SinkLimits::default()), target)
+    }
+
+    /// The object-store protocol, on a local folder standing in for the bucket (the same
+    /// `Store` contract; tests/s3_output.rs runs it against a real S3 server).
+    #[test]
+    fn the_object_store_protocol_keeps_the_contract() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::storage::LocalStore::new(tmp.path().join("bucket")));
+        let (protocol, target) = object_writer(store, tmp.path().join("spool"));
         let root = tmp.path().join("bucket/out/run_r");
-        let protocol = ObjectCommit::new(target.clone(), layout, SinkLimits::default());
         protocol_suite(&protocol, |rel| root.join(rel).exists());
         // Entries are named by commit sequence, and carry it.
-        let entries = target.store.list("out/run_r/_checkpoint/partitions/p=0/").unwrap();
+        let entries =
+            crate::storage::Store::list(&*target.store, "out/run_r/_checkpoint/partitions/p=0/").unwrap();
         assert_eq!(entries.len(), 1, "{entries:?}");
         assert!(entries[0].key.ends_with("/00000000000000000001.json"), "{entries:?}");
         assert_eq!(protocol.load(0).unwrap().unwrap().seq, Some(1));
@@ -256,31 +266,11 @@ mod tests {
     /// fenced, deletes what it put, and the committed entry is the winner's.
     #[test]
     fn a_second_writer_of_a_partition_on_an_object_store_is_fenced() {
-        use crate::sink::object::{commit::ObjectCommit, ObjectTarget};
-        use crate::storage::LocalStore;
         let tmp = tempfile::tempdir().unwrap();
         let spec = spec();
-        let store: Arc<dyn crate::storage::Store> = Arc::new(LocalStore::new(tmp.path().join("bucket")));
-        let writer = |name: &str| {
-            let target = Arc::new(ObjectTarget {
-                store: store.clone(),
-                run_key: "out/run_r".into(),
-                aggregates_key: "aggregates/out/run_r".into(),
-                run_url: "s3://bucket/out/run_r".into(),
-                spool: tmp.path().join(name),
-                lease: std::sync::OnceLock::new(),
-            });
-            let layout = RawLayout::new(
-                target.raw_spool(),
-                "t",
-                "r",
-                "uid1",
-                0,
-                spec.schema.clone(),
-                spec.partition.clone(),
-            );
-            ObjectCommit::new(target, layout, SinkLimits::default())
-        };
+        let store: Arc<dyn crate::storage::Store> =
+            Arc::new(crate::storage::LocalStore::new(tmp.path().join("bucket")));
+        let writer = |name: &str| object_writer(store.clone(), tmp.path().join(name)).0;
         let (a, b) = (writer("a"), writer("b"));
         let mut parser = parser(&spec);
         assert_eq!((a.load(0).unwrap(), b.load(0).unwrap()), (None, None));

@@ -93,6 +93,9 @@ pub enum SinkError {
          exactly once. Start it again once the store is reachable and no other process holds the run"
     )]
     LeaseLost { run: String, key: String, reason: String },
+    /// OUTPUT_PATH cannot hold a run (the message names it and says what to use instead).
+    #[error("{0}")]
+    OutputPath(String),
 }
 
 pub(crate) fn io_err<'a>(

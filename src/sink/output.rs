@@ -15,8 +15,7 @@ use super::checkpoint::{CheckpointDir, WindowsEntry};
 use super::identity::{self, RunIdentity};
 use super::lock::RunLock;
 use super::object::{lease::Lease, reset_spool, ObjectTarget};
-use crate::error::ConfigError;
-use crate::storage::{ObjectStoreRoot, ObjectUrl, Store};
+use crate::storage::{ObjectStoreRoot, ObjectUrl, Patient};
 
 /// How long a process's hold on a run on an object store lasts without renewal: a restart after
 /// a crash waits up to this long for the dead process's lease to expire.
@@ -48,7 +47,7 @@ impl PreparedOutput {
         // refusal leaves the output exactly as it was.
         let recorded = identity::check(&run_dir, &expected)?;
         let agg_dir = aggregates_dir(&run_dir).ok_or_else(|| {
-            ConfigError::Invalid(format!(
+            super::SinkError::OutputPath(format!(
                 "OUTPUT_PATH {} has no parent folder for the aggregates (OUTPUT_PATH/../aggregates/); use a folder below it",
                 output.display()
             ))
@@ -79,9 +78,17 @@ impl PreparedOutput {
 
     /// Opens the store of `url` and checks it (bucket, credentials, conditional create): `run`
     /// calls this first, so a wrong URL, endpoint or key fails before Kafka is contacted.
-    pub fn check_store(url: &ObjectUrl, run_id: &str, spool: PathBuf) -> anyhow::Result<ObjectTarget> {
+    ///
+    /// From then on the job writes through a [`Patient`] store, which waits out a store that
+    /// stops answering until `stop` says a stop was asked for.
+    pub fn check_store(
+        url: &ObjectUrl,
+        run_id: &str,
+        spool: PathBuf,
+        stop: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> anyhow::Result<ObjectTarget> {
         let (root, run_key, aggregates_key) = ObjectTarget::keys(url, run_id).ok_or_else(|| {
-            ConfigError::Invalid(format!(
+            super::SinkError::OutputPath(format!(
                 "OUTPUT_PATH {}: the aggregates go beside OUTPUT_PATH (OUTPUT_PATH/../aggregates/), so it needs a \
                  prefix below the bucket, such as {}/lake",
                 url.given,
@@ -91,7 +98,7 @@ impl PreparedOutput {
         let store = ObjectStoreRoot::open(&root)?;
         store.check(false)?;
         Ok(ObjectTarget {
-            store: Arc::new(store) as Arc<dyn Store>,
+            store: Arc::new(Patient::new(Arc::new(store), stop)),
             run_key,
             aggregates_key,
             run_url: format!("{}/run_{run_id}", url.given.trim_end_matches('/')),

@@ -244,9 +244,5 @@ pub fn remove_uncommitted(
 
 /// Whether the Parquet file at `path` says it was written by this run for `partition`.
 fn written_by(path: &Path, layout: &RawLayout, partition: i32) -> bool {
-    let Ok(kv) = meta::read(path) else { return false };
-    let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    get(meta::RUN_UID) == Some(layout.run_uid.as_str())
-        && get(meta::TOPIC) == Some(layout.topic.as_str())
-        && get(meta::PARTITION) == Some(partition.to_string().as_str())
+    meta::read(path).is_ok_and(|kv| meta::written_by(&kv, &layout.run_uid, &layout.topic, partition))
 }

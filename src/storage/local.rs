@@ -113,8 +113,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Listed>) -> Result<(), StoreError
         if kind.is_dir() {
             walk(root, &path, out)?;
         } else if kind.is_file() && !is_temp(&entry.file_name().to_string_lossy()) {
-            let size = entry.metadata().map_err(io("stat", &path))?.len();
-            out.push(Listed { key: key_of(root, &path), size });
+            let meta = entry.metadata().map_err(io("stat", &path))?;
+            out.push(Listed { key: key_of(root, &path), size: meta.len(), modified: meta.modified().ok() });
         }
     }
     Ok(())

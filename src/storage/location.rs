@@ -68,8 +68,8 @@ impl Location {
         }
     }
 
-    /// The local path, for the writers and readers that only know file systems: every one of
-    /// them today, so an object-store URL is refused here until its commit protocol is built.
+    /// The local path, for the writers and readers that only know file systems: an object-store
+    /// URL is refused here.
     pub fn require_local(&self, flag: &'static str) -> Result<&Path, LocationError> {
         match self {
             Location::Local(path) => Ok(path),
@@ -102,10 +102,10 @@ fn split_scheme(text: &str) -> Option<(&str, bool, &str)> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
     #[error(
-        "{flag} {given}: `{scheme}://` is object storage, which this version of streamlake cannot write to or read \
-         from yet (an object store has no rename and no fsync, and the exactly-once protocol for it is not built). \
-         Nothing was written. Give a local or mounted folder instead: a path such as data/output/parquet, or \
-         file:///abs/path"
+        "{flag} {given}: `{scheme}://` is object storage that this version of streamlake does not support: it \
+         writes and reads S3 and S3-compatible stores (s3://bucket/prefix, with the endpoint in AWS_ENDPOINT_URL), \
+         and local or mounted folders. Nothing was written. Give an s3:// URL, a path such as \
+         data/output/parquet, or file:///abs/path"
     )]
     ObjectStore { flag: &'static str, given: String, scheme: String },
     #[error("{flag} {given}: {reason}")]

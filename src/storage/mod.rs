@@ -3,16 +3,18 @@
 //!
 //! A local or mounted file system ([`LocalStore`]) keeps the hidden-name, fsync and rename
 //! protocol; an S3-compatible object store ([`ObjectStoreRoot`], through the `object_store`
-//! crate) has neither rename nor fsync, and relies on single PUTs and conditional create instead.
-//! The raw sink and `validate` still write and read only local folders: `run` and `validate`
-//! refuse `s3://` until the object-store commit protocol (docs/format.md) is built on [`Store`].
+//! crate) has neither rename nor fsync, and relies on single PUTs and conditional create instead
+//! (the protocol is in docs/format.md, "Object storage"). A running job writes through
+//! [`Patient`], which waits out a store that does not answer.
 
 mod local;
 mod location;
 mod object;
+mod patient;
 mod store;
 
 pub use local::LocalStore;
 pub use location::{Location, LocationError};
 pub use object::{ObjectStoreRoot, ObjectUrl};
+pub use patient::Patient;
 pub use store::{Created, Listed, Store, StoreError};

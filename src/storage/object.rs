@@ -263,9 +263,35 @@ impl ObjectStoreRoot {
             e if is_connect_error(&e) => {
                 StoreError::Unreachable { endpoint: self.endpoint.clone(), doing, detail: s3_message(&e) }
             }
+            e if is_server_or_network_error(&e, code.as_deref()) => {
+                StoreError::Unavailable { endpoint: self.endpoint.clone(), doing, detail: s3_message(&e) }
+            }
             source => StoreError::Object { doing, location: self.location(path), source },
         }
     }
+}
+
+/// Whether `e` (after object_store's own retries) is a failure of the server or the network
+/// rather than of the request: a transport error (timeout, reset connection), a 5xx status, or
+/// one of S3's "try again" codes. NotFound, Precondition, AlreadyExists and the like are answers,
+/// not failures, and are matched before this is asked.
+fn is_server_or_network_error(e: &object_store::Error, code: Option<&str>) -> bool {
+    if matches!(code, Some("InternalError" | "ServiceUnavailable" | "SlowDown" | "RequestTimeout")) {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<object_store::client::HttpError>().is_some() {
+            return true;
+        }
+        // object_store's retry error, which carries the status, is not public; its message is
+        // "Server returned non-2xx status code: <status> …".
+        if c.to_string().contains("non-2xx status code: 5") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Whether `e` is a failure to connect (wrong endpoint, server down), after object_store's retries.
@@ -416,7 +442,7 @@ impl Store for ObjectStoreRoot {
             .filter_map(|m| {
                 let parts = m.location.prefix_match(&root)?;
                 let key = parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/");
-                Some(Listed { key, size: m.size })
+                Some(Listed { key, size: m.size, modified: Some(m.last_modified.into()) })
             })
             .filter(|l| l.key.starts_with(prefix))
             .collect();

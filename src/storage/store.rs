@@ -24,6 +24,9 @@ pub struct Listed {
     /// Relative to the dataset root.
     pub key: String,
     pub size: u64,
+    /// When the object was last written, where the store says (a copy made by `validate` keeps
+    /// it, so that `--incremental` recognises files it read before).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A dataset root: a local folder ([`super::LocalStore`]) or an object-store prefix
@@ -70,6 +73,11 @@ pub enum StoreError {
     )]
     Unreachable { endpoint: String, doing: &'static str, detail: String },
     #[error(
+        "the object store at {endpoint} failed to {doing} ({detail}): a server or network error, not one of this \
+         request; it usually passes. Check the server's health, then try again"
+    )]
+    Unavailable { endpoint: String, doing: &'static str, detail: String },
+    #[error(
         "{url} does not honour conditional create (a PUT with If-None-Match: * overwrote an existing object), so \
          two writers of one partition could both commit and duplicate data. Use a store that supports it (AWS \
          S3, SeaweedFS, Ceph RGW, R2, GCS, Azure), or, if you are certain only one process writes each run, \
@@ -94,6 +102,15 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("`{key}` is not a key under the dataset root: keys are relative, `/`-separated, without empty, `.` or `..` parts")]
     BadKey { key: String },
+}
+
+impl StoreError {
+    /// Whether the same request may succeed later without anyone changing anything: the store
+    /// could not be reached, or answered with a server error. A running job waits these out
+    /// ([`super::Patient`]); a start-up check reports them.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. } | StoreError::Unavailable { .. })
+    }
 }
 
 /// Refuses a key that could name something outside the root (`/abs`, `../x`) or nothing (`""`).

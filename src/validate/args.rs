@@ -14,8 +14,10 @@ pub struct ValidateArgs {
     /// Folder of the raw dataset to read: every committed `*.parquet` file below it, in all
     /// `run_*` folders and all hive-style `name=value` partition folders (`id=0`, `id=1`, ...).
     /// Hidden entries (`_*`, `.*`, such as `_checkpoint`, `_quarantine`, `_reports` and in-progress
-    /// files) are not data. Reports are written to `<PATH>/_reports/`. A path or a
-    /// `file:///abs/path` URL; other URLs (`s3://` included, for now) are refused.
+    /// files) are not data. Reports are written to `<PATH>/_reports/`. A path, a
+    /// `file:///abs/path` URL, or an object store, `s3://bucket/prefix` (credentials and
+    /// endpoint from the standard AWS_* variables): its objects are read into a local copy
+    /// (see --cache-dir) and the report is put back into `s3://bucket/prefix/_reports/`.
     #[arg(long, value_name = "DIR", env = "OUTPUT_PATH", default_value = "data/output/parquet")]
     pub path: PathBuf,
 
@@ -50,6 +52,13 @@ pub struct ValidateArgs {
     /// is always written to `<PATH>/_reports/<UTC time>.json`.
     #[arg(long)]
     pub json: bool,
+
+    /// With an `s3://` --path: keep the local copy of the dataset in DIR between runs, so that a
+    /// run fetches only the objects that are new or changed (committed data files never change).
+    /// Without it, each run reads every object into a temporary folder and removes it after.
+    /// The copy needs as much disk as the dataset.
+    #[arg(long, value_name = "DIR", env = "STREAMLAKE_VALIDATE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ValidateArgs {
@@ -62,6 +71,7 @@ impl ValidateArgs {
             incremental: false,
             audit: false,
             json: false,
+            cache_dir: None,
         }
     }
 }

@@ -12,6 +12,10 @@ pub enum ValidateError {
     /// `--path` is not a location streamlake can read.
     #[error(transparent)]
     Location(#[from] crate::storage::LocationError),
+    /// Listing or reading the dataset on an object store, or putting the report back, failed
+    /// (the message says what to check: bucket, credentials, endpoint).
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
     #[error("cannot list folder {path}: {source}; check that it exists and is readable by this user")]
     ListDir {
         path: PathBuf,

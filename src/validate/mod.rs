@@ -18,6 +18,7 @@ pub mod completeness;
 pub mod discover;
 pub mod error;
 pub mod incremental;
+pub mod remote;
 pub mod report;
 pub mod scan;
 pub mod schedule;
@@ -93,8 +94,25 @@ pub fn validate(args: &ValidateArgs, now: DateTime<Utc>) -> Result<Report, Valid
     // The dataflow first: a wrong --dataflow is an error even before the dataset exists.
     let columns = Columns::of(&load_dataflow(args.dataflow.as_deref())?);
     const PATH: &str = "--path (OUTPUT_PATH)";
-    let location = Location::parse(args.path.as_os_str(), PATH)?;
-    let root = location.require_local(PATH)?;
+    match Location::parse(args.path.as_os_str(), PATH)? {
+        Location::Local(root) => validate_folder(args, &columns, &root, now),
+        Location::S3(url) => {
+            let mirror = remote::Mirror::open(&url, args.cache_dir.as_deref())?;
+            mirror.sync()?;
+            let mut report = validate_folder(args, &columns, &mirror.root(), now)?;
+            mirror.publish(&mut report, args.incremental)?;
+            Ok(report)
+        }
+    }
+}
+
+/// [`validate`] of the dataset in the local folder `root`.
+fn validate_folder(
+    args: &ValidateArgs,
+    columns: &Columns,
+    root: &Path,
+    now: DateTime<Utc>,
+) -> Result<Report, ValidateError> {
     let mut report = Report::new(root, now.to_rfc3339_opts(SecondsFormat::Secs, true));
     report.key = columns.key.clone();
     match fs::metadata(root) {
@@ -114,10 +132,10 @@ pub fn validate(args: &ValidateArgs, now: DateTime<Utc>) -> Result<Report, Valid
         report.raise(Status::NoFiles);
         report.messages.push(format!("[validate] No .parquet files found under: {}", root.display()));
     } else {
-        scan_files(args, &columns, root, &listing.files, &mut report)?;
+        scan_files(args, columns, root, &listing.files, &mut report)?;
     }
     if args.audit {
-        let audit = audit::audit(root, &columns)?;
+        let audit = audit::audit(root, columns)?;
         if !audit.ok {
             report.raise(Status::AuditFailed);
         }

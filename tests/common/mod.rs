@@ -7,6 +7,7 @@ pub mod job;
 pub mod ledger;
 pub mod limits;
 pub mod process;
+pub mod s3;
 pub mod scenario;
 pub mod secure;
 pub mod windows;

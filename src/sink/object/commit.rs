@@ -28,7 +28,7 @@ use crate::sink::raw::{
     WorkerBudget,
 };
 use crate::sink::SinkError;
-use crate::storage::{Created, Listed};
+use crate::storage::{Created, Listed, Store};
 
 /// Entries kept per partition; older ones are deleted (the newest is what counts).
 const KEEP_ENTRIES: u64 = 20;
@@ -79,11 +79,8 @@ impl ObjectCommit {
     /// Whether the object at `key` says it is this run's file of `partition`.
     fn ours(&self, key: &str, partition: i32) -> Result<bool, SinkError> {
         let Some(bytes) = self.target.store.get(key)? else { return Ok(false) };
-        let Ok(kv) = super::footer_meta(bytes) else { return Ok(false) };
-        let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-        Ok(get(meta::RUN_UID) == Some(self.layout.run_uid.as_str())
-            && get(meta::TOPIC) == Some(self.layout.topic.as_str())
-            && get(meta::PARTITION) == Some(partition.to_string().as_str()))
+        Ok(meta::read_from(bytes)
+            .is_ok_and(|kv| meta::written_by(&kv, &self.layout.run_uid, &self.layout.topic, partition)))
     }
 }
 
@@ -205,10 +202,12 @@ impl CommitProtocol for ObjectCommit {
             path: key.clone().into(),
             source: std::io::Error::other(e),
         })?);
-        // A process whose lease lapsed may have been replaced: it must not race the new holder.
-        self.target.check_lease()?;
         crate::crash::point("object.before_entry");
-        match self.target.store.create(&key, bytes.clone())? {
+        // A process whose lease lapsed may have been replaced: it must not race the new holder.
+        match self
+            .target
+            .holder_write("create the checkpoint entry", &key, |s| s.create(&key, bytes.clone()))?
+        {
             Created::New => {}
             // Our own earlier attempt, applied but its answer lost (see `Store::create`).
             Created::Exists if self.target.store.get(&key)?.as_ref() == Some(&bytes) => {}

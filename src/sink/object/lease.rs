@@ -5,7 +5,10 @@
 //! so of two processes that take the lock at once exactly one wins a generation. The holder puts
 //! its generation again every `lease / 6` with a fresh `renewed_ms`, and stops committing if it
 //! has not renewed for `lease / 2` (it may be cut off from the store) or sees a newer generation
-//! (another process took over). A process starting finds the newest generation:
+//! (another process took over). Commits then wait ([`Lease::wait_valid`]) rather than fail: once
+//! the store answers again, a holder whose renewals lapsed takes the lock again by creating the
+//! next generation (conditionally, so a process that started meanwhile and created it first
+//! wins, and this one stops), then goes on. A process starting finds the newest generation:
 //! - renewed less than `lease` ago: someone holds the run; refused before anything is touched;
 //! - older, or released by a clean exit: it creates the next generation and holds the run.
 //!
@@ -38,7 +41,8 @@ struct Holder {
 #[derive(Debug)]
 pub struct Lease {
     store: Arc<dyn Store>,
-    key: String,
+    /// The generation this process holds (a lapsed holder takes the next one).
+    key: Mutex<String>,
     run: String,
     lease: Duration,
     holder: Mutex<Holder>,
@@ -122,7 +126,7 @@ impl Lease {
         }
         let me = Arc::new(Lease {
             store,
-            key,
+            key: Mutex::new(key.clone()),
             run: run.to_string(),
             lease,
             valid_until_ms: AtomicI64::new(holder.renewed_ms + lease.as_millis() as i64 / 2),
@@ -131,34 +135,76 @@ impl Lease {
             stop: AtomicBool::new(false),
         });
         let renewer = me.clone();
-        std::thread::Builder::new().name("lease".into()).spawn(move || renewer.renew_loop()).map_err(
-            |source| SinkError::Io { doing: "start the lease thread", path: me.key.clone().into(), source },
-        )?;
+        std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || renewer.renew_loop())
+            .map_err(|source| SinkError::Io { doing: "start the lease thread", path: key.into(), source })?;
         Ok(me)
+    }
+
+    fn key(&self) -> String {
+        self.key.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
     /// Whether commits are still allowed: the lease was renewed recently and nobody took over.
     pub fn check(&self) -> Result<(), SinkError> {
-        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
-            return Err(SinkError::LeaseLost { run: self.run.clone(), key: self.key.clone(), reason });
+        if let Some(reason) = self.lost_reason() {
+            return Err(SinkError::LeaseLost { run: self.run.clone(), key: self.key(), reason });
         }
         if now_ms() > self.valid_until_ms.load(Ordering::Acquire) {
-            return Err(SinkError::LeaseLost {
-                run: self.run.clone(),
-                key: self.key.clone(),
-                reason: format!(
-                    "could not be renewed for {} s (the object store did not answer)",
-                    self.lease.as_secs() / 2
-                ),
-            });
+            return Err(self.lapsed("the object store did not answer"));
         }
         Ok(())
     }
 
+    /// Returns once commits are allowed again: at once while the lease is fresh; after a lapse
+    /// (the store did not answer renewals), when the renewing thread has renewed or taken the
+    /// lock again. Fails if another process took over, or if `stop` says a stop was asked for.
+    pub fn wait_valid(&self, stop: &dyn Fn() -> bool) -> Result<(), SinkError> {
+        let mut since: Option<std::time::Instant> = None;
+        loop {
+            if let Some(reason) = self.lost_reason() {
+                return Err(SinkError::LeaseLost { run: self.run.clone(), key: self.key(), reason });
+            }
+            if now_ms() <= self.valid_until_ms.load(Ordering::Acquire) {
+                if let Some(since) = since {
+                    tracing::info!(lock = %self.key(), waited_s = since.elapsed().as_secs(), "the run's lock is renewed; commits resume");
+                }
+                return Ok(());
+            }
+            if stop() {
+                return Err(self.lapsed("the object store did not answer, and a stop was asked for"));
+            }
+            if since.is_none() {
+                tracing::warn!(
+                    lock = %self.key(),
+                    "the run's lock could not be renewed for {} s (the object store does not answer); commits wait \
+                     until it is renewed",
+                    self.lease.as_secs() / 2
+                );
+                since = Some(std::time::Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn lapsed(&self, why: &str) -> SinkError {
+        SinkError::LeaseLost {
+            run: self.run.clone(),
+            key: self.key(),
+            reason: format!("could not be renewed for {} s ({why})", self.lease.as_secs() / 2),
+        }
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
     fn renew_loop(self: Arc<Self>) {
         let every = self.lease / 6;
-        let dir = self.key.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
-        let mine = generation(&dir, &self.key).unwrap_or(0);
+        let key = self.key();
+        let dir = key.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+        let mut mine = generation(&dir, &key).unwrap_or(0);
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(every.max(Duration::from_millis(100)));
             if self.stop.load(Ordering::Acquire) {
@@ -174,7 +220,7 @@ impl Lease {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, lock = %self.key, "cannot renew the run's lease; retrying");
+                    tracing::warn!(error = %e, lock = %self.key(), "cannot renew the run's lease; retrying");
                     continue;
                 }
             }
@@ -183,19 +229,47 @@ impl Lease {
                 h.renewed_ms = sent;
                 serde_json::to_vec(&*h).unwrap_or_default()
             };
-            match self.store.put(&self.key, Bytes::from(bytes)) {
-                Ok(()) => {
+            let lapsed = sent > self.valid_until_ms.load(Ordering::Acquire);
+            if !lapsed {
+                match self.store.put(&self.key(), Bytes::from(bytes)) {
+                    Ok(()) => {
+                        self.valid_until_ms
+                            .store(sent + self.lease.as_millis() as i64 / 2, Ordering::Release);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, lock = %self.key(), "cannot renew the run's lease; retrying")
+                    }
+                }
+                continue;
+            }
+            // Commits stopped half a lease after the last renewal, and a process starting may
+            // take over a whole lease after it: renewing the old generation now could race such
+            // a taker. Creating the next one cannot: exactly one of the two creates it.
+            let next = format!("{dir}{:020}.json", mine + 1);
+            match self.store.create(&next, Bytes::from(bytes)) {
+                Ok(Created::New) => {
+                    let old = std::mem::replace(
+                        &mut *self.key.lock().unwrap_or_else(|e| e.into_inner()),
+                        next.clone(),
+                    );
+                    mine += 1;
                     self.valid_until_ms.store(sent + self.lease.as_millis() as i64 / 2, Ordering::Release);
+                    tracing::info!(lock = %next, "the run's lock had lapsed while the object store did not answer; it is taken again");
+                    let _ = self.store.delete(&old);
+                }
+                Ok(Created::Exists) => {
+                    self.lose(format!("was taken over by another process (generation {})", mine + 1));
+                    break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, lock = %self.key, "cannot renew the run's lease; retrying")
+                    tracing::warn!(error = %e, lock = %next, "cannot take the run's lock again; retrying")
                 }
             }
         }
     }
 
     fn lose(&self, reason: String) {
-        tracing::error!(lock = %self.key, %reason, "this process lost its hold on the run and stops committing");
+        tracing::error!(lock = %self.key(), %reason, "this process lost its hold on the run and stops committing");
         if let Ok(mut l) = self.lost.lock() {
             l.get_or_insert(reason);
         }
@@ -214,8 +288,8 @@ impl Lease {
             }
             Err(_) => return,
         };
-        if let Err(e) = self.store.put(&self.key, Bytes::from(bytes)) {
-            tracing::warn!(error = %e, lock = %self.key, "cannot release the run's lock; the next start waits for it to expire");
+        if let Err(e) = self.store.put(&self.key(), Bytes::from(bytes)) {
+            tracing::warn!(error = %e, lock = %self.key(), "cannot release the run's lock; the next start waits for it to expire");
         }
     }
 }
@@ -269,5 +343,98 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(first.check().unwrap_err().to_string().contains("taken over"));
+    }
+    /// A local folder that answers "unreachable" while `down` is set.
+    #[derive(Debug)]
+    struct Outage {
+        inner: LocalStore,
+        down: AtomicBool,
+    }
+
+    impl Outage {
+        fn gate(&self) -> Result<(), crate::storage::StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(crate::storage::StoreError::Unreachable {
+                    endpoint: "http://127.0.0.1:9".into(),
+                    doing: "test",
+                    detail: "down".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Store for Outage {
+        fn get(&self, key: &str) -> Result<Option<Bytes>, crate::storage::StoreError> {
+            self.gate()?;
+            self.inner.get(key)
+        }
+        fn put(&self, key: &str, bytes: Bytes) -> Result<(), crate::storage::StoreError> {
+            self.gate()?;
+            self.inner.put(key, bytes)
+        }
+        fn create(&self, key: &str, bytes: Bytes) -> Result<Created, crate::storage::StoreError> {
+            self.gate()?;
+            self.inner.create(key, bytes)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::storage::Listed>, crate::storage::StoreError> {
+            self.gate()?;
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<(), crate::storage::StoreError> {
+            self.gate()?;
+            self.inner.delete(key)
+        }
+        fn describe(&self) -> String {
+            "outage".into()
+        }
+    }
+
+    /// A held lease on a store that then goes down until the lease lapses.
+    fn lapsed(tmp: &std::path::Path) -> (Arc<Outage>, Arc<Lease>) {
+        let store = Arc::new(Outage { inner: LocalStore::new(tmp), down: AtomicBool::new(false) });
+        let lease = Lease::acquire(store.clone(), "r", "r", 0, Duration::from_millis(1200)).unwrap();
+        lease.wait_valid(&|| false).unwrap();
+        store.down.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lease.check().is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the lease never lapsed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (store, lease)
+    }
+
+    fn generations(store: &Outage) -> Vec<String> {
+        store.inner.list("r/_checkpoint/locks/process-0/").unwrap().into_iter().map(|l| l.key).collect()
+    }
+
+    #[test]
+    fn a_lapsed_holder_takes_the_lock_again_once_the_store_answers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, lease) = lapsed(tmp.path());
+        // While the store is down, commits wait; a stop ends the wait with the lapse named.
+        let err = lease.wait_valid(&|| true).unwrap_err();
+        assert!(err.to_string().contains("could not be renewed"), "{err}");
+        store.down.store(false, Ordering::SeqCst);
+        lease.wait_valid(&|| false).unwrap();
+        assert_eq!(generations(&store), vec!["r/_checkpoint/locks/process-0/00000000000000000002.json"]);
+        // And a second process is still refused: the lock is held.
+        let second = Lease::acquire(store.clone(), "r", "r", 0, Duration::from_millis(1200)).unwrap_err();
+        assert!(matches!(second, SinkError::LeaseHeld { .. }), "{second}");
+    }
+
+    #[test]
+    fn a_lapsed_holder_whose_lock_was_taken_meanwhile_stops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, lease) = lapsed(tmp.path());
+        // A process that started during the outage (reaching the store by another path) took
+        // the next generation.
+        store
+            .inner
+            .create("r/_checkpoint/locks/process-0/00000000000000000002.json", Bytes::from_static(b"{}"))
+            .unwrap();
+        store.down.store(false, Ordering::SeqCst);
+        let err = lease.wait_valid(&|| false).unwrap_err();
+        assert!(err.to_string().contains("taken over"), "{err}");
     }
 }

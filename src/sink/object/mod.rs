@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{io_err, SinkError};
-use crate::storage::{ObjectUrl, Store};
+use crate::storage::{ObjectUrl, Patient, Store, StoreError};
 
 pub mod commit;
 pub mod lease;
@@ -28,8 +28,8 @@ pub mod state;
 /// Where one process of a run writes on an object store.
 #[derive(Debug)]
 pub struct ObjectTarget {
-    /// Rooted at OUTPUT_PATH's parent prefix.
-    pub store: Arc<dyn Store>,
+    /// Rooted at OUTPUT_PATH's parent prefix; waits out a store that does not answer.
+    pub store: Arc<Patient>,
     /// `<name>/run_<RUN_ID>`: the run folder's key.
     pub run_key: String,
     /// `aggregates/<name>/run_<RUN_ID>`.
@@ -76,12 +76,25 @@ impl ObjectTarget {
         format!("{}/{rel}", self.run_key)
     }
 
-    /// Fails if this process may no longer commit (its lease lapsed or another process took it).
-    pub fn check_lease(&self) -> Result<(), SinkError> {
+    /// Returns once this process may commit: at once while its lease is fresh, after a lapse
+    /// once it is renewed; fails if another process took over or a stop was asked for.
+    pub fn wait_for_lease(&self) -> Result<(), SinkError> {
         match self.lease.get() {
-            Some(lease) => lease.check(),
+            Some(lease) => lease.wait_valid(&|| self.store.stopping()),
             None => Ok(()),
         }
+    }
+
+    /// A write that only the holder of the run may make (a checkpoint entry, `windows.json`):
+    /// every attempt starts while the lease is valid, and a store that does not answer is
+    /// waited out between attempts, never by resending a request across a lapse.
+    pub fn holder_write<T>(
+        &self,
+        doing: &str,
+        key: &str,
+        op: impl Fn(&dyn Store) -> Result<T, StoreError>,
+    ) -> Result<T, SinkError> {
+        self.store.retry_with(doing, key, || self.wait_for_lease(), op)
     }
 
     /// Puts the files `rels` (relative to `local_root`) under `key_prefix/<rel>`, all at once,
@@ -125,14 +138,6 @@ pub fn default_spool(url: &ObjectUrl, run_id: &str, process: usize) -> PathBuf {
         .join(format!("{:016x}", h.finish()))
         .join(format!("run_{run_id}"))
         .join(format!("process-{process}"))
-}
-
-/// A Parquet file's key-value metadata from its bytes.
-pub fn footer_meta(bytes: Bytes) -> Result<Vec<(String, String)>, parquet::errors::ParquetError> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let reader = SerializedFileReader::new(bytes)?;
-    let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
-    Ok(kv.into_iter().filter_map(|kv| kv.value.map(|v| (kv.key, v))).collect())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::sink::aggregates::AggregatesOwnerMark;
 use crate::sink::checkpoint::WindowsEntry;
 use crate::sink::identity::{self, IdentityError, RunIdentity};
 use crate::sink::SinkError;
-use crate::storage::Created;
+use crate::storage::{Created, Store};
 
 impl ObjectTarget {
     fn shown(&self, key: &str) -> PathBuf {
@@ -120,17 +120,19 @@ impl ObjectTarget {
 
     /// Puts `windows.json` (one PUT: readers see the old or the new mark, whole).
     pub fn write_windows(&self, entry: &WindowsEntry) -> Result<(), SinkError> {
-        self.check_lease()?;
-        let bytes = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other).map_err(|source| {
-            SinkError::Io { doing: "serialize", path: self.shown(&self.windows_key()), source }
-        })?;
+        let key = self.windows_key();
+        let bytes = Bytes::from(
+            serde_json::to_vec_pretty(entry)
+                .map_err(std::io::Error::other)
+                .map_err(|source| SinkError::Io { doing: "serialize", path: self.shown(&key), source })?,
+        );
         crate::crash::point("aggregates.before_mark");
-        Ok(self.store.put(&self.windows_key(), Bytes::from(bytes))?)
+        self.holder_write("write windows.json", &key, |s| s.put(&key, bytes.clone()))
     }
 
     /// Uploads the window file `name`, written into the aggregates spool.
     pub fn upload_windows(&self, name: &str) -> Result<(), SinkError> {
-        self.check_lease()?;
+        self.wait_for_lease()?;
         self.upload(&self.aggregates_spool(), &[name.to_string()], &self.aggregates_key).map(|_| ())
     }
 
@@ -147,7 +149,7 @@ impl ObjectTarget {
                 continue;
             }
             let Some(bytes) = self.store.get(&l.key)? else { continue };
-            let ours = super::footer_meta(bytes)
+            let ours = meta::read_from(bytes)
                 .is_ok_and(|kv| kv.iter().any(|(k, v)| k == meta::RUN_UID && v == run_uid));
             if ours {
                 self.store.delete(&l.key)?;
