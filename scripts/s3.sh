@@ -131,6 +131,19 @@ pick_port() {
     die "no free port pair found in 20000-49999"
 }
 
+# $1 if it and its +10000 port are free and clear of the ports in the rest, else a new pick_port.
+reuse_port() {
+    local want="$1" a
+    shift
+    if [[ "$want" =~ ^[0-9]+$ ]] && port_free "$want" && port_free $((want + 10000)); then
+        for a in "$@"; do
+            [[ "$want" == "$a" || "$want" == $((a + 10000)) || $((want + 10000)) == "$a" ]] && want=""
+        done
+        [[ -n "$want" ]] && { echo "$want"; return 0; }
+    fi
+    pick_port "$@"
+}
+
 # ---------------------------------------------------------------------------------------------
 # credentials and requests
 
@@ -201,15 +214,25 @@ cmd_start() {
     [[ "$s3" =~ ^[0-9]+$ ]] && ((s3 >= 1024 && s3 < 50000)) \
         || die "S3_PORT=$s3: give a port from 1024 to 49999 (weed listens on the port + 10000 too)"
     port_free "$s3" && port_free $((s3 + 10000)) || die "port $s3 or $((s3 + 10000)) on 127.0.0.1 is in use"
-    master="$(pick_port "$s3")"
-    volume="$(pick_port "$s3" "$master")"
-    filer="$(pick_port "$s3" "$master" "$volume")"
+    # The other ports too are those of the previous start when they are free: the master keeps
+    # its state in <data>/m<master port>, so a new master port is a master without state, whose
+    # new topology id the volume server's stamp contradicts, and SeaweedFS then freezes volume
+    # growth ("volume growth is frozen after master state loss": every PUT that needs a new
+    # volume fails with 500). With the same ports a restart on the same data works.
+    local prev_master="" prev_volume="" prev_filer=""
+    [[ -n "$previous" ]] && read -r _ prev_master prev_volume prev_filer <<<"$previous"
+    master="$(reuse_port "$prev_master" "$s3")"
+    volume="$(reuse_port "$prev_volume" "$s3" "$master")"
+    filer="$(reuse_port "$prev_filer" "$s3" "$master" "$volume")"
     echo "$s3 $master $volume $filer" >"$PORTS_FILE"
     echo "http://127.0.0.1:$s3" >"$ENDPOINT_FILE"
     log "starting SeaweedFS: S3 on 127.0.0.1:$s3 (master $master, volume $volume, filer $filer); log $LOG_FILE"
     # setsid + exec: the recorded PID is the server itself, which `stop` signals.
+    # -master.peers=none: the single master elects itself at once after a restart (the default
+    # election took ~19 s). After a restart, PUTs that need a new volume still wait out the
+    # master's fixed 15 s warm-up; a client with retries rides through it.
     setsid "$weed" server -dir="$DATA_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-        -master.port="$master" -master.telemetry=false -volume.port="$volume" \
+        -master.port="$master" -master.telemetry=false -master.peers=none -volume.port="$volume" \
         -volume.max=0 -master.volumeSizeLimitMB=64 -volume.preStopSeconds=1 \
         -filer -filer.port="$filer" -s3 -s3.port="$s3" -s3.config="$IDENTITIES" \
         -s3.port.iceberg=0 -s3.port.lance=0 \

@@ -18,6 +18,9 @@ cd "$REPO_ROOT"
 VENV_DIR="$REPO_ROOT/.venv"
 REQUIREMENTS="$SCRIPT_DIR/requirements-test.txt"
 VENV_STAMP="$VENV_DIR/.requirements-test.stamp"
+# DuckDB with httpfs for the S3 read-back (see the requirements file for why a second venv).
+DUCKDB_S3_VENV="$REPO_ROOT/.venv-duckdb-s3"
+DUCKDB_S3_REQUIREMENTS="$SCRIPT_DIR/requirements-duckdb-s3.txt"
 TEST_KAFKA_STATE_DIR="${STREAMLAKE_TEST_KAFKA_STATE_DIR:-$REPO_ROOT/.kafka-test}"
 # The local S3 server (SeaweedFS, scripts/s3.sh); its binary is cached outside the repo.
 TEST_S3_STATE_DIR="${STREAMLAKE_TEST_S3_STATE_DIR:-$REPO_ROOT/.s3-test}"
@@ -151,6 +154,26 @@ ensure_venv() {
     info "venv ready: $("$VENV_DIR/bin/python" -c 'import sys, pyarrow, pandas, duckdb; print("python", sys.version.split()[0], "pyarrow", pyarrow.__version__, "pandas", pandas.__version__, "duckdb", duckdb.__version__)')"
 }
 
+# The small second venv of DuckDB 1.5.5 and its httpfs extension wheel; reinstalled when the
+# requirements file or the interpreter changes.
+ensure_duckdb_s3_venv() {
+    local stamp="$DUCKDB_S3_VENV/.stamp" want
+    want="$(sha256sum "$DUCKDB_S3_REQUIREMENTS" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
+    if [[ -x "$DUCKDB_S3_VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        info "duckdb+httpfs venv up to date: $DUCKDB_S3_VENV"
+        return 0
+    fi
+    info "installing $DUCKDB_S3_REQUIREMENTS into $DUCKDB_S3_VENV"
+    rm -rf "$DUCKDB_S3_VENV"
+    python3 -m venv "$DUCKDB_S3_VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+    "$DUCKDB_S3_VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        --only-binary=:all: -r "$DUCKDB_S3_REQUIREMENTS" \
+        || die "pip install -r $DUCKDB_S3_REQUIREMENTS failed"
+    "$DUCKDB_S3_VENV/bin/python" -c 'import duckdb, duckdb_extension_httpfs' \
+        || die "the duckdb+httpfs venv cannot import duckdb and duckdb_extension_httpfs after install"
+    echo "$want" >"$stamp"
+}
+
 setup() {
     local t0
     t0="$(date +%s)"
@@ -159,6 +182,7 @@ setup() {
     ensure_apt_packages
     ensure_rust_tools
     ensure_venv
+    ensure_duckdb_s3_venv
     ensure_s3_server
     info "setup done in $(($(date +%s) - t0)) s"
 }
@@ -302,6 +326,7 @@ main() {
     start_kafka
     start_s3
     export STREAMLAKE_TEST_PYTHON="$VENV_DIR/bin/python"
+    export STREAMLAKE_TEST_DUCKDB_S3_PYTHON="$DUCKDB_S3_VENV/bin/python"
     export STREAMLAKE_REQUIRE_KAFKA=1
     # The broker-restart scenario starts a broker of its own with these jars.
     export STREAMLAKE_TEST_KAFKA_LIBS="$TEST_KAFKA_STATE_DIR/libs"

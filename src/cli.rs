@@ -106,6 +106,21 @@ pub struct RunArgs {
     #[arg(long, env = "RUN_ID", default_value = "local_run")]
     pub run_id: String,
 
+    /// With an s3:// --output: how long this process's hold on the run (its lease in the bucket)
+    /// lasts without renewal [default: 30s]. It is renewed every sixth of it; commits pause when
+    /// it has not been renewed for half of it (the store does not answer), and a restart after a
+    /// crash waits for it to expire. Shorter: faster restarts after a crash, less room for clock
+    /// skew between hosts (keep it well under half). At least 3s.
+    #[arg(long, value_name = "DURATION", env = "STREAMLAKE_OBJECT_LEASE", value_parser = parse_duration)]
+    pub object_lease: Option<Duration>,
+
+    /// With an s3:// --output: accept a store that ignores conditional create (If-None-Match: *),
+    /// which is otherwise refused at start. On such a store nothing keeps two processes started
+    /// by mistake on one RUN_ID and -p from both committing, so use it only when one process is
+    /// sure to write each run.
+    #[arg(long)]
+    pub single_writer: bool,
+
     /// Worker threads per process (timely's -w).
     #[arg(short = 'w', long = "workers", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
@@ -324,6 +339,8 @@ impl From<RunArgs> for RunRequest {
             dataflow: a.dataflow,
             output: a.output,
             run_id: a.run_id,
+            object_lease: a.object_lease,
+            single_writer: a.single_writer,
             workers: a.workers,
             processes: a.processes,
             process: a.process,

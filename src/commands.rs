@@ -142,6 +142,18 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         s.closed_through_ms,
         s.messages as f64 / secs.max(1e-9)
     );
+    if let Some(r) = s.object_requests {
+        // What the commits cost on a store billed per request (lease renewals included).
+        println!(
+            "object store requests: get={} put={} create={} list={} delete={} per_commit={:.2}",
+            r.get,
+            r.put,
+            r.create,
+            r.list,
+            r.delete,
+            (r.get + r.put + r.create + r.list + r.delete) as f64 / s.commits.max(1) as f64
+        );
+    }
     Ok(0)
 }
 

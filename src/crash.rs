@@ -22,6 +22,18 @@ pub const POINTS: &[&str] = &[
     "aggregates.after_mark",
 ];
 
+/// The points of the object-store commit path (`--output s3://…`), reached only there: the
+/// files put but not yet in an entry, the entry created, `windows.json` not yet put. The
+/// reliability suite on local disk expects every point of [`POINTS`] to be reached, so these are
+/// listed apart; tests/s3_chaos.rs kills at each of them.
+pub const OBJECT_POINTS: &[&str] = &[
+    "object.before_upload",
+    "object.after_upload",
+    "object.before_entry",
+    "object.after_entry",
+    "aggregates.before_mark",
+];
+
 /// Reached a named point: dies here if the environment asks for it.
 #[cfg(feature = "crash-points")]
 pub fn point(name: &'static str) {

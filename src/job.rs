@@ -51,6 +51,9 @@ pub struct RunSummary {
     pub window_rows: u64,
     pub closed_through_ms: u64,
     pub elapsed: Duration,
+    /// With an object-store output: the requests this process sent (commits, lease renewals,
+    /// start-up listing and cleanup).
+    pub object_requests: Option<crate::storage::Requests>,
 }
 
 /// Timely's communication config for this process's place in the cluster, as timely's own
@@ -95,12 +98,8 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
         Some(url) => {
             let spool = crate::sink::object::default_spool(url, &options.run_id, cluster.process);
             let stop = shutdown.clone();
-            Some(PreparedOutput::check_store(
-                url,
-                &options.run_id,
-                spool,
-                Arc::new(move || stop.requested()),
-            )?)
+            let stop = Arc::new(move || stop.requested());
+            Some(PreparedOutput::check_store(url, &options.run_id, spool, stop, options.single_writer)?)
         }
         None => None,
     };
@@ -132,12 +131,15 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
     };
     let expected = RunIdentity::expected(&spec, &options.run_id, topic_id);
     let prepared = match store {
-        Some(target) => PreparedOutput::object(target, cluster.process, expected)?,
+        Some(target) => PreparedOutput::object(target, cluster.process, expected, options.object_lease)?,
         None => PreparedOutput::local(&options.output, &options.run_id, cluster.process, expected)?,
     };
     let result = run_prepared(&options, &prepared, client, group, brokers, spec, cluster, config, shutdown);
     prepared.finish();
-    result
+    result.map(|summary| RunSummary {
+        object_requests: prepared.object.as_ref().map(|o| o.store.requests()),
+        ..summary
+    })
 }
 
 /// Runs the dataflow on a prepared output.

@@ -20,6 +20,10 @@ use crate::observe::MetricsAddr;
 use crate::spec::{Spec, EVENTS_TOML};
 use crate::storage::Location;
 
+/// The shortest `--object-lease`: renewed every sixth of it, a lease must outlast a few slow
+/// requests to the store.
+const MIN_OBJECT_LEASE: Duration = Duration::from_secs(3);
+
 /// What `streamlake run` was asked to do, as given: each value is a flag, its environment variable
 /// or the flag's default, not yet checked against the others or against the dataflow file.
 #[derive(Debug, Clone)]
@@ -34,6 +38,9 @@ pub struct RunRequest {
     pub dataflow: Option<PathBuf>,
     pub output: PathBuf,
     pub run_id: String,
+    /// `--object-lease`; `None`: the default.
+    pub object_lease: Option<Duration>,
+    pub single_writer: bool,
     pub workers: u16,
     pub processes: u16,
     pub process: u16,
@@ -95,6 +102,16 @@ pub enum OptionsError {
     ZeroMaxOpenFiles,
     #[error("--sink-buffer-mib must be at least 1")]
     ZeroSinkBuffer,
+    #[error(
+        "{flag} applies to an object-store --output (s3://bucket/prefix) only; --output {output} is a local \
+         folder, where a file lock keeps a second writer off the run. Remove {flag}"
+    )]
+    ObjectStoreOnly { flag: &'static str, output: String },
+    #[error(
+        "--object-lease {given:?} is too short: it is renewed every sixth of it, and a request to the store can \
+         take seconds. Give at least 3s (the default is 30s)"
+    )]
+    LeaseTooShort { given: Duration },
     #[error(
         "--idle-timeout must be positive: with 0 every partition counts as idle at once and the watermark \
          would follow the wall clock, dropping replayed data as late"
@@ -228,6 +245,10 @@ pub struct RunOptions {
     pub output: PathBuf,
     /// `--output s3://…`: the object-store location (`output` is then the URL, for display).
     pub object_output: Option<crate::storage::ObjectUrl>,
+    /// How long a process's lease on an object-store run lasts without renewal.
+    pub object_lease: Duration,
+    /// Accept an object store without conditional create.
+    pub single_writer: bool,
     pub cluster: ClusterOptions,
     /// Brokers and librdkafka settings of every client.
     pub client: ClientSettings,
@@ -265,6 +286,19 @@ impl RunOptions {
             Location::Local(path) => (path, None),
             Location::S3(url) => (PathBuf::from(&url.given), Some(url)),
         };
+        if object_output.is_none() {
+            let output = output.display().to_string();
+            if r.single_writer {
+                return Err(OptionsError::ObjectStoreOnly { flag: "--single-writer", output });
+            }
+            if r.object_lease.is_some() {
+                return Err(OptionsError::ObjectStoreOnly { flag: "--object-lease", output });
+            }
+        }
+        let object_lease = r.object_lease.unwrap_or(crate::sink::output::OBJECT_LEASE);
+        if object_lease < MIN_OBJECT_LEASE {
+            return Err(OptionsError::LeaseTooShort { given: object_lease });
+        }
         let cluster = ClusterOptions::new(r.workers, r.processes, r.process, r.hostfile.as_deref())?;
         if r.run_id.is_empty() || r.run_id.contains(['/', '\\']) {
             return Err(OptionsError::RunId(r.run_id));
@@ -284,6 +318,8 @@ impl RunOptions {
             run_id: r.run_id,
             output,
             object_output,
+            object_lease,
+            single_writer: r.single_writer,
             cluster,
             client,
             consumer_group,
@@ -338,6 +374,8 @@ mod tests {
             dataflow: None,
             output: PathBuf::from("data/output/parquet"),
             run_id: "local_run".into(),
+            object_lease: None,
+            single_writer: false,
             workers: 2,
             processes: 1,
             process: 0,
@@ -359,6 +397,30 @@ mod tests {
             consumer_options: Vec::new(),
             no_console: false,
             metrics_addr: None,
+        }
+    }
+
+    #[test]
+    fn the_object_store_settings_need_an_object_store_and_a_workable_lease() {
+        let s3 = || RunRequest { output: PathBuf::from("s3://lake/x/out"), ..request() };
+        let o = RunOptions::new(s3()).unwrap();
+        assert_eq!((o.object_lease, o.single_writer), (crate::sink::output::OBJECT_LEASE, false));
+        let o = RunOptions::new(RunRequest {
+            object_lease: Some(Duration::from_secs(3)),
+            single_writer: true,
+            ..s3()
+        })
+        .unwrap();
+        assert_eq!((o.object_lease, o.single_writer), (Duration::from_secs(3), true));
+        let short = RunOptions::new(RunRequest { object_lease: Some(Duration::from_millis(2999)), ..s3() });
+        assert!(matches!(short, Err(OptionsError::LeaseTooShort { .. })), "{short:?}");
+        for (flag, request) in [
+            ("--single-writer", RunRequest { single_writer: true, ..request() }),
+            ("--object-lease", RunRequest { object_lease: Some(Duration::from_secs(10)), ..request() }),
+        ] {
+            let err = RunOptions::new(request).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{flag} applies to an object-store --output")), "{err}");
+            assert!(err.contains("data/output/parquet"), "names the output: {err}");
         }
     }
 

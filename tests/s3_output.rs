@@ -30,6 +30,21 @@ fn download(bucket: &str, prefix: &str, dest: &Path) -> usize {
     listed.len()
 }
 
+/// The Python of DuckDB with httpfs that scripts/test.sh installs
+/// (`STREAMLAKE_TEST_DUCKDB_S3_PYTHON`); required under CI.
+fn duckdb_s3_python() -> Option<String> {
+    match std::env::var("STREAMLAKE_TEST_DUCKDB_S3_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if common::process::required() => {
+            panic!("STREAMLAKE_TEST_DUCKDB_S3_PYTHON is not set under CI: run scripts/test.sh")
+        }
+        _ => {
+            eprintln!("STREAMLAKE_TEST_DUCKDB_S3_PYTHON is not set: run scripts/test.sh; no DuckDB httpfs read-back");
+            None
+        }
+    }
+}
+
 /// `validate --json --path URL EXTRA…`, which must succeed; its report.
 fn validate_s3(url: &str, extra: &[&str]) -> serde_json::Value {
     let out = bin().args(["validate", "--json", "--path", url]).args(extra).output().unwrap();
@@ -155,6 +170,37 @@ print(d.count_rows())
         let rows: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         println!("[s3] pyarrow S3FileSystem read {rows} rows (the ledger: {})", l.written);
         assert_eq!(rows, l.written);
+    }
+
+    // DuckDB's httpfs reads it in place too (the extension from a wheel, so offline).
+    if let Some(python) = duckdb_s3_python() {
+        let script = r#"
+import importlib.util, os, pathlib, sys
+import duckdb
+spec = importlib.util.find_spec("duckdb_extension_httpfs")
+ext = pathlib.Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+# Never reach for DuckDB's extension site: a missing or mismatched binary must fail here.
+con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+con.execute("SET enable_progress_bar = false")
+con.execute(f"LOAD '{ext}'")
+endpoint = os.environ["AWS_ENDPOINT_URL"]
+key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+region, ssl = os.environ.get("AWS_REGION", "us-east-1"), str(endpoint.startswith("https")).lower()
+con.execute(f"""CREATE SECRET lake (TYPE s3, PROVIDER config, KEY_ID '{key}', SECRET '{secret}', REGION '{region}',
+    ENDPOINT '{endpoint.split("://", 1)[1]}', URL_STYLE 'path', USE_SSL {ssl})""")
+rows, ids = con.sql(f"SELECT count(*), count(DISTINCT id) FROM read_parquet('s3://{sys.argv[1]}/id=*/*.parquet', hive_partitioning=true)").fetchone()
+print(rows, ids)
+"#;
+        let out = Command::new(python)
+            .args(["-c", script, &format!("{bucket}/{prefix}/out/run_t")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::process::text(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (rows, ids) = text.trim().split_once(' ').unwrap();
+        println!("[s3] DuckDB httpfs read {rows} rows of {ids} ids (the ledger: {})", l.written);
+        assert_eq!(rows.parse::<u64>().unwrap(), l.written);
+        assert_eq!(ids.parse::<usize>().unwrap(), report["per_id"].as_array().unwrap().len(), "{report}");
     }
 }
 

@@ -17,8 +17,9 @@ use super::lock::RunLock;
 use super::object::{lease::Lease, reset_spool, ObjectTarget};
 use crate::storage::{ObjectStoreRoot, ObjectUrl, Patient};
 
-/// How long a process's hold on a run on an object store lasts without renewal: a restart after
-/// a crash waits up to this long for the dead process's lease to expire.
+/// How long a process's hold on a run on an object store lasts without renewal, unless
+/// `--object-lease` says otherwise: a restart after a crash waits up to this long for the dead
+/// process's lease to expire.
 pub const OBJECT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the workers write to.
@@ -86,6 +87,7 @@ impl PreparedOutput {
         run_id: &str,
         spool: PathBuf,
         stop: Arc<dyn Fn() -> bool + Send + Sync>,
+        single_writer: bool,
     ) -> anyhow::Result<ObjectTarget> {
         let (root, run_key, aggregates_key) = ObjectTarget::keys(url, run_id).ok_or_else(|| {
             super::SinkError::OutputPath(format!(
@@ -96,7 +98,10 @@ impl PreparedOutput {
             ))
         })?;
         let store = ObjectStoreRoot::open(&root)?;
-        store.check(false)?;
+        store.check(single_writer)?;
+        if single_writer {
+            tracing::warn!(url = %url.given, "--single-writer: the store's conditional create is not relied on; nothing keeps a second process on this run and process index from committing too");
+        }
         Ok(ObjectTarget {
             store: Arc::new(Patient::new(Arc::new(store), stop)),
             run_key,
@@ -108,11 +113,17 @@ impl PreparedOutput {
     }
 
     /// An object store, checked by [`PreparedOutput::check_store`].
-    pub fn object(target: ObjectTarget, process: usize, expected: RunIdentity) -> anyhow::Result<Self> {
+    /// `lease`: how long this process's hold on the run lasts without renewal.
+    pub fn object(
+        target: ObjectTarget,
+        process: usize,
+        expected: RunIdentity,
+        lease: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let run_url = target.run_url.clone();
         let recorded = target.check_identity(&expected)?;
         target.check_owner(recorded.as_ref().map(|r| r.run_uid.as_str()))?;
-        let lease = Lease::acquire(target.store.clone(), &target.run_key, &run_url, process, OBJECT_LEASE)?;
+        let lease = Lease::acquire(target.store.clone(), &target.run_key, &run_url, process, lease)?;
         let _ = target.lease.set(lease);
         // Nothing in the spool was ever committed: whatever a crash left there goes.
         reset_spool(&target.raw_spool())?;

@@ -16,5 +16,5 @@ mod store;
 pub use local::LocalStore;
 pub use location::{Location, LocationError};
 pub use object::{ObjectStoreRoot, ObjectUrl};
-pub use patient::Patient;
+pub use patient::{Patient, Requests};
 pub use store::{Created, Listed, Store, StoreError};

@@ -17,9 +17,13 @@
 //! (see [`super::Store::create`]). Nothing is committed while the store is away, so the job's
 //! position is the last entry that was created, and the output stays exactly once.
 //!
-//! A stop asked for (SIGINT/SIGTERM) ends the waiting: the operation's error is returned, the job
-//! stops without committing more, and a restart resumes from the last entry.
+//! A stop asked for (SIGINT/SIGTERM) does not end the waiting at once: a store that is restarting
+//! usually answers within seconds, and the stop's last commit should land. After a grace of 30 s
+//! past the stop (Kubernetes' default termination grace) the operation's error is returned, the
+//! job stops without committing more, and a restart resumes from the last entry. A second signal
+//! ends the process at once, as always.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,13 +36,38 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often a long wait is reported again.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// How long a stop may still wait for the store.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Requests sent to the store, by kind (every attempt counts, retries included; `put_all`
+/// counts one PUT per object): what a run's commits cost on a store billed per request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Requests {
+    pub get: u64,
+    pub put: u64,
+    /// Conditional PUTs (`If-None-Match: *`).
+    pub create: u64,
+    pub list: u64,
+    pub delete: u64,
+}
 
 /// A store whose transient failures are retried until it answers or a stop is asked for.
 pub struct Patient {
     inner: Arc<dyn Store>,
     stop: Arc<dyn Fn() -> bool + Send + Sync>,
     backoff: (Duration, Duration),
+    grace: Duration,
+    /// When a stop was first seen.
+    stopped_at: std::sync::OnceLock<Instant>,
+    /// get, put, create, list, delete.
+    sent: [AtomicU64; 5],
 }
+
+const GET: usize = 0;
+const PUT: usize = 1;
+const CREATE: usize = 2;
+const LIST: usize = 3;
+const DELETE: usize = 4;
 
 impl std::fmt::Debug for Patient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,18 +78,36 @@ impl std::fmt::Debug for Patient {
 impl Patient {
     /// Wraps `inner`; `stop` says when to give up waiting (a shutdown was asked for).
     pub fn new(inner: Arc<dyn Store>, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> Patient {
-        Patient { inner, stop, backoff: (FIRST_BACKOFF, MAX_BACKOFF) }
+        Patient {
+            inner,
+            stop,
+            backoff: (FIRST_BACKOFF, MAX_BACKOFF),
+            grace: STOP_GRACE,
+            stopped_at: std::sync::OnceLock::new(),
+            sent: Default::default(),
+        }
     }
 
-    /// The same with other backoff bounds (tests).
-    pub fn with_backoff(mut self, first: Duration, max: Duration) -> Patient {
+    /// The same with other backoff bounds and stop grace (tests).
+    pub fn with_backoff(mut self, first: Duration, max: Duration, grace: Duration) -> Patient {
         self.backoff = (first, max);
+        self.grace = grace;
         self
     }
 
-    /// Whether a stop was asked for.
-    pub fn stopping(&self) -> bool {
-        (self.stop)()
+    /// The requests sent so far.
+    pub fn requests(&self) -> Requests {
+        let n = |i: usize| self.sent[i].load(Ordering::Relaxed);
+        Requests { get: n(GET), put: n(PUT), create: n(CREATE), list: n(LIST), delete: n(DELETE) }
+    }
+
+    fn count(&self, kind: usize, n: u64) {
+        self.sent[kind].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether to stop waiting for the store: a stop was asked for more than the grace ago.
+    pub fn give_up(&self) -> bool {
+        (self.stop)() && self.stopped_at.get_or_init(Instant::now).elapsed() >= self.grace
     }
 
     /// Runs `op` on the store underneath until it succeeds or fails for good, waiting out
@@ -79,8 +126,8 @@ impl Patient {
         let mut waiting: Option<(Instant, Instant)> = None; // (since, last report)
         loop {
             gate()?;
-            match op(&*self.inner) {
-                Err(e) if e.is_transient() && !(self.stop)() => {
+            match op(&Counted(self)) {
+                Err(e) if e.is_transient() && !self.give_up() => {
                     let now = Instant::now();
                     match &mut waiting {
                         None => {
@@ -159,6 +206,46 @@ impl Store for Patient {
     }
 }
 
+/// The store underneath, counting what is sent to it.
+#[derive(Debug)]
+struct Counted<'a>(&'a Patient);
+
+impl Store for Counted<'_> {
+    fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.0.count(GET, 1);
+        self.0.inner.get(key)
+    }
+
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.0.count(PUT, 1);
+        self.0.inner.put(key, bytes)
+    }
+
+    fn create(&self, key: &str, bytes: Bytes) -> Result<Created, StoreError> {
+        self.0.count(CREATE, 1);
+        self.0.inner.create(key, bytes)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        self.0.count(LIST, 1);
+        self.0.inner.list(prefix)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.count(DELETE, 1);
+        self.0.inner.delete(key)
+    }
+
+    fn put_all(&self, objects: Vec<(String, Bytes)>) -> Result<(), StoreError> {
+        self.0.count(PUT, objects.len() as u64);
+        self.0.inner.put_all(objects)
+    }
+
+    fn describe(&self) -> String {
+        self.0.inner.describe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,8 +312,11 @@ mod tests {
     }
 
     fn patient(inner: Arc<Flaky>, stop: Arc<AtomicBool>) -> Patient {
-        Patient::new(inner, Arc::new(move || stop.load(Ordering::SeqCst)))
-            .with_backoff(Duration::from_millis(1), Duration::from_millis(4))
+        Patient::new(inner, Arc::new(move || stop.load(Ordering::SeqCst))).with_backoff(
+            Duration::from_millis(1),
+            Duration::from_millis(4),
+            Duration::from_millis(50),
+        )
     }
 
     #[test]
@@ -236,6 +326,11 @@ mod tests {
         let store = patient(inner.clone(), Arc::new(AtomicBool::new(false)));
         store.put("a/b", Bytes::from_static(b"x")).unwrap();
         assert_eq!(inner.calls.load(Ordering::SeqCst), 6, "five failures, then the write");
+        assert_eq!(
+            store.requests(),
+            Requests { put: 6, ..Requests::default() },
+            "every attempt is a request"
+        );
         assert_eq!(store.get("a/b").unwrap().as_deref(), Some(&b"x"[..]));
         assert_eq!(store.create("a/b", Bytes::from_static(b"y")).unwrap(), Created::Exists);
     }
@@ -264,5 +359,14 @@ mod tests {
         }
         stop.store(true, Ordering::SeqCst);
         assert!(matches!(waiting.join().unwrap(), Err(StoreError::Unreachable { .. })));
+    }
+
+    #[test]
+    fn a_stop_still_waits_out_a_short_outage_so_its_last_commit_lands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = flaky(tmp.path(), 3, unreachable);
+        let store = patient(inner.clone(), Arc::new(AtomicBool::new(true)));
+        store.put("a", Bytes::from_static(b"x")).unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 4);
     }
 }

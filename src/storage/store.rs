@@ -80,8 +80,8 @@ pub enum StoreError {
     #[error(
         "{url} does not honour conditional create (a PUT with If-None-Match: * overwrote an existing object), so \
          two writers of one partition could both commit and duplicate data. Use a store that supports it (AWS \
-         S3, SeaweedFS, Ceph RGW, R2, GCS, Azure), or, if you are certain only one process writes each run, \
-         opt into single-writer mode"
+         S3, SeaweedFS, Ceph RGW, R2), or, if you are certain only one process writes each run, pass \
+         --single-writer"
     )]
     NoConditionalCreate { url: String },
     #[error("cannot {doing} {location}: {source}")]

@@ -159,7 +159,7 @@ impl Lease {
 
     /// Returns once commits are allowed again: at once while the lease is fresh; after a lapse
     /// (the store did not answer renewals), when the renewing thread has renewed or taken the
-    /// lock again. Fails if another process took over, or if `stop` says a stop was asked for.
+    /// lock again. Fails if another process took over, or if `stop` says to give up waiting.
     pub fn wait_valid(&self, stop: &dyn Fn() -> bool) -> Result<(), SinkError> {
         let mut since: Option<std::time::Instant> = None;
         loop {

@@ -80,7 +80,7 @@ impl ObjectTarget {
     /// once it is renewed; fails if another process took over or a stop was asked for.
     pub fn wait_for_lease(&self) -> Result<(), SinkError> {
         match self.lease.get() {
-            Some(lease) => lease.wait_valid(&|| self.store.stopping()),
+            Some(lease) => lease.wait_valid(&|| self.store.give_up()),
             None => Ok(()),
         }
     }
