@@ -131,3 +131,69 @@ fn s3_mistakes_are_named_before_anything_is_written() {
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains(&endpoint), "{err}");
 }
+
+/// Keys, region and endpoint from an AWS profile (`AWS_PROFILE`, the shared credentials and
+/// config files), as the AWS CLI, boto3 and Spark's s3a take them: `validate` reaches the
+/// server with nothing but the profile, and a wrong secret in it is named as denied access.
+#[test]
+fn an_aws_profile_is_enough_to_reach_the_store() {
+    let Some(bucket) = common::s3::bucket() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let var = |k: &str| std::env::var(k).unwrap();
+    let (credentials, config) = (tmp.path().join("credentials"), tmp.path().join("config"));
+    std::fs::write(
+        &config,
+        format!(
+            "[profile lake]\nregion = {}\nendpoint_url = {}\n",
+            var("AWS_REGION"),
+            var("AWS_ENDPOINT_URL")
+        ),
+    )
+    .unwrap();
+    let validate = |secret: &str| {
+        std::fs::write(
+            &credentials,
+            format!(
+                "[lake]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                var("AWS_ACCESS_KEY_ID")
+            ),
+        )
+        .unwrap();
+        let mut cmd = common::bin();
+        for k in
+            ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP"]
+        {
+            cmd.env_remove(k);
+        }
+        let dataset = format!("s3://{bucket}/{}/out", common::unique("profile"));
+        cmd.env("AWS_PROFILE", "lake")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_CONFIG_FILE", &config)
+            .args(["validate", "--json", "--path", &dataset])
+            .output()
+            .unwrap()
+    };
+    let ok = validate(&var("AWS_SECRET_ACCESS_KEY"));
+    assert!(ok.status.success(), "{}", common::process::text(&ok));
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["status"], "path_missing", "an empty prefix, read through the profile: {report}");
+
+    let denied = validate("not-the-secret");
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success(), "{stderr}");
+    assert!(stderr.contains("access denied") && stderr.contains("AWS_PROFILE"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "the secret is never shown: {stderr}");
+
+    // A profile asked for that does not exist is named, with the files looked in.
+    let mut cmd = common::bin();
+    let missing = cmd
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env("AWS_PROFILE", "nope")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_CONFIG_FILE", &config)
+        .args(["validate", "--path", &format!("s3://{bucket}/x/out")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && stderr.contains("AWS_PROFILE=nope: no [nope]"), "{stderr}");
+}

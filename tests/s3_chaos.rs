@@ -79,7 +79,7 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
     let points = streamlake::crash::OBJECT_POINTS;
     let mut reached = std::collections::BTreeMap::<&str, u32>::new();
     let mut timed_kills = 0;
-    for k in 0..kills.max(points.len()) {
+    for k in 0..kills.max(points.len() + 2) {
         // The dead process's lease must expire before the next start is let in.
         std::thread::sleep(LEASE + Duration::from_millis(500));
         let workers = ["1", "2", "3"][k % 3];
@@ -92,9 +92,10 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
         );
         let target = if k < points.len() {
             Some((points[k], 1 + (k % 2) as u32))
-        } else if rng.random_bool(0.5) {
+        } else if k % 2 == 0 {
             Some((points[rng.random_range(0..points.len())], rng.random_range(1..4)))
         } else {
+            // A plain SIGKILL at a random moment, wherever the job is.
             None
         };
         if let Some((point, nth)) = target {
@@ -130,6 +131,7 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
     for p in points {
         assert!(reached.contains_key(p), "crash point {p} was never reached: {reached:?}");
     }
+    assert!(timed_kills > 0, "random kills as well as crash points");
 
     // The S3 server restarted while a job runs: the job says it waits, goes on when the store
     // answers again (which, after the outage, needs the lapsed lease taken again), and a SIGTERM

@@ -11,6 +11,7 @@ mod local;
 mod location;
 mod object;
 mod patient;
+mod profile;
 mod store;
 
 pub use local::LocalStore;

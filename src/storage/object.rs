@@ -133,10 +133,37 @@ impl ObjectStoreRoot {
             retry_timeout: RETRY_TIMEOUT,
             ..Default::default()
         });
+        // Then the AWS profile (~/.aws/credentials and config, AWS_PROFILE), key by key where
+        // the environment leaves a setting unset, as the AWS SDKs do.
+        let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        let mut profile_endpoint = None;
+        if let Some(p) = super::profile::from_env()? {
+            if let (false, Some(key), Some(secret)) =
+                (set("AWS_ACCESS_KEY_ID"), &p.access_key_id, &p.secret_access_key)
+            {
+                builder = builder.with_access_key_id(key).with_secret_access_key(secret);
+                if let Some(token) = &p.session_token {
+                    builder = builder.with_token(token);
+                }
+            }
+            if let (false, Some(region)) = (set("AWS_REGION") || set("AWS_DEFAULT_REGION"), &p.region) {
+                builder = builder.with_region(region);
+            }
+            if let (false, Some(e)) = (set("AWS_ENDPOINT_URL") || set("AWS_ENDPOINT"), &p.endpoint_url) {
+                builder = builder.with_endpoint(e);
+                // An http:// endpoint written in the profile is meant, as the AWS CLI takes it.
+                if e.starts_with("http://") && !set("AWS_ALLOW_HTTP") {
+                    builder = builder.with_allow_http(true);
+                }
+                profile_endpoint = Some(redact(e));
+            }
+        }
         let mut endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
             .map(|e| redact(&e))
-            .unwrap_or_else(|_| "AWS S3".to_string());
+            .ok()
+            .or(profile_endpoint)
+            .unwrap_or_else(|| "AWS S3".to_string());
         for (key, value) in overrides {
             let config: AmazonS3ConfigKey = key.parse().map_err(|_| StoreError::BadUrl {
                 url: url.given.clone(),

@@ -64,7 +64,8 @@ pub enum StoreError {
     NoSuchBucket { bucket: String, endpoint: String },
     #[error(
         "{url}: access denied while trying to {doing} ({detail}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY \
-         (or AWS_SESSION_TOKEN) and that they may read, write, list and delete under this prefix"
+         (or AWS_SESSION_TOKEN, or the keys of the AWS_PROFILE profile in ~/.aws/credentials) and that they may \
+         read, write, list and delete under this prefix"
     )]
     Denied { url: String, doing: &'static str, detail: String },
     #[error(
@@ -100,6 +101,9 @@ pub enum StoreError {
     },
     #[error("{url}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The AWS profile in force cannot be used.
+    #[error(transparent)]
+    Profile(#[from] super::profile::ProfileError),
     #[error("`{key}` is not a key under the dataset root: keys are relative, `/`-separated, without empty, `.` or `..` parts")]
     BadKey { key: String },
 }
