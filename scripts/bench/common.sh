@@ -1,5 +1,5 @@
-# Shared by the benchmark scripts (sourced, not run): the broker, Spark's set-up, and memory
-# sampling. Expects ROOT, BENCH and a `log` function from the caller.
+# Shared by the benchmark scripts (sourced, not run): the broker, the S3 server, Spark's set-up, and
+# memory sampling. Expects ROOT, BENCH and a `log` function from the caller.
 
 # bench_start_kafka: use KAFKA_BOOTSTRAP_SERVERS, or start (or reuse) the local broker of
 # scripts/kafka.sh; STARTED_KAFKA=1 when this call started it, so bench_stop_kafka stops only that.
@@ -13,6 +13,27 @@ bench_start_kafka() {
 }
 bench_stop_kafka() {
   if [[ "${STARTED_KAFKA:-0}" == 1 ]]; then log "stopping the broker this script started"; "$ROOT/scripts/kafka.sh" stop >&2 || true; fi
+}
+
+# bench_start_s3 STATE_DIR BUCKET: use the S3 server that AWS_ENDPOINT_URL names (with the other
+# AWS_* variables as set), or start a SeaweedFS of scripts/s3.sh with its state in STATE_DIR and
+# BUCKET created, and export the AWS_* variables that reach it. S3_PID is then its PID, which
+# bench_stop_s3 stops (scripts/s3.sh stop signals that recorded PID only), and empty otherwise.
+bench_start_s3() {
+  S3_PID=""
+  S3_STARTED_DIR=""
+  [[ -n "${AWS_ENDPOINT_URL:-}" ]] && return 0
+  log "starting a SeaweedFS (scripts/s3.sh, state in $1)"
+  S3_STARTED_DIR="$1"
+  S3_STATE_DIR="$1" S3_BUCKETS="$2" "$ROOT/scripts/s3.sh" start >/dev/null
+  eval "$(S3_STATE_DIR="$1" "$ROOT/scripts/s3.sh" env)"
+  S3_PID="$(cat "$1/weed.pid")"
+}
+bench_stop_s3() {
+  if [[ -n "${S3_STARTED_DIR:-}" ]]; then
+    log "stopping the S3 server this script started (pid ${S3_PID:-?})"
+    S3_STATE_DIR="$S3_STARTED_DIR" "$ROOT/scripts/s3.sh" stop >&2 || true
+  fi
 }
 
 # bench_setup_spark LOGDIR: pyspark 3.5.7 from PyPI in scripts/bench/.venv-spark and the Kafka
@@ -38,6 +59,27 @@ bench_setup_spark() {
 }
 # The connector jars, comma-separated, for spark-submit --jars.
 bench_spark_jars() { find "$BENCH/spark/jars" -name '*.jar' | sort | paste -sd, -; }
+
+# bench_setup_spark_s3a LOGDIR: after bench_setup_spark, the s3a file system's jars (hadoop-aws
+# 3.3.4, the Hadoop of the pyspark 3.5.7 wheel, and aws-java-sdk-bundle 1.12.262) from Maven Central
+# into scripts/bench/spark/jars-s3a (spark/pom-s3a.xml; never --packages), once. Sets SPARK_S3_OK=1,
+# or SPARK_WHY to the reason.
+bench_setup_spark_s3a() {
+  SPARK_S3_OK=0
+  if [[ ! -f "$BENCH/spark/jars-s3a/.complete" ]]; then
+    log "fetching hadoop-aws 3.3.4 and aws-java-sdk-bundle 1.12.262 (Maven Central)"
+    rm -rf "$BENCH/spark/jars-s3a"
+    if mvn -q -f "$BENCH/spark/pom-s3a.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$BENCH/spark/jars-s3a" >"$1/mvn-spark-s3a.log" 2>&1; then
+      touch "$BENCH/spark/jars-s3a/.complete"
+    else
+      SPARK_WHY="maven fetch of hadoop-aws failed (see logs/mvn-spark-s3a.log)"
+    fi
+  fi
+  if [[ -f "$BENCH/spark/jars-s3a/.complete" ]]; then SPARK_S3_OK=1; else log "Spark on S3 skipped: $SPARK_WHY"; fi
+}
+# The s3a jars, comma-separated, to add to bench_spark_jars for an s3a:// output.
+bench_spark_s3a_jars() { find "$BENCH/spark/jars-s3a" -name '*.jar' | sort | paste -sd, -; }
 
 # sample_tree_rss ROOT_PID OUTFILE: peak RSS (KiB) of a process tree, sampled every 0.25 s with ps
 # (the sum over the tree at one moment), rewritten to OUTFILE at every sample.

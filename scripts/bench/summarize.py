@@ -1,7 +1,7 @@
 """Summarize a scripts/bench/run.sh results folder as Markdown (stdlib only).
 
 Usage: python3 scripts/bench/summarize.py RESULTS_DIR > summary.md
-Reads RESULTS_DIR/results.csv, meta.txt and rows.csv (if present); also writes
+Reads RESULTS_DIR/results.csv, meta.txt, rows.csv and requests.csv (if present); also writes
 RESULTS_DIR/results.json: the machine and versions, every run, and the medians per contender.
 """
 
@@ -19,7 +19,9 @@ LABELS = {
     "w1-base": "streamlake `-w 1`, baseline binary (`--baseline-bin`)",
     "w2-base": "streamlake `-w 2`, baseline binary (`--baseline-bin`)",
     "n2": "streamlake `-n 2` × `-w 1` (2 processes)",
+    "w2s3": "streamlake `-w 2`, output on S3 (`s3://`)",
     "spark": "Spark 3.5 Structured Streaming, `local[2]`, AvailableNow",
+    "sparks3": "Spark 3.5, output on S3 (`s3a://`, checkpoint on local disk)",
     "validate-streamlake": "`streamlake validate --json`",
     "validate-pandas-dag": "pandas DAG (`tests/py/dag_validate.py`)",
     "validate-duckdb": "DuckDB `read_parquet(hive_partitioning=true)` group by id",
@@ -66,6 +68,12 @@ def main(argv):
         + (f", pandas {meta['pandas']}, pyarrow {meta['pyarrow']}, duckdb {meta['duckdb']}" if "pandas" in meta else "")
         + ".\n"
     )
+    if "s3_output" in meta:
+        print(
+            f"S3 output below `{meta['s3_output']}`, server: {meta.get('s3_server')}"
+            + (f"; Spark's s3a jars: {meta['spark_s3a_jars']}" if "spark_s3a_jars" in meta else "")
+            + ".\n"
+        )
     if "spark_skipped" in meta:
         print(f"Spark skipped: {meta['spark_skipped']}\n")
     print("Median (min–max) over the runs. Wall = process start to exit (all processes), events/s = events / wall,")
@@ -107,21 +115,82 @@ def main(argv):
         print("\n".join(ratios))
         print()
 
+    s3_ratios = []
+    for c, ref, what in (
+        ("w2s3", "w2", "streamlake: S3 / local disk"),
+        ("sparks3", "spark", "Spark: S3 / local disk"),
+        ("w2s3", "sparks3", "on S3: streamlake / Spark"),
+    ):
+        if med(c, "wall_s") is None or med(ref, "wall_s") is None:
+            continue
+        s3_ratios.append(
+            f"| {what} | {med(c, 'events_per_s') / med(ref, 'events_per_s'):.2f} "
+            f"| {med(c, 'wall_s') / med(ref, 'wall_s'):.2f} | {med(c, 'peak_rss_mb') / max(med(ref, 'peak_rss_mb'), 1):.2f} "
+            f"| {med(c, 'cpu_s') / max(med(ref, 'cpu_s'), 0.01):.2f} |"
+        )
+    if s3_ratios:
+        print("S3 against local disk, ratios of medians (CPU s: the contender's own processes, not the S3 server's):\n")
+        print("| ratio | events/s | wall | peak RSS | CPU s |")
+        print("|---|---|---|---|---|")
+        print("\n".join(s3_ratios))
+        print()
+    requests = read_requests(out)
+    if requests:
+        print_requests(requests)
+
     rows_file = out / "rows.csv"
     if rows_file.exists():
         bad = [line for line in rows_file.read_text().splitlines() if line.split(",")[-1] != meta.get("events")]
         if bad:
             print("Row-count check (DuckDB on each run's raw dataset) **failed** for: " + "; ".join(bad) + "\n")
         else:
-            print(f"Row-count check: every run's raw dataset holds exactly {int(meta['events']):,} rows (DuckDB count).\n")
-    write_json(out, meta, rows, order, med)
+            how = "DuckDB count" + ("; on S3: pyarrow through the S3 API" if "s3_output" in meta else "")
+            print(f"Row-count check: every run's raw dataset holds exactly {int(meta['events']):,} rows ({how}).\n")
+    write_json(out, meta, rows, order, med, requests)
     vd = out / "validate-dataset.txt"
     if vd.exists():
         print(f"Validators read `{vd.read_text().strip()}` (the last streamlake run).\n")
     return 0
 
 
-def write_json(out, meta, rows, order, med):
+def read_requests(out):
+    """requests.csv (run.sh --output): per S3 run, the object-store requests by kind, as numbers."""
+    f = out / "requests.csv"
+    if not f.exists():
+        return []
+    return [
+        {k: (float(v) if k not in ("contender", "run") and v != "" else v) for k, v in r.items()}
+        for r in csv.DictReader(f.open())
+    ]
+
+
+def print_requests(requests):
+    kinds = ("get", "head", "put", "create", "copy", "list", "delete")
+    print(
+        "Object-store requests per run, median (min–max) over the runs. streamlake counts every request"
+        " its process sent (`object store requests:` after `run finished`, lease renewals included);"
+        " Spark those of its s3a file system (IOStatistics counters; its checkpoint is on local disk,"
+        " so none of it is here); commits: streamlake's commits, Spark's micro-batches of both queries"
+        " (each commits its sink's `_spark_metadata` entry). Server CPU s: the S3 server's CPU during"
+        " the run (when run.sh started it), not in the contender's CPU s above.\n"
+    )
+    print("| contender | " + " | ".join(kinds) + " | total | commits | requests per commit | server CPU s |")
+    print("|---|" + "---|" * (len(kinds) + 4))
+    for c in dict.fromkeys(r["contender"] for r in requests):
+        rs = [r for r in requests if r["contender"] == c]
+
+        def col(k, digits=0):
+            vals = [r[k] for r in rs if r.get(k) not in ("", None)]
+            return cell(vals, digits)
+
+        print(
+            f"| {LABELS.get(c, c)} | " + " | ".join(col(k) for k in kinds)
+            + f" | {col('total')} | {col('commits')} | **{col('per_commit', 2)}** | {col('server_cpu_s', 2)} |"
+        )
+    print()
+
+
+def write_json(out, meta, rows, order, med, requests=()):
     """The raw results, for tools: meta, every run (numbers as numbers), medians of successful runs."""
     def num(v):
         try:
@@ -130,7 +199,7 @@ def write_json(out, meta, rows, order, med):
         except (TypeError, ValueError):
             return v
 
-    keys = ("wall_s", "events_per_s", "peak_rss_mb", "tree_rss_mb", "cpu_s", "inner_s")
+    keys = ("wall_s", "events_per_s", "peak_rss_mb", "tree_rss_mb", "cpu_s", "inner_s", "requests_per_commit")
     doc = {
         "meta": meta,
         "runs": [{k: num(v) for k, v in r.items()} for r in rows],
@@ -143,6 +212,13 @@ def write_json(out, meta, rows, order, med):
             {"contender": a, "run": int(b), "rows": int(n) if n.isdigit() else None}
             for a, b, n in (line.split(",") for line in rows_file.read_text().splitlines() if line)
         ]
+    if requests:
+        doc["requests"] = [{k: (None if v == "" else v) for k, v in r.items()} for r in requests]
+        doc["requests_per_commit_median"] = {
+            c: statistics.median(r["per_commit"] for r in requests if r["contender"] == c and r["per_commit"] != "")
+            for c in dict.fromkeys(r["contender"] for r in requests)
+            if any(r["contender"] == c and r["per_commit"] != "" for r in requests)
+        }
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
