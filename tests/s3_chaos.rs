@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use common::s3::OwnS3;
 use common::scenario::*;
 use common::*;
 use rand::{Rng, SeedableRng};
-use streamlake::storage::Store;
 
 const LEASE: Duration = Duration::from_secs(3);
 
@@ -32,18 +30,6 @@ fn run_s3(brokers: &str, topic: &str, url: &str, s3: &OwnS3, extra: &[&str]) -> 
         .args(extra);
     s3.apply(&mut c);
     c
-}
-
-/// Copies everything under `s3://lake/prefix/` to `dest` through the S3 API.
-fn download(s3: &OwnS3, prefix: &str, dest: &Path) -> usize {
-    let store = s3.store(prefix);
-    let listed = store.list("").unwrap();
-    for l in &listed {
-        let path = dest.join(&l.key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, store.get(&l.key).unwrap().unwrap()).unwrap();
-    }
-    listed.len()
 }
 
 #[test]
@@ -171,7 +157,7 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
     // Catch up and close everything, then check through the S3 API.
     run_ok(&mut run_s3(&brokers, &topic, &url, &s3, &["--available-now", "--flush-windows", "-w", "2"]));
     let copy = tempfile::tempdir().unwrap();
-    let objects = download(&s3, "chaos", copy.path());
+    let objects = common::s3::copy_to(&s3.store("chaos"), copy.path());
     println!("[s3 chaos] read back {objects} objects");
     let out = copy.path().join("out");
     let l = ledger::check(&out.join("run_t"), &ledger::consume_topic(&brokers, &topic), future_limit_ms());

@@ -19,15 +19,8 @@ use streamlake::storage::{ObjectStoreRoot, ObjectUrl, Store};
 /// Copies everything under `s3://bucket/prefix/` to `dest`, through the S3 API; returns how many
 /// objects.
 fn download(bucket: &str, prefix: &str, dest: &Path) -> usize {
-    let store =
-        ObjectStoreRoot::open(&ObjectUrl::parse(&format!("s3://{bucket}/{prefix}")).unwrap()).unwrap();
-    let listed = store.list("").unwrap();
-    for l in &listed {
-        let path = dest.join(&l.key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, store.get(&l.key).unwrap().unwrap()).unwrap();
-    }
-    listed.len()
+    let url = ObjectUrl::parse(&format!("s3://{bucket}/{prefix}")).unwrap();
+    common::s3::copy_to(&ObjectStoreRoot::open(&url).unwrap(), dest)
 }
 
 /// The Python of DuckDB with httpfs that scripts/test.sh installs

@@ -51,19 +51,25 @@ fn object_store_and_unknown_urls_are_refused_with_nothing_written() {
     assert_eq!(entries(cwd.path()), Vec::<String>::new(), "a refusal creates nothing");
 }
 
-#[test]
-fn an_object_store_that_cannot_be_reached_is_named_before_kafka() {
-    let cwd = tempfile::tempdir().unwrap();
-    // Nothing listens on port 9: the endpoint is wrong. The broker is wrong too, and must not be
-    // what the error is about: the store is checked first.
-    let run = bin()
-        .current_dir(cwd.path())
+/// `streamlake` in `cwd`, pointed at an S3 endpoint where nothing listens (port 9).
+fn with_unreachable_store(cwd: &Path) -> std::process::Command {
+    let mut cmd = bin();
+    cmd.current_dir(cwd)
         .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_ACCESS_KEY_ID", "k")
         .env("AWS_SECRET_ACCESS_KEY", "s")
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONNECT_TIMEOUT", "1s")
+        .env("AWS_CONNECT_TIMEOUT", "1s");
+    cmd
+}
+
+#[test]
+fn an_object_store_that_cannot_be_reached_is_named_before_kafka() {
+    let cwd = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: the endpoint is wrong. The broker is wrong too, and must not be
+    // what the error is about: the store is checked first.
+    let run = with_unreachable_store(cwd.path())
         .args(["run", "--brokers", "127.0.0.1:8", "--topic", "t", "--no-console", "--output", "s3://lake/x"])
         .output()
         .unwrap();
@@ -75,14 +81,7 @@ fn an_object_store_that_cannot_be_reached_is_named_before_kafka() {
 
     // validate reads object stores, and names the unreachable endpoint the same way, before it
     // creates anything (not even its temporary copy in the working directory).
-    let validate = bin()
-        .current_dir(cwd.path())
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "k")
-        .env("AWS_SECRET_ACCESS_KEY", "s")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_CONNECT_TIMEOUT", "1s")
+    let validate = with_unreachable_store(cwd.path())
         .args(["validate", "--path", "s3://lake/x", "--cache-dir", "copy"])
         .output()
         .unwrap();

@@ -15,6 +15,19 @@ pub fn bucket() -> Option<String> {
     }
 }
 
+/// Copies every object of `store` to `dest`, keys as paths, through the S3 API; returns how
+/// many objects.
+pub fn copy_to(store: &streamlake::storage::ObjectStoreRoot, dest: &std::path::Path) -> usize {
+    use streamlake::storage::Store;
+    let listed = store.list("").unwrap();
+    for l in &listed {
+        let path = dest.join(&l.key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, store.get(&l.key).unwrap().unwrap()).unwrap();
+    }
+    listed.len()
+}
+
 /// A SeaweedFS of one test's own (scripts/s3.sh with its own state folder), for a test that stops
 /// and restarts the server: the shared one serves the other tests meanwhile. Stopped on drop.
 pub struct OwnS3 {
