@@ -71,7 +71,7 @@ fn chaos_kills_at_crash_points_and_random_moments() {
     let mut timed_kills = 0;
     for k in 0..kills {
         let workers = ["1", "2", "3"][k % 3];
-        let mut cmd = run_earliest(
+        let cmd = run_earliest(
             &brokers,
             &topic,
             &out,
@@ -85,34 +85,16 @@ fn chaos_kills_at_crash_points_and_random_moments() {
         } else {
             None
         };
-        if let Some((point, nth)) = target {
-            cmd.env("STREAMLAKE_CRASH_AT", format!("{point}:{nth}"));
-        }
-        let mut job = Job::spawn(cmd, tmp.path().join(format!("chaos-{k}.log")));
-        match target {
-            Some((point, _)) => match job.wait_for(Duration::from_secs(20)) {
-                Some(status) => {
-                    let log = job.log();
-                    assert!(
-                        log.contains(&format!("crash point {point} reached")),
-                        "kill {k}: exited ({status:?}) without reaching {point}; log:\n{log}"
-                    );
-                    *reached.entry(point).or_insert(0) += 1;
-                }
-                None => {
-                    // Not reached in 20 s (e.g. no window closed): an ordinary kill instead.
-                    job.kill();
-                    timed_kills += 1;
-                }
-            },
-            None => {
-                std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
-                if job.wait_for(Duration::ZERO).is_some() {
-                    panic!("kill {k}: the job exited by itself; log:\n{}", job.log());
-                }
-                job.kill();
-                timed_kills += 1;
-            }
+        match kill_once(
+            cmd,
+            tmp.path().join(format!("chaos-{k}.log")),
+            target,
+            Duration::from_secs(20),
+            &mut rng,
+            k,
+        ) {
+            Some(point) => *reached.entry(point).or_insert(0) += 1,
+            None => timed_kills += 1,
         }
         println!("[chaos] kill {k}: {target:?}");
     }

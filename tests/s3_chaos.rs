@@ -69,7 +69,7 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
         // The dead process's lease must expire before the next start is let in.
         std::thread::sleep(LEASE + Duration::from_millis(500));
         let workers = ["1", "2", "3"][k % 3];
-        let mut cmd = run_s3(
+        let cmd = run_s3(
             &brokers,
             &topic,
             &url,
@@ -84,33 +84,16 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
             // A plain SIGKILL at a random moment, wherever the job is.
             None
         };
-        if let Some((point, nth)) = target {
-            cmd.env("STREAMLAKE_CRASH_AT", format!("{point}:{nth}"));
-        }
-        let mut job = Job::spawn(cmd, tmp.path().join(format!("chaos-{k}.log")));
-        match target {
-            Some((point, _)) => match job.wait_for(Duration::from_secs(30)) {
-                Some(status) => {
-                    let log = job.log();
-                    assert!(
-                        log.contains(&format!("crash point {point} reached")),
-                        "kill {k}: exited ({status:?}) without reaching {point}; log:\n{log}"
-                    );
-                    *reached.entry(point).or_insert(0) += 1;
-                }
-                None => {
-                    job.kill();
-                    timed_kills += 1;
-                }
-            },
-            None => {
-                std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
-                if job.wait_for(Duration::ZERO).is_some() {
-                    panic!("kill {k}: the job exited by itself; log:\n{}", job.log());
-                }
-                job.kill();
-                timed_kills += 1;
-            }
+        match kill_once(
+            cmd,
+            tmp.path().join(format!("chaos-{k}.log")),
+            target,
+            Duration::from_secs(30),
+            &mut rng,
+            k,
+        ) {
+            Some(point) => *reached.entry(point).or_insert(0) += 1,
+            None => timed_kills += 1,
         }
         println!("[s3 chaos] kill {k}: {target:?}");
     }

@@ -1,5 +1,6 @@
-//! Helpers of the reliability scenarios (`tests/reliability.rs`): a synthetic event stream, a
-//! paced producer, and a broker of the test's own that it can stop and start.
+//! Helpers of the reliability scenarios (`tests/reliability.rs`, `tests/s3_chaos.rs`): a
+//! synthetic event stream, a paced producer, one chaos kill, and a broker of the test's own that
+//! it can stop and start.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,5 +99,48 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = std::panic::catch_unwind(|| Self::kafka_sh(&self.state, "stop", None));
+    }
+}
+
+/// One kill of a chaos scenario, the `k`-th. With `target`, a crash point and which hit of it
+/// (`STREAMLAKE_CRASH_AT`), `cmd` runs until it dies there, which its log must say; a point not
+/// reached within `wait` (no window closed, say) becomes an ordinary kill. Without one, the job is
+/// killed with SIGKILL after a random 300-2500 ms, and must not have exited by itself before.
+/// Returns the point reached, or `None` for a kill at a random moment.
+pub fn kill_once(
+    mut cmd: Command,
+    log: PathBuf,
+    target: Option<(&'static str, u32)>,
+    wait: Duration,
+    rng: &mut impl rand::Rng,
+    k: usize,
+) -> Option<&'static str> {
+    if let Some((point, nth)) = target {
+        cmd.env("STREAMLAKE_CRASH_AT", format!("{point}:{nth}"));
+    }
+    let mut job = super::job::Job::spawn(cmd, log);
+    match target {
+        Some((point, _)) => match job.wait_for(wait) {
+            Some(status) => {
+                let log = job.log();
+                assert!(
+                    log.contains(&format!("crash point {point} reached")),
+                    "kill {k}: exited ({status:?}) without reaching {point}; log:\n{log}"
+                );
+                Some(point)
+            }
+            None => {
+                job.kill();
+                None
+            }
+        },
+        None => {
+            std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
+            if job.wait_for(Duration::ZERO).is_some() {
+                panic!("kill {k}: the job exited by itself; log:\n{}", job.log());
+            }
+            job.kill();
+            None
+        }
     }
 }
