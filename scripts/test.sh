@@ -156,6 +156,16 @@ ensure_venv() {
 
 # The small second venv of DuckDB 1.5.5 and its httpfs extension wheel; reinstalled when the
 # requirements file or the interpreter changes.
+# Spark 3.5 with Delta Lake for the Delta read-back (tests/common/delta.rs, read_spark): pyspark
+# 3.5.7 in scripts/bench/.venv-spark and delta-spark's jars in scripts/spark-delta/jars (Maven
+# Central), once; about a minute cold, under a second when present.
+ensure_spark_delta() {
+    local t0
+    t0="$(date +%s)"
+    bash "$SCRIPT_DIR/spark-delta/setup.sh" || die "scripts/spark-delta/setup.sh failed (pyspark 3.5.7 or the Delta jars)"
+    info "Spark + Delta Lake ready ($(($(date +%s) - t0)) s)"
+}
+
 ensure_duckdb_s3_venv() {
     local stamp="$DUCKDB_S3_VENV/.stamp" want
     want="$(sha256sum "$DUCKDB_S3_REQUIREMENTS" | cut -d' ' -f1) $(python3 -c 'import sys; print(sys.version.split()[0])')"
@@ -183,6 +193,7 @@ setup() {
     ensure_rust_tools
     ensure_venv
     ensure_duckdb_s3_venv
+    ensure_spark_delta
     ensure_s3_server
     info "setup done in $(($(date +%s) - t0)) s"
 }

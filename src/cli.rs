@@ -50,6 +50,39 @@ pub enum Command {
     /// Exit codes: 0 ok (also when the path or its files do not exist yet), 1 a file could not be read,
     /// 2 the `id` or `value` column is missing, 3 the audit found a problem.
     Validate(crate::validate::ValidateArgs),
+    /// Merge the small files of a run's Delta tables (--table-format delta) into large ones, as one
+    /// Delta transaction per table (remove + add, OPTIMIZE): safe while the job runs, readers see
+    /// the old files or the new ones. The replaced files stay until `vacuum` deletes them.
+    Compact(MaintainArgs),
+    /// Delete the files a run's Delta tables no longer hold (those `compact` replaced) once they
+    /// were removed more than --retain ago. Readers that time-travel to a version older than
+    /// --retain lose those files.
+    Vacuum(MaintainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// The job's --output (a folder or s3://bucket/prefix): both tables of the run are done, the
+    /// raw events (OUTPUT_PATH/run_<RUN_ID>) and the window aggregates beside it.
+    #[arg(long, env = "OUTPUT_PATH", default_value = "data/output/parquet")]
+    pub output: std::path::PathBuf,
+
+    /// The run whose tables to maintain.
+    #[arg(long, env = "RUN_ID", default_value = "local_run")]
+    pub run_id: String,
+
+    /// compact: merge files smaller than this into files of about this size (MiB).
+    #[arg(long, default_value_t = 128, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub target_size_mib: u64,
+
+    /// vacuum: keep removed files for this long (Delta's default: 7d), so readers of older
+    /// versions and running queries still find them.
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub retain: Duration,
+
+    /// vacuum: list what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +153,22 @@ pub struct RunArgs {
     /// sure to write each run.
     #[arg(long)]
     pub single_writer: bool,
+
+    /// How the raw events and the window aggregates are stored [default: the dataflow's
+    /// `sink.table_format`, else parquet]. `parquet`: Parquet files in `id=<k>/` folders,
+    /// exactly once for readers of streamlake's `_checkpoint` (validate, the seed's DAG).
+    /// `delta`: the same files, each dataset a Delta Lake table (`_delta_log/`): every Delta
+    /// reader (Spark, DuckDB, Polars, the `deltalake` package) sees only committed rows, with
+    /// snapshot isolation and time travel. A run keeps the format it started with.
+    #[arg(long, value_enum, value_name = "FORMAT", env = "STREAMLAKE_TABLE_FORMAT")]
+    pub table_format: Option<crate::spec::TableFormat>,
+
+    /// With --table-format delta: write a Delta checkpoint (the table's state in one Parquet
+    /// file) every N commits, so a reader's cost does not grow with the job's age. Each
+    /// partition commits once per --roll-interval, so the default of 100 is about every
+    /// 100 / partitions rolls.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub delta_checkpoint_interval: u64,
 
     /// Worker threads per process (timely's -w).
     #[arg(short = 'w', long = "workers", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -340,6 +389,8 @@ impl From<RunArgs> for RunRequest {
             output: a.output,
             run_id: a.run_id,
             object_lease: a.object_lease,
+            table_format: a.table_format,
+            delta_checkpoint_interval: a.delta_checkpoint_interval,
             single_writer: a.single_writer,
             workers: a.workers,
             processes: a.processes,

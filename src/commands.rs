@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{Cli, Command, ProduceArgs, RunArgs, TopicCommand, TopicCreateArgs};
+use crate::cli::{Cli, Command, MaintainArgs, ProduceArgs, RunArgs, TopicCommand, TopicCreateArgs};
 use crate::kafka::admin::{create_topic, TopicOutcome};
 use crate::kafka::producer::{produce, ProduceConfig, Rate};
 use crate::options::RunOptions;
@@ -40,6 +40,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Produce(args) => produce_cmd(args),
         Command::Run(args) => run_cmd(args),
         Command::Validate(args) => validate_cmd(args),
+        Command::Compact(args) => compact_cmd(args),
+        Command::Vacuum(args) => vacuum_cmd(args),
     }
 }
 
@@ -142,6 +144,17 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         s.closed_through_ms,
         s.messages as f64 / secs.max(1e-9)
     );
+    if let Some((raw, aggs)) = s.delta_commits {
+        // One Delta commit per partition per roll: what they cost (docs/format.md, "Delta Lake").
+        println!(
+            "delta commits: raw={} aggregates={} retries={} mean_ms={:.1} max_ms={:.1}",
+            raw.commits,
+            aggs.commits,
+            raw.retries + aggs.retries,
+            (raw.total_ms + aggs.total_ms) / (raw.commits + aggs.commits).max(1) as f64,
+            raw.max_ms.max(aggs.max_ms)
+        );
+    }
     if let Some(r) = s.object_requests {
         // What the commits cost on a store billed per request (lease renewals included).
         println!(
@@ -165,4 +178,37 @@ fn validate_cmd(args: crate::validate::ValidateArgs) -> anyhow::Result<i32> {
         Shutdown::never()
     };
     crate::validate::run(&args, &|| shutdown.requested())
+}
+
+fn compact_cmd(args: MaintainArgs) -> anyhow::Result<i32> {
+    let target = args.target_size_mib << 20;
+    for table in crate::sink::delta::run_tables(&args.output, &args.run_id)? {
+        let done = crate::sink::delta::maintain::compact(&table, target)?;
+        match done.version {
+            Some(v) => println!(
+                "compacted {}: {} files -> {} ({} small files merged into {}, {} -> {} bytes), version {v}",
+                table.shown(),
+                done.files_before,
+                done.files_after,
+                done.replaced,
+                done.written,
+                done.bytes_in,
+                done.bytes_out
+            ),
+            None => println!("compacted {}: {} files, none to merge", table.shown(), done.files_before),
+        }
+    }
+    Ok(0)
+}
+
+fn vacuum_cmd(args: MaintainArgs) -> anyhow::Result<i32> {
+    for table in crate::sink::delta::run_tables(&args.output, &args.run_id)? {
+        let done = crate::sink::delta::maintain::vacuum(&table, args.retain, args.dry_run)?;
+        let verb = if done.dry_run { "would delete" } else { "deleted" };
+        println!("vacuumed {}: {verb} {} files", table.shown(), done.deleted.len());
+        for f in &done.deleted {
+            println!("  {f}");
+        }
+    }
+    Ok(0)
 }

@@ -34,6 +34,13 @@ pub const OBJECT_POINTS: &[&str] = &[
     "aggregates.before_mark",
 ];
 
+/// The points of the Delta commit path (`--table-format delta`): the checkpoint entry written but
+/// the table not yet committed (`delta.before_commit`, hit in the raw and the aggregates tables),
+/// the table committed but nothing after it yet (`delta.after_commit`), and `windows.json`
+/// marked before its files are in the aggregates table (`aggregates.after_mark`). The Delta
+/// chaos scenario of tests/delta.rs kills at each of them, beside the points of [`POINTS`].
+pub const DELTA_POINTS: &[&str] = &["delta.before_commit", "delta.after_commit", "aggregates.after_mark"];
+
 /// Reached a named point: dies here if the environment asks for it.
 #[cfg(feature = "crash-points")]
 pub fn point(name: &'static str) {

@@ -54,6 +54,9 @@ pub struct RunSummary {
     /// With an object-store output: the requests this process sent (commits, lease renewals,
     /// start-up listing and cleanup).
     pub object_requests: Option<crate::storage::Requests>,
+    /// With `--table-format delta`: this process's commits to the raw and the aggregates table.
+    pub delta_commits:
+        Option<(crate::sink::delta::table::CommitCounts, crate::sink::delta::table::CommitCounts)>,
 }
 
 /// Timely's communication config for this process's place in the cluster, as timely's own
@@ -134,10 +137,37 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
         Some(target) => PreparedOutput::object(target, cluster.process, expected, options.object_lease)?,
         None => PreparedOutput::local(&options.output, &options.run_id, cluster.process, expected)?,
     };
-    let result = run_prepared(&options, &prepared, client, group, brokers, spec, cluster, config, shutdown);
+    crate::sink::delta::check_format(&prepared, spec.table_format, &options.output.display().to_string())?;
+    let delta = match spec.table_format {
+        crate::spec::TableFormat::Delta => {
+            let stop = shutdown.clone();
+            Some(Arc::new(crate::sink::delta::DeltaTables::open(
+                &prepared,
+                &spec,
+                &options.run_id,
+                cluster.process,
+                options.delta_checkpoint_interval,
+                Arc::new(move || stop.requested()),
+            )?))
+        }
+        crate::spec::TableFormat::Parquet => None,
+    };
+    let result = run_prepared(
+        &options,
+        &prepared,
+        delta.clone(),
+        client,
+        group,
+        brokers,
+        spec,
+        cluster,
+        config,
+        shutdown,
+    );
     prepared.finish();
     result.map(|summary| RunSummary {
         object_requests: prepared.object.as_ref().map(|o| o.store.requests()),
+        delta_commits: delta.as_ref().map(|d| (d.raw.counts(), d.aggregates.counts())),
         ..summary
     })
 }
@@ -147,6 +177,7 @@ pub fn run(options: RunOptions, shutdown: Shutdown) -> anyhow::Result<RunSummary
 fn run_prepared(
     options: &RunOptions,
     prepared: &PreparedOutput,
+    delta: Option<Arc<crate::sink::delta::DeltaTables>>,
     client: crate::kafka::settings::ClientSettings,
     group: String,
     brokers: String,
@@ -169,6 +200,7 @@ fn run_prepared(
         spec: spec.clone(),
         run_dir: run_dir.clone(),
         object: prepared.object.clone(),
+        delta: delta.clone(),
         run_id: options.run_id.clone(),
         run_uid: identity.run_uid.clone(),
         starting: options.starting_offsets,
@@ -237,6 +269,7 @@ fn run_prepared(
                 restored: windows.clone(),
                 is_writer: index == 0,
                 object: object.clone(),
+                delta: delta.clone(),
             };
             worker.dataflow::<u64, _, _>(|scope| {
                 let deltas = kafka_source(

@@ -41,6 +41,9 @@ pub struct RunRequest {
     /// `--object-lease`; `None`: the default.
     pub object_lease: Option<Duration>,
     pub single_writer: bool,
+    /// `--table-format`; `None`: the dataflow's `sink.table_format`.
+    pub table_format: Option<crate::spec::TableFormat>,
+    pub delta_checkpoint_interval: u64,
     pub workers: u16,
     pub processes: u16,
     pub process: u16,
@@ -249,6 +252,8 @@ pub struct RunOptions {
     pub object_lease: Duration,
     /// Accept an object store without conditional create.
     pub single_writer: bool,
+    /// Commits between two Delta checkpoints (with `spec.table_format` delta).
+    pub delta_checkpoint_interval: u64,
     pub cluster: ClusterOptions,
     /// Brokers and librdkafka settings of every client.
     pub client: ClientSettings,
@@ -280,7 +285,10 @@ impl RunOptions {
     /// Checks a request; the checks run in the order the job used to make them, so the first
     /// problem reported is the same one as before.
     pub fn new(r: RunRequest) -> Result<Self, OptionsError> {
-        let spec = load_spec(r.dataflow.as_deref(), r.topic.as_deref(), r.trigger)?;
+        let mut spec = load_spec(r.dataflow.as_deref(), r.topic.as_deref(), r.trigger)?;
+        if let Some(format) = r.table_format {
+            spec.table_format = format;
+        }
         const OUTPUT: &str = "--output (OUTPUT_PATH)";
         let (output, object_output) = match Location::parse(r.output.as_os_str(), OUTPUT)? {
             Location::Local(path) => (path, None),
@@ -320,6 +328,7 @@ impl RunOptions {
             object_output,
             object_lease,
             single_writer: r.single_writer,
+            delta_checkpoint_interval: r.delta_checkpoint_interval,
             cluster,
             client,
             consumer_group,

@@ -76,6 +76,8 @@ struct RawWindow {
 #[serde(deny_unknown_fields)]
 struct RawSink {
     partition_by: String,
+    #[serde(default)]
+    table_format: TableFormat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +88,30 @@ struct RawSpec {
     schema: Vec<Field>,
     window: RawWindow,
     sink: RawSink,
+}
+
+/// How the raw events and the window aggregates are laid out (`sink.table_format`,
+/// `--table-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Parquet files in Hive-style folders, committed through streamlake's `_checkpoint`: the
+    /// seed's pandas DAG reads it; other readers see uncommitted files until a restart cleans
+    /// them (docs/format.md).
+    #[default]
+    Parquet,
+    /// The same files, each dataset a Delta Lake table: a file is visible to every Delta reader
+    /// only once the `_delta_log` commit that adds it exists (docs/format.md, "Delta Lake").
+    Delta,
+}
+
+impl TableFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableFormat::Parquet => "parquet",
+            TableFormat::Delta => "delta",
+        }
+    }
 }
 
 /// A validated pipeline definition. Field references are resolved to column indexes.
@@ -105,6 +131,8 @@ pub struct Spec {
     pub trigger: Duration,
     /// How the raw sink names folders (`sink.partition_by`); `None` for `"none"`: no folders.
     pub partition: Option<Partitioning>,
+    /// `sink.table_format` (`--table-format` overrides it).
+    pub table_format: TableFormat,
 }
 
 /// A partition transform of `sink.partition_by`, in the vocabulary Iceberg uses. What each does to
@@ -336,6 +364,7 @@ impl Spec {
             watermark_ms,
             trigger,
             partition,
+            table_format: raw.sink.table_format,
         })
     }
 

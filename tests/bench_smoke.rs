@@ -40,18 +40,21 @@ fn bench_script_smoke_run() {
         return;
     }
     let (json, summary) =
-        run_bench_script("run.sh", &["--events", "100000", "--runs", "1", "--only", "raw,w2"]);
+        run_bench_script("run.sh", &["--events", "100000", "--runs", "1", "--only", "raw,w2,w2delta"]);
     let runs = json["runs"].as_array().unwrap();
     let contenders: Vec<&str> = runs.iter().map(|r| r["contender"].as_str().unwrap()).collect();
-    assert_eq!(contenders, ["raw", "w2"], "one run of each contender");
+    assert_eq!(contenders, ["raw", "w2", "w2delta"], "one run of each contender");
     for r in runs {
         assert_eq!(r["exit"], 0, "{r}");
         assert_eq!(r["events"], 100_000, "every event read: {r}");
         assert!(r["peak_rss_mb"].as_f64().unwrap() > 0.0, "memory measured: {r}");
     }
-    let counts = json["row_counts"].as_array().expect("DuckDB row counts");
-    assert_eq!(counts.len(), 1);
-    assert_eq!(counts[0]["rows"], 100_000, "streamlake's raw dataset holds exactly the events loaded");
+    // w2's dataset by DuckDB, w2delta's table through its Delta log.
+    let counts = json["row_counts"].as_array().expect("row counts");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for c in counts {
+        assert_eq!(c["rows"], 100_000, "streamlake's raw dataset holds exactly the events loaded: {c}");
+    }
     assert!(summary.contains("holds exactly 100,000 rows"), "{summary}");
 }
 

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::delta;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
@@ -109,10 +111,11 @@ enum Cluster {
     Processes(u16),
 }
 
-fn run(brokers: &str, topic: &str, out_dir: &Path, cluster: Cluster) -> Vec<Output> {
+fn run(brokers: &str, topic: &str, out_dir: &Path, cluster: Cluster, format: &str) -> Vec<Output> {
     let base = |c: &mut std::process::Command| {
         c.args(["run", "--brokers", brokers, "--topic", topic, "--starting-offsets", "earliest"])
             .args(["--available-now", "--flush-windows", "--no-console", "--run-id", "oracle"])
+            .args(["--table-format", format])
             .arg("--output")
             .arg(out_dir);
     };
@@ -157,7 +160,70 @@ fn exact_avg(values: &[f64]) -> f64 {
 }
 
 fn oracle(cluster: Cluster) {
-    let Some(brokers) = brokers() else { return };
+    oracle_in(cluster, "parquet");
+}
+
+/// The oracle with `--table-format delta`: the files as above, and both tables as Delta readers
+/// that know nothing of streamlake see them (`readers`: `deltalake`, `polars`, `spark`).
+fn oracle_delta(cluster: Cluster, readers: &[&str]) {
+    let Some(done) = oracle_in(cluster, "delta") else { return };
+    let run_dir = done.out_dir.join("run_oracle");
+    let table = run_dir.to_str().unwrap();
+    let mut want_per_key: BTreeMap<String, u64> = BTreeMap::new();
+    let mut want_windows: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for (id, ts_us, bits) in &done.exp.raw {
+        *want_per_key.entry(id.to_string()).or_default() += 1;
+        let end_ms = (ts_us / 1000).div_euclid(10_000) * 10_000 + 10_000;
+        let w = want_windows.entry(format!("{id}|{end_ms}")).or_default();
+        w.0 += 1;
+        w.1 += f64::from_bits(*bits);
+    }
+    let produced = (done.exp.raw.len() as u64 + done.exp.quarantined) as i64;
+    for reader in readers {
+        let got = match *reader {
+            "spark" => delta::read_spark(table),
+            r => delta::read_python(table, r, &[]),
+        };
+        assert_eq!(got.rows, done.exp.raw.len() as u64, "{cluster:?} {reader}: rows");
+        assert_eq!(got.rows_per_key, want_per_key, "{cluster:?} {reader}: rows per id");
+        assert_eq!(got.windows.len(), want_windows.len(), "{cluster:?} {reader}: windows");
+        for (k, (count, sum)) in &want_windows {
+            let (c, s) = got.windows[k];
+            assert_eq!(c, *count, "{cluster:?} {reader}: count of {k}");
+            assert!(
+                (s - sum).abs() <= 1e-9 * sum.abs().max(1.0),
+                "{cluster:?} {reader}: sum of {k}: {s} vs {sum}"
+            );
+        }
+        if *reader != "spark" {
+            // Each partition's txn version is its next offset: together, every record produced.
+            let parts: Vec<i64> =
+                (0..PARTITIONS).map(|p| got.txn[&format!("streamlake/oracle/{}/{p}", done.topic)]).collect();
+            assert_eq!(
+                parts.iter().sum::<i64>(),
+                produced,
+                "{cluster:?} {reader}: txn versions {:?}",
+                got.txn
+            );
+        }
+    }
+    // The aggregates table: one row per final window, and its txn at the closed-through mark.
+    let aggs = aggregates_of(&done.out_dir, "run_oracle");
+    let got = delta::read_python(aggs.to_str().unwrap(), "deltalake:aggregates", &[]);
+    assert_eq!(got.rows as usize, done.want_windows, "{cluster:?}: aggregate rows");
+    assert!(got.txn["streamlake/oracle/windows"] > 0, "{:?}", got.txn);
+}
+
+struct Done {
+    _tmp: tempfile::TempDir,
+    out_dir: std::path::PathBuf,
+    topic: String,
+    exp: Expected,
+    want_windows: usize,
+}
+
+fn oracle_in(cluster: Cluster, format: &str) -> Option<Done> {
+    let brokers = brokers()?;
     let topic = unique("oracle");
     create_topic(&brokers, &topic, PARTITIONS);
     let tmp = tempfile::tempdir().unwrap();
@@ -167,11 +233,11 @@ fn oracle(cluster: Cluster) {
 
     let first = batch(&mut rng, 2, 3000, 0, &mut exp);
     send(&brokers, &topic, &first);
-    let mut outputs = run(&brokers, &topic, &out_dir, cluster);
+    let mut outputs = run(&brokers, &topic, &out_dir, cluster, format);
 
     let second = batch(&mut rng, 100, 3000, 40, &mut exp);
     send(&brokers, &topic, &second);
-    outputs.extend(run(&brokers, &topic, &out_dir, cluster));
+    outputs.extend(run(&brokers, &topic, &out_dir, cluster, format));
 
     let run_dir = out_dir.join("run_oracle");
     // Raw rows: exactly the produced events minus the quarantined ones.
@@ -220,6 +286,7 @@ fn oracle(cluster: Cluster) {
         })
         .sum();
     assert_eq!(q_rows as u64, exp.quarantined, "{cluster:?}: quarantine dataset rows");
+    Some(Done { _tmp: tmp, out_dir, topic, want_windows: want_windows.len(), exp })
 }
 
 fn data_files_including_hidden(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -250,4 +317,24 @@ fn oracle_four_workers() {
 #[test]
 fn oracle_two_processes() {
     oracle(Cluster::Processes(2));
+}
+
+#[test]
+fn oracle_delta_one_worker() {
+    oracle_delta(Cluster::Workers(1), &["deltalake", "spark"]);
+}
+
+#[test]
+fn oracle_delta_two_workers() {
+    oracle_delta(Cluster::Workers(2), &["deltalake", "polars"]);
+}
+
+#[test]
+fn oracle_delta_four_workers() {
+    oracle_delta(Cluster::Workers(4), &["deltalake"]);
+}
+
+#[test]
+fn oracle_delta_two_processes() {
+    oracle_delta(Cluster::Processes(2), &["deltalake"]);
 }

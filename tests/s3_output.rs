@@ -244,3 +244,78 @@ fn two_processes_without_a_shared_folder_write_one_run() {
     assert_eq!(run_totals(&outputs)["messages"], 12_000);
     verify("s3 -n 2", &bucket, &prefix, &ledger::consume_topic(&brokers, &topic));
 }
+
+/// `--table-format delta` on the store: a crash between the checkpoint entry and the Delta commit
+/// is completed at the restart, two processes that share no folder commit to one table, and
+/// delta-rs (from Python, through the S3 API) reads exactly the ledger's rows. `compact` and
+/// `vacuum` work on the store too and change no row.
+#[test]
+fn delta_tables_on_s3_are_exactly_once_for_delta_readers() {
+    let Some(brokers) = brokers() else { return };
+    let Some(bucket) = common::s3::bucket() else { return };
+    let topic = unique("s3delta");
+    create_topic(&brokers, &topic, 3);
+    load(&brokers, &topic, 1_750_000_000_000, 9_000);
+    let prefix = unique("s3delta");
+    let url = format!("s3://{bucket}/{prefix}/out");
+    let tmp = tempfile::tempdir().unwrap();
+    let delta = ["--table-format", "delta", "--object-lease", "3s"];
+
+    // A crash after the third entry, before its Delta commit.
+    let mut crashing =
+        run_s3(&brokers, &topic, &url, &[&delta[..], &["--roll-interval", "100ms", "-w", "2"]].concat());
+    crashing.env("STREAMLAKE_CRASH_AT", "delta.before_commit:3").env("TMPDIR", tmp.path());
+    let mut job = Job::spawn(crashing, tmp.path().join("crash.log"));
+    assert!(job.wait_for(Duration::from_secs(120)).is_some(), "the job did not reach its crash point");
+    assert!(job.log().contains("crash point delta.before_commit reached"), "{}", job.log());
+    // The dead process's lease (3 s) must expire before its process index can start again.
+    std::thread::sleep(Duration::from_secs(4));
+
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts_s = hosts.display().to_string();
+    let procs: Vec<std::process::Child> = (0..2)
+        .map(|p| {
+            let host_dir = tmp.path().join(format!("host-{p}"));
+            std::fs::create_dir_all(&host_dir).unwrap();
+            let p = p.to_string();
+            let extra =
+                [&delta[..], &["--available-now", "--flush-windows", "-n", "2", "-p", &p, "-h", &hosts_s]]
+                    .concat();
+            let mut cmd = run_s3(&brokers, &topic, &url, &extra);
+            cmd.env("TMPDIR", &host_dir).current_dir(&host_dir);
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = procs
+        .into_iter()
+        .map(|c| common::process::wait_output_within(c, Duration::from_secs(180), "a process of the cluster"))
+        .collect();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", common::process::text(o));
+    }
+    let completed = outputs.iter().any(|o| common::process::text(o).contains("completing a Delta commit"));
+    assert!(completed, "the interrupted commit was completed at the restart");
+
+    let l = verify("s3 delta", &bucket, &prefix, &ledger::consume_topic(&brokers, &topic));
+    let table = format!("{url}/run_t");
+    let got = common::delta::read_python(&table, "deltalake", &[]);
+    assert_eq!(got.rows, l.written, "delta-rs reads every row once, through S3");
+    let txn: i64 = (0..3).map(|p| got.txn[&format!("streamlake/t/{topic}/{p}")]).sum();
+    assert_eq!(txn, 9_000, "the partitions' txn versions are their ends: {:?}", got.txn);
+
+    let o = run_ok(bin().args(["compact", "--run-id", "t", "--output", &url]));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("small files merged"),
+        "{}",
+        common::process::text(&o)
+    );
+    run_ok(bin().args(["vacuum", "--run-id", "t", "--retain", "0s", "--output", &url]));
+    let again = common::delta::read_python(&table, "deltalake", &[]);
+    assert_eq!(
+        (again.rows, &again.rows_per_key),
+        (got.rows, &got.rows_per_key),
+        "compaction and vacuum change no row"
+    );
+    assert!(again.files < got.files, "{} files before compaction, {} after", got.files, again.files);
+}

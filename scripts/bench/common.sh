@@ -81,6 +81,25 @@ bench_setup_spark_s3a() {
 # The s3a jars, comma-separated, to add to bench_spark_jars for an s3a:// output.
 bench_spark_s3a_jars() { find "$BENCH/spark/jars-s3a" -name '*.jar' | sort | paste -sd, -; }
 
+# bench_setup_spark_delta LOGDIR: after bench_setup_spark, Delta Lake for Spark 3.5 (delta-spark_2.12
+# and delta-storage 3.3.3 from Maven Central into scripts/spark-delta/jars, by
+# scripts/spark-delta/setup.sh, which reuses scripts/bench/.venv-spark; never --packages). Sets
+# SPARK_DELTA_OK=1, or SPARK_WHY to the reason.
+bench_setup_spark_delta() {
+  SPARK_DELTA_OK=0
+  if [[ ! -f "$ROOT/scripts/spark-delta/jars/.complete" ]]; then
+    log "fetching delta-spark_2.12 and delta-storage 3.3.3 (scripts/spark-delta/setup.sh, Maven Central)"
+  fi
+  if "$ROOT/scripts/spark-delta/setup.sh" 2>"$1/spark-delta-setup.log"; then
+    SPARK_DELTA_OK=1
+  else
+    SPARK_WHY="scripts/spark-delta/setup.sh failed (see logs/spark-delta-setup.log)"
+    log "Spark with Delta skipped: $SPARK_WHY"
+  fi
+}
+# The Delta jars, comma-separated, to add to bench_spark_jars for SPARK_FORMAT=delta.
+bench_spark_delta_jars() { find "$ROOT/scripts/spark-delta/jars" -name '*.jar' | sort | paste -sd, -; }
+
 # sample_tree_rss ROOT_PID OUTFILE: peak RSS (KiB) of a process tree, sampled every 0.25 s with ps
 # (the sum over the tree at one moment), rewritten to OUTFILE at every sample.
 sample_tree_rss() {

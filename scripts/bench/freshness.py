@@ -2,7 +2,7 @@
 a *committed* Parquet file, and how long after a window's end (plus the 30 s watermark) is its
 final row committed.
 
-  freshness.py watch --layout streamlake|spark --raw RUN_DIR --agg AGG_DIR --control DIR --out FILE
+  freshness.py watch --layout streamlake|spark|delta --raw RUN_DIR --agg AGG_DIR --control DIR --out FILE
   freshness.py summarize RESULTS_DIR            # runs/*.json -> results.json + summary.md
 
 Commit markers (what a reader trusts; the time a marker is first seen is taken right after the
@@ -19,6 +19,16 @@ cheap listing that shows it, before any data file is opened):
 - Spark raw rows and final window rows: the file sink's log `<path>/_spark_metadata/<batch>`
   (or `<batch>.compact`); the files it lists are the committed ones, anything else in the folder
   is not (Spark readers go through this log too).
+- Delta tables (`--layout delta`: streamlake `--table-format delta`, or Spark with SPARK_FORMAT=delta;
+  RUN_DIR and AGG_DIR are then the raw and aggregates tables): a row is visible once it is in the
+  newest snapshot, i.e. once the commit `<table>/_delta_log/<version>.json` whose `add` names its file
+  exists. The watcher replays the log as a Delta reader does: it lists `_delta_log/`, takes the
+  versions after the last one it read, in order and without a gap (the newest snapshot is the
+  highest contiguous version), and reads each commit's `add` actions (`dataChange: true`; a
+  compaction's re-adds are not new rows); the seen time of a commit is taken right after the
+  listing that shows it. Each added file's rows are checked against its `numRecords`. At the end the
+  newest snapshot is read once more with the `deltalake` package (when installed): its rows must
+  equal the rows the watcher counted (`delta_final` in --out).
 
 Latency per raw row = seen − ts (ts is the producer's wall clock when it formatted the event; the
 producer, the contender and this watcher run on one machine, so one clock). Latency per final
@@ -45,6 +55,8 @@ import pyarrow.parquet as pq
 
 US = 1_000_000
 PART_RE = re.compile(r"^part-p(\d+)-o(\d+)-(\d+)-w\d+\.parquet$")
+DELTA_COMMIT_RE = re.compile(r"^(\d{20})\.json$")
+DELTA_CHECKPOINT_RE = re.compile(r"^\d{20}\.checkpoint(\.\d+\.\d+)?(\.[0-9a-f-]+)?\.parquet$")
 
 
 def now_us():
@@ -287,6 +299,117 @@ class SparkWatcher:
         return seen
 
 
+class DeltaLog:
+    """One Delta table's log, `<table>/_delta_log/<version>.json`, replayed in version order."""
+
+    def __init__(self, table):
+        self.table = table
+        self.log = os.path.join(table, "_delta_log")
+        self.next_version = 0
+        self.checkpoints = 0
+        self.removes = 0
+        self.rearranged = 0  # dataChange=false adds (a compaction's), not new rows
+
+    def list_new(self):
+        """The versions after the last read, contiguous from it (a gap ends the list)."""
+        try:
+            names = os.listdir(self.log)
+        except FileNotFoundError:
+            return []
+        versions = set()
+        chk = 0
+        for n in names:
+            m = DELTA_COMMIT_RE.match(n)
+            if m:
+                versions.add(int(m.group(1)))
+            elif DELTA_CHECKPOINT_RE.match(n):
+                chk += 1
+        self.checkpoints = chk
+        out, v = [], self.next_version
+        while v in versions:
+            out.append(v)
+            v += 1
+        return out
+
+    def read(self, versions):
+        """The new data files of VERSIONS, as (absolute path, key or None, numRecords or None), and the
+        number of versions read; stops at a commit that cannot be read yet (retried next poll)."""
+        files, read = [], 0
+        for v in versions:
+            try:
+                with open(os.path.join(self.log, f"{v:020d}.json")) as f:
+                    actions = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+            except (FileNotFoundError, json.JSONDecodeError):
+                break
+            for a in actions:
+                if "remove" in a:
+                    self.removes += 1
+                add = a.get("add")
+                if add is None:
+                    continue
+                if not add.get("dataChange", True):
+                    self.rearranged += 1
+                    continue
+                path = add["path"]
+                if "://" in path:
+                    path = urllib.parse.urlparse(path).path
+                path = urllib.parse.unquote(path)
+                if not os.path.isabs(path):
+                    path = os.path.join(self.table, path)
+                key = (add.get("partitionValues") or {}).get("id")
+                stats = json.loads(add["stats"]) if add.get("stats") else {}
+                files.append((path, int(key) if key not in (None, "") else None, stats.get("numRecords")))
+            self.next_version = v + 1
+            read += 1
+        return files, read
+
+
+class DeltaWatcher:
+    """A raw and an aggregates Delta table (streamlake --table-format delta, or Spark's Delta sinks)."""
+
+    def __init__(self, raw, agg, col):
+        self.col = col
+        self.raw = DeltaLog(raw)
+        self.agg = DeltaLog(agg)
+        self.quarantined = 0
+        self.fallback_scans = 0
+
+    def poll(self):
+        raw_new = self.raw.list_new()
+        agg_new = self.agg.list_new()
+        seen = now_us()
+        files, n = self.raw.read(raw_new)
+        self.col.commits += n
+        for path, key, records in files:
+            rows = self.col.add_raw(seen, path, key)
+            if records is not None and rows != records:
+                self.col.errors.append(f"{path}: read {rows} rows, its add says numRecords={records}")
+        files, n = self.agg.read(agg_new)
+        self.col.agg_commits += n
+        for path, _, _ in files:
+            self.col.add_agg(seen, path)
+        return seen
+
+    def final(self):
+        """The newest snapshot of both tables, read again with deltalake (None if not installed)."""
+        try:
+            from deltalake import DeltaTable
+        except ImportError:
+            return None
+        out = {}
+        for name, log in (("raw", self.raw), ("aggregates", self.agg)):
+            try:
+                t = DeltaTable(log.table)
+                adds = t.get_add_actions(flatten=True)
+                nr = adds.column("num_records").to_pylist() if "num_records" in adds.column_names else []
+                out[name] = {"version": t.version(), "files": adds.num_rows,
+                             "rows": int(sum(x or 0 for x in nr)), "checkpoints": log.checkpoints,
+                             "versions_read": log.next_version, "removes": log.removes}
+            except Exception as e:  # noqa: BLE001 - reported, not fatal
+                out[name] = {"error": f"{type(e).__name__}: {e}"}
+        return out
+
+
 def pct(a, qs=(50, 90, 99)):
     if len(a) == 0:
         return {"count": 0}
@@ -325,8 +448,13 @@ def report(args, col, w, producer, status, polls, max_gap_us, started_us, gaps):
     wl = [col.windows[k] - (k[0] + col.watermark_us) for k in sorted(countable) if k in col.windows]
     missing = sorted(k for k in countable if k not in col.windows)
     produced = producer["events"] if producer else None
+    final = w.final() if hasattr(w, "final") else None
+    if final and "rows" in final.get("raw", {}) and final["raw"]["rows"] != col.raw_rows:
+        col.errors.append(f"the newest Delta snapshot (version {final['raw']['version']}, deltalake) holds "
+                          f"{final['raw']['rows']} rows, the watcher counted {col.raw_rows}")
     out = {
         "layout": args.layout,
+        "table_format": "delta" if args.layout == "delta" else "parquet",
         "label": args.label,
         "contender": args.contender or args.layout,
         "rate": args.rate,
@@ -362,6 +490,7 @@ def report(args, col, w, producer, status, polls, max_gap_us, started_us, gaps):
         "max_poll_gap_ms": round(max_gap_us / 1000.0, 1),
         "poll_gap": pct(np.asarray(gaps, dtype=np.int64)),
         "errors": col.errors[:50],
+        "delta_final": final,
     }
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
@@ -384,7 +513,7 @@ def warm_up():
 def watch(args):
     warm_up()
     col = Collector(int(args.window_s * US), int(args.watermark_s * US))
-    cls = StreamlakeWatcher if args.layout == "streamlake" else SparkWatcher
+    cls = {"streamlake": StreamlakeWatcher, "spark": SparkWatcher, "delta": DeltaWatcher}[args.layout]
     w = cls(args.raw, args.agg, col)
     ctl_producer = os.path.join(args.control, "producer.json")
     ctl_stop = os.path.join(args.control, "stop")
@@ -422,6 +551,13 @@ def watch(args):
             break
         time.sleep(args.poll_ms / 1000.0)
     out = report(args, col, w, producer, status, polls, max_gap, started, gaps)
+    if status != "error" and out["errors"]:  # the final Delta snapshot disagreed
+        status = out["status"] = "error"
+        with open(args.out) as f:
+            doc = json.load(f)
+        doc["status"] = status
+        with open(args.out, "w") as f:
+            json.dump(doc, f, indent=1)
     e = out["event_to_committed"]
     print(
         f"[freshness] {args.label}: status={status} events_produced={out['events_produced']} "
@@ -447,6 +583,11 @@ def fmt(v, nd=0):
     if v is None:
         return "–"
     return f"{v:,.{nd}f}"
+
+
+def label(r):
+    """The contender's name in the tables, with "(Delta)" for a Delta run."""
+    return r.get("contender", r["layout"]) + (" (Delta)" if r.get("layout") == "delta" else "")
 
 
 def summarize(args):
@@ -476,10 +617,12 @@ def summarize(args):
              f"streamlake {meta.get('streamlake_rev', '?')}, Kafka {meta.get('kafka', '?')}, "
              f"pyspark {meta.get('pyspark', '–')}.\n")
     L.append("Event → committed: producer's `ts` → the commit marker that covers the row was first seen "
-             "(streamlake: checkpoint entry; Spark: `_spark_metadata` log). Window end → final: "
+             "(streamlake: checkpoint entry; Spark: `_spark_metadata` log; \"(Delta)\": the Delta commit "
+             "`_delta_log/<version>.json` that adds the row's file, i.e. the row is in the newest snapshot). "
+             "Window end → final: "
              "window end + 30 s watermark → the final row's commit was seen (streamlake: `windows.json`; "
-             "Spark: aggregates `_spark_metadata`), counting only windows whose end + 30 s is before the "
-             "last event. All latencies in ms, over every event (warm-up included).\n")
+             "Spark: aggregates `_spark_metadata`; Delta: the aggregates table's commit), counting only windows "
+             "whose end + 30 s is before the last event. All latencies in ms, over every event (warm-up included).\n")
     L.append("| contender | trigger / roll | rate (ev/s) | events produced | rows seen | status | "
              "event→committed p50 | p99 | max | steady p99 (after 5 s) | window end→final p50 | p99 | "
              "windows counted | drain after producer (s) | peak RSS (MB) |")
@@ -487,7 +630,7 @@ def summarize(args):
     for r in runs:
         e, s, w = r["event_to_committed"], r["event_to_committed_steady"], r["window_end_to_final"]
         L.append(
-            f"| {r.get('contender', r['layout'])} | {r.get('trigger', '')} | {fmt(r.get('rate'))} | "
+            f"| {label(r)} | {r.get('trigger', '')} | {fmt(r.get('rate'))} | "
             f"{fmt(r['events_produced'])} | {fmt(r['rows_seen'])} | {r['status']} | {fmt(e.get('p50_ms'))} | "
             f"{fmt(e.get('p99_ms'))} | {fmt(e.get('max_ms'))} | {fmt(s.get('p99_ms'))} | "
             f"{fmt(w.get('p50_ms'))} | {fmt(w.get('p99_ms'))} | {r['windows_counted']}/{r['windows_countable']} | "
@@ -507,15 +650,25 @@ def summarize(args):
         for k in sorted(slices):
             cells.append(f"{k * 10}-{k * 10 + 9}s: p99≤{max(x['p99_ms'] for x in slices[k]):,.0f} "
                          f"max {max(x['max_ms'] for x in slices[k]):,.0f}")
-        L.append(f"- {r.get('contender', r['layout'])} @ {fmt(r.get('rate'))} ev/s: " + "; ".join(cells))
+        L.append(f"- {label(r)} @ {fmt(r.get('rate'))} ev/s: " + "; ".join(cells))
     L.append("")
     prod = [r for r in runs if r.get("producer")]
     for r in prod:
         p = r["producer"]
         dur = p["end_unix"] - p["start_unix"]
-        L.append(f"- {r.get('contender')} @ {fmt(r.get('rate'))}: producer sent {fmt(p['events'])} events in "
+        df = r.get("delta_final") or {}
+        delta = ""
+        if r.get("layout") == "delta":
+            raw, agg = df.get("raw", {}), df.get("aggregates", {})
+            delta = (f" Delta: {r['raw_commits_seen']} raw and {r['agg_commits_seen']} aggregates commits read"
+                     + (f"; newest raw snapshot version {raw['version']}, {fmt(raw['rows'])} rows in {fmt(raw['files'])} files,"
+                        f" {raw['checkpoints']} checkpoints (deltalake agrees: {raw['rows'] == r['rows_seen']})"
+                        if "rows" in raw else "")
+                     + (f"; aggregates version {agg['version']}, {agg['checkpoints']} checkpoints" if "version" in agg else "")
+                     + ".")
+        L.append(f"- {label(r)} @ {fmt(r.get('rate'))}: producer sent {fmt(p['events'])} events in "
                  f"{dur:.1f} s ({p['events'] / dur:,.0f} ev/s achieved); watcher polls={r['polls']}, "
-                 f"max poll gap {r['max_poll_gap_ms']} ms, commits seen {r['raw_commits_seen']}.")
+                 f"max poll gap {r['max_poll_gap_ms']} ms, commits seen {r['raw_commits_seen']}.{delta}")
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     print("\n".join(L))
@@ -526,8 +679,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("watch")
-    w.add_argument("--layout", choices=["streamlake", "spark"], required=True)
-    w.add_argument("--raw", required=True, help="the raw dataset's run folder (…/parquet/run_<RUN_ID>)")
+    w.add_argument("--layout", choices=["streamlake", "spark", "delta"], required=True)
+    w.add_argument("--raw", required=True, help="the raw dataset's run folder (…/parquet/run_<RUN_ID>; with --layout delta its table)")
     w.add_argument("--agg", required=True, help="the aggregates folder (…/aggregates/<name of OUTPUT_PATH>/run_<RUN_ID>)")
     w.add_argument("--control", required=True)
     w.add_argument("--out", required=True)

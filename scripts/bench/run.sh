@@ -6,14 +6,26 @@
 #   scripts/bench/run.sh --events 1000000 --runs 3
 #   scripts/bench/run.sh --no-spark               # skip Spark (no download needed)
 #   scripts/bench/run.sh --events 2000000 --only raw,w2,w2s3,spark,sparks3 --output s3://lake/bench
+#   scripts/bench/run.sh --events 1000000 --only w2,w2delta,spark,sparkdelta   # Delta Lake against Parquet
 #
 # Options:
 #   --events N        events loaded into the topic (default 10000000)
 #   --runs R          runs of each contender (default 3)
 #   --out DIR         results folder (default scripts/bench/results/<UTC time>-<N>)
 #   --no-spark        do not run Spark
-#   --only LIST       comma-separated subset of: raw,raw2,w1,w2,n2,spark,validate and, with
-#                     --output, w2s3,sparks3
+#   --only LIST       comma-separated subset of: raw,raw2,w1,w2,w2delta,n2,spark,sparkdelta,validate
+#                     and, with --output, w2s3,sparks3 (default: raw,raw2,w1,w2,w2delta,n2,spark,
+#                     validate; sparkdelta is opt-in: a second Spark job per round, slower than
+#                     spark's, about 2 min per run at 10M events on 2 cores)
+#                     w2delta:    streamlake -w 2 --table-format delta (local output): the raw dataset
+#                                 and the aggregates as Delta Lake tables (delta-rs), same arguments as w2
+#                     sparkdelta: spark/app.py with SPARK_FORMAT=delta: both sinks format("delta")
+#                                 (delta-spark_2.12 + delta-storage 3.3.3 of scripts/spark-delta, fetched
+#                                 once by scripts/spark-delta/setup.sh, passed with --jars)
+#                     A Delta run's rows are counted through its `_delta_log` (the newest snapshot's
+#                     files, deltalake's DeltaTable(…).to_pyarrow_dataset().count_rows(), with
+#                     scripts/bench/delta_table.py), never the folder listing; its version, commit
+#                     files and checkpoints (raw and aggregates tables) go to DIR/delta.jsonl
 #   --output URL      also measure writing to an S3-compatible store, on the same topic in the same
 #                     run: URL is s3://bucket/prefix (or s3a://; a prefix below the bucket is
 #                     needed). Adds the contenders w2s3 (streamlake -w 2, `--output s3://…`) and
@@ -48,14 +60,17 @@
 #                     murmur3, not Iceberg's: the same number of folders, other ids in each)
 #
 # Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
-# pandas, pyarrow, duckdb; default .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g); with
+# pandas, pyarrow, duckdb and, for w2delta/sparkdelta, deltalake; default $STREAMLAKE_TEST_PYTHON,
+# else .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g); with
 # --output: AWS_ENDPOINT_URL (use this S3 server, start none; its bucket must exist),
 # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP.
 #
 # Output: DIR/results.csv (one line per run), DIR/results.json (the same, with medians and versions, for
 # tools), DIR/summary.md (medians, min-max, ratios, versions),
 # DIR/logs/ (stdout/stderr and `/usr/bin/time -v` of every run); with --output DIR/requests.csv
-# (per S3 run: requests by kind, commits, requests per commit, the S3 server's CPU seconds).
+# (per S3 run: requests by kind, commits, requests per commit, the S3 server's CPU seconds); with a
+# Delta contender DIR/delta.jsonl (per run: rows through the log, version, commits, log files,
+# checkpoints of the raw and the aggregates tables).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -65,7 +80,7 @@ cd "$ROOT"
 EVENTS=10000000
 RUNS=3
 OUT=""
-ONLY="raw,raw2,w1,w2,n2,spark,validate"
+ONLY="raw,raw2,w1,w2,w2delta,n2,spark,validate"
 ONLY_SET=0
 NO_SPARK=0
 S3_URL=""
@@ -116,7 +131,7 @@ if [[ -n "$S3_URL" ]]; then
 elif want w2s3 || want sparks3; then
   echo "w2s3 and sparks3 write to S3: give --output s3://bucket/prefix" >&2; exit 64
 fi
-[[ "$NO_SPARK" == 1 ]] && ONLY="$(without "$ONLY" spark sparks3)"
+[[ "$NO_SPARK" == 1 ]] && ONLY="$(without "$ONLY" spark sparks3 sparkdelta)"
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$BENCH/results/$STAMP-$EVENTS}"
@@ -128,7 +143,7 @@ log() { echo "[bench] $*" >&2; }
 
 BIN="${STREAMLAKE_BIN:-$ROOT/target/release/streamlake}"
 RAW="$ROOT/target/release/examples/raw_consume"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
+PY="${PYTHON:-${STREAMLAKE_TEST_PYTHON:-$ROOT/.venv/bin/python}}"
 [[ -x "$BIN" ]] || { log "building streamlake"; cargo build --release; }
 # a snapshot of the binary, so a rebuild during the benchmark cannot mix two versions
 mkdir -p "$OUT/bin" && cp "$BIN" "$OUT/bin/streamlake" && BIN="$OUT/bin/streamlake"
@@ -139,6 +154,11 @@ fi
 if { want raw || want raw2; } && [[ ! -x "$RAW" ]]; then log "building examples/raw_consume"; cargo build --release --example raw_consume; fi
 if { want validate || [[ -n "$S3_URL" ]]; } && ! "$PY" -c 'import pandas, pyarrow, duckdb' 2>/dev/null; then
   log "python with pandas/pyarrow/duckdb missing: scripts/test.sh --setup-only"
+  scripts/test.sh --setup-only >&2
+  PY="$ROOT/.venv/bin/python"
+fi
+if { want w2delta || want sparkdelta; } && ! "$PY" -c 'import deltalake, pyarrow' 2>/dev/null; then
+  log "python with deltalake missing (the Delta contenders' row counts read the log with it): scripts/test.sh --setup-only"
   scripts/test.sh --setup-only >&2
   PY="$ROOT/.venv/bin/python"
 fi
@@ -157,14 +177,16 @@ if [[ "$TLS" == 1 ]]; then
 fi
 if [[ -n "${KAFKA_CONFIG_FILE:-}" ]]; then
   log "client settings from $KAFKA_CONFIG_FILE; Spark skipped"
-  ONLY="$(without "$ONLY" spark sparks3)"
+  ONLY="$(without "$ONLY" spark sparks3 sparkdelta)"
 fi
 log "broker $KAFKA_BOOTSTRAP_SERVERS"
 SPARK_OK=0
 SPARK_WHY=""
 SPARK_S3_OK=0
-if want spark || want sparks3; then bench_setup_spark "$OUT/logs"; fi
+SPARK_DELTA_OK=0
+if want spark || want sparks3 || want sparkdelta; then bench_setup_spark "$OUT/logs"; fi
 if want sparks3 && [[ "$SPARK_OK" == 1 ]]; then bench_setup_spark_s3a "$OUT/logs"; fi
+if want sparkdelta && [[ "$SPARK_OK" == 1 ]]; then bench_setup_spark_delta "$OUT/logs"; fi
 
 # ---- S3 (scripts/bench/common.sh, scripts/s3.sh) -----------------------------------------------
 S3_PID=""
@@ -292,6 +314,27 @@ check_rows() { # NAME RUN DATASET: row count with DuckDB (an s3:// DATASET: pyar
   if [[ "$n" != "$EVENTS" ]]; then log "WARNING: $1 run $2 wrote $n rows, expected $EVENTS"; fi
   echo "$1,$2,$n" >>"$OUT/rows.csv"
 }
+# delta_check_rows NAME RUN TABLE AGG_TABLE: the rows of the raw table's newest snapshot, read through
+# its _delta_log (scripts/bench/delta_table.py: deltalake's dataset of the snapshot's files, never
+# the folder listing), into rows.csv as check_rows does, and the log of both tables (version,
+# commit files, checkpoints) as a line of delta.jsonl
+delta_check_rows() {
+  local js n
+  js="$("$PY" "$BENCH/delta_table.py" stats "$3" --aggregates "$4" 2>>"$OUT/logs/delta-rows.err" || true)"
+  if [[ -n "$js" ]]; then
+    n="$(python3 -c 'import json,sys
+d = {"contender": sys.argv[1], "run": int(sys.argv[2]), **json.loads(sys.argv[3])}
+with open(sys.argv[4], "a") as f:
+    f.write(json.dumps(d) + "\n")
+print("[bench] {contender} run {run} Delta: rows={rows} version={version} log_json={log_json} checkpoints={checkpoints} files={files};"
+      " aggregates: rows={agg_rows} version={agg_version} log_json={agg_log_json}".format(**d), file=sys.stderr)
+print(d["rows"])' "$1" "$2" "$js" "$OUT/delta.jsonl")"
+  else
+    n="?"; log "$1 run $2: the Delta table $3 (or $4) could not be read; see logs/delta-rows.err"
+  fi
+  if [[ "$n" != "$EVENTS" ]]; then log "WARNING: $1 run $2 committed $n rows to its Delta table, expected $EVENTS"; fi
+  echo "$1,$2,$n" >>"$OUT/rows.csv"
+}
 dataset() { echo "$OUT/data/$1-$2"; }
 s3_dataset() { echo "$S3_URL/$1-$2"; } # NAME RUN: the prefix of an S3 run (its local folder: Spark's checkpoint)
 drop_previous() { # NAME RUN: remove the previous run's data unless --keep-data
@@ -308,6 +351,7 @@ run_spark() {
   local name="$1" run="$2" output="$3" jars limit=() s3conf=()
   shift 3
   jars="$(bench_spark_jars)"
+  [[ " $* " == *" SPARK_FORMAT=delta "* ]] && jars="$jars,$(bench_spark_delta_jars)"
   [[ -n "$SPARK_TIMEOUT" ]] && limit=(timeout --kill-after=30 "$SPARK_TIMEOUT")
   if [[ "$output" == s3a://* ]]; then
     jars="$jars,$(bench_spark_s3a_jars)"
@@ -349,6 +393,11 @@ for ((r = 1; r <= RUNS; r++)); do
       check_rows "$who" "$r" "$d/parquet"; drop_previous "$who" "$r"
     done
   done
+  if want w2delta; then
+    d="$(dataset w2delta "$r")"
+    run_measured w2delta "$r" 1 "$BIN" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w 2 --table-format delta
+    delta_check_rows w2delta "$r" "$d/parquet/run_bench$r" "$d/aggregates/parquet/run_bench$r"; drop_previous w2delta "$r"
+  fi
   if want w2s3; then
     d="$(s3_dataset w2s3 "$r")"
     run_measured w2s3 "$r" 1 "$BIN" run "${RUNARGS[@]}" --output "$d/parquet" --run-id "bench$r" -w 2
@@ -367,6 +416,12 @@ for ((r = 1; r <= RUNS; r++)); do
     d="$(dataset spark "$r")"; mkdir -p "$d"
     run_spark spark "$r" "$d/parquet"
     spark_check_rows spark "$r" "$d/parquet"; drop_previous spark "$r"
+  fi
+  if want sparkdelta && [[ "$SPARK_DELTA_OK" == 1 ]]; then
+    # the seed's paths: the raw table OUTPUT/run_<RUN_ID>, the aggregates' <parent>/aggregates/run_<RUN_ID>
+    d="$(dataset sparkdelta "$r")"; mkdir -p "$d"
+    run_spark sparkdelta "$r" "$d/parquet" SPARK_FORMAT=delta
+    delta_check_rows sparkdelta "$r" "$d/parquet/run_bench$r" "$d/aggregates/run_bench$r"; drop_previous sparkdelta "$r"
   fi
   if want sparks3 && [[ "$SPARK_S3_OK" == 1 ]]; then
     # the data on S3 (s3a://), the two queries' checkpoints on local disk
@@ -410,6 +465,11 @@ fi
     echo "spark_kafka_connector=$(find "$BENCH/spark/jars" -name 'spark-sql-kafka*.jar' -printf '%f\n' 2>/dev/null | head -n1)"
   fi
   [[ -n "$SPARK_WHY" ]] && echo "spark_skipped=$SPARK_WHY"
+  if want w2delta || want sparkdelta; then
+    echo "deltalake_python=$("$PY" -c 'import deltalake; print(deltalake.__version__)' 2>/dev/null || echo '?')"
+    echo "delta_rs=$(grep -h -o -m1 '"engineInfo":"delta-rs:[^"]*' "$OUT"/data/w2delta-*/parquet/run_*/_delta_log/00000000000000000000.json 2>/dev/null | head -n1 | sed 's/.*delta-rs://')"
+  fi
+  want sparkdelta && echo "spark_delta_jars=$(find "$ROOT/scripts/spark-delta/jars" -name '*.jar' -printf '%f\n' 2>/dev/null | sort | paste -sd' ' -)"
   if [[ -n "$S3_URL" ]]; then
     echo "s3_output=$S3_URL"
     if [[ -n "$S3_PID" ]]; then

@@ -1,7 +1,7 @@
 """Summarize a scripts/bench/run.sh results folder as Markdown (stdlib only).
 
 Usage: python3 scripts/bench/summarize.py RESULTS_DIR > summary.md
-Reads RESULTS_DIR/results.csv, meta.txt, rows.csv and requests.csv (if present); also writes
+Reads RESULTS_DIR/results.csv, meta.txt, rows.csv, requests.csv and delta.jsonl (if present); also writes
 RESULTS_DIR/results.json: the machine and versions, every run, and the medians per contender.
 """
 
@@ -16,11 +16,13 @@ LABELS = {
     "raw2": "raw limit, 2 consumers (`raw_consume --consumers 2`)",
     "w1": "streamlake `-w 1`",
     "w2": "streamlake `-w 2`",
+    "w2delta": "streamlake `-w 2 --table-format delta`",
     "w1-base": "streamlake `-w 1`, baseline binary (`--baseline-bin`)",
     "w2-base": "streamlake `-w 2`, baseline binary (`--baseline-bin`)",
     "n2": "streamlake `-n 2` × `-w 1` (2 processes)",
     "w2s3": "streamlake `-w 2`, output on S3 (`s3://`)",
     "spark": "Spark 3.5 Structured Streaming, `local[2]`, AvailableNow",
+    "sparkdelta": "Spark 3.5, Delta sinks (`format(\"delta\")`, delta-spark 3.3.3)",
     "sparks3": "Spark 3.5, output on S3 (`s3a://`, checkpoint on local disk)",
     "validate-streamlake": "`streamlake validate --json`",
     "validate-pandas-dag": "pandas DAG (`tests/py/dag_validate.py`)",
@@ -66,6 +68,9 @@ def main(argv):
         f"Kafka {meta.get('kafka')} (single local KRaft broker), {meta.get('java')}, {meta.get('rustc')}"
         + (f", pyspark {meta['pyspark']} + {meta.get('spark_kafka_connector')}" if "pyspark" in meta else "")
         + (f", pandas {meta['pandas']}, pyarrow {meta['pyarrow']}, duckdb {meta['duckdb']}" if "pandas" in meta else "")
+        + (f", delta-rs {meta['delta_rs']} (streamlake's Delta writer)" if meta.get("delta_rs") else "")
+        + (f", deltalake {meta['deltalake_python']} (the Delta row check)" if meta.get("deltalake_python") else "")
+        + (f", Spark's Delta jars: {meta['spark_delta_jars']}" if meta.get("spark_delta_jars") else "")
         + ".\n"
     )
     if "s3_output" in meta:
@@ -134,6 +139,8 @@ def main(argv):
         print("|---|---|---|---|---|")
         print("\n".join(s3_ratios))
         print()
+    delta = read_delta(out)
+    print_delta(med, delta)
     requests = read_requests(out)
     if requests:
         print_requests(requests)
@@ -145,12 +152,76 @@ def main(argv):
             print("Row-count check (DuckDB on each run's raw dataset) **failed** for: " + "; ".join(bad) + "\n")
         else:
             how = "DuckDB count" + ("; on S3: pyarrow through the S3 API" if "s3_output" in meta else "")
+            if delta:
+                how += ("; Delta contenders: the rows of the newest snapshot's files, read through `_delta_log`"
+                        f" with deltalake {meta.get('deltalake_python', '?')} (`scripts/bench/delta_table.py`), not the folder listing")
             print(f"Row-count check: every run's raw dataset holds exactly {int(meta['events']):,} rows ({how}).\n")
-    write_json(out, meta, rows, order, med, requests)
+    write_json(out, meta, rows, order, med, requests, delta)
     vd = out / "validate-dataset.txt"
     if vd.exists():
         print(f"Validators read `{vd.read_text().strip()}` (the last streamlake run).\n")
     return 0
+
+
+def read_delta(out):
+    """delta.jsonl (run.sh's Delta contenders): per run, the raw and aggregates tables' snapshot and log."""
+    f = out / "delta.jsonl"
+    if not f.exists():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def ratio_row(med, c, ref, what):
+    """A Markdown row of the ratios of C's medians to REF's, or None if either has none."""
+    if med(c, "wall_s") is None or med(ref, "wall_s") is None:
+        return None
+    return (
+        f"| {what} | {med(c, 'events_per_s') / med(ref, 'events_per_s'):.2f} "
+        f"| {med(c, 'wall_s') / med(ref, 'wall_s'):.2f} | {med(c, 'peak_rss_mb') / max(med(ref, 'peak_rss_mb'), 1):.2f} "
+        f"| {med(c, 'cpu_s') / max(med(ref, 'cpu_s'), 0.01):.2f} |"
+    )
+
+
+def print_delta(med, delta):
+    """The Delta contenders against plain Parquet and Spark, and their tables' logs."""
+    rows = [
+        ratio_row(med, c, ref, what)
+        for c, ref, what in (
+            ("w2delta", "w2", "streamlake `-w 2`: Delta / Parquet"),
+            ("sparkdelta", "spark", "Spark: Delta / Parquet"),
+            ("w2delta", "sparkdelta", "Delta: streamlake `-w 2` / Spark"),
+            ("w2delta", "spark", "streamlake `-w 2` Delta / Spark Parquet"),
+        )
+    ]
+    rows = [r for r in rows if r]
+    if rows:
+        print("Delta Lake, ratios of medians (events/s > 1: the first is faster; wall, RSS, CPU < 1: it uses less):\n")
+        print("| ratio | events/s | wall | peak RSS | CPU s |")
+        print("|---|---|---|---|---|")
+        print("\n".join(rows))
+        print()
+    if not delta:
+        return
+    print(
+        "Delta tables after each run, median (min–max) over the runs, read through `_delta_log` with deltalake"
+        " (`scripts/bench/delta_table.py`): rows = the newest snapshot's rows; commits = its version + 1"
+        " (version 0 creates the table; streamlake commits once per Kafka partition per roll, Spark once per"
+        " micro-batch per query); commit files = `<version>.json`; checkpoints = `*.checkpoint.parquet`;"
+        " log files / KB = all of `_delta_log/` (Spark adds `.crc` files); data files = the snapshot's.\n"
+    )
+    print("| contender | table | rows | commits | commit files | checkpoints | log files | log KB | data files |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c in dict.fromkeys(d["contender"] for d in delta):
+        ds = [d for d in delta if d["contender"] == c]
+        for table, p in (("raw", ""), ("aggregates", "agg_")):
+            def col(k, digits=0, scale=1.0):
+                return cell([d[p + k] * scale for d in ds if d.get(p + k) is not None], digits)
+
+            print(
+                f"| {LABELS.get(c, c)} | {table} | {col('rows')} | {col('commits')} | {col('log_json')} "
+                f"| {col('checkpoints')} | {col('log_files')} | {col('log_bytes', 1, 1 / 1024)} | {col('files')} |"
+            )
+    print()
 
 
 def read_requests(out):
@@ -190,7 +261,7 @@ def print_requests(requests):
     print()
 
 
-def write_json(out, meta, rows, order, med, requests=()):
+def write_json(out, meta, rows, order, med, requests=(), delta=()):
     """The raw results, for tools: meta, every run (numbers as numbers), medians of successful runs."""
     def num(v):
         try:
@@ -212,6 +283,8 @@ def write_json(out, meta, rows, order, med, requests=()):
             {"contender": a, "run": int(b), "rows": int(n) if n.isdigit() else None}
             for a, b, n in (line.split(",") for line in rows_file.read_text().splitlines() if line)
         ]
+    if delta:
+        doc["delta"] = list(delta)
     if requests:
         doc["requests"] = [{k: (None if v == "" else v) for k, v in r.items()} for r in requests]
         doc["requests_per_commit_median"] = {

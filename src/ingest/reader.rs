@@ -81,10 +81,19 @@ impl PreparedSource {
             spec.schema.clone(),
             spec.partition.clone(),
         );
-        let protocol: Box<dyn CommitProtocol> = match &settings.object {
+        let mut protocol: Box<dyn CommitProtocol> = match &settings.object {
             Some(target) => Box::new(ObjectCommit::new(target.clone(), layout, settings.sink_limits)),
             None => Box::new(LocalFs::new(layout, settings.sink_limits)),
         };
+        if let Some(tables) = &settings.delta {
+            protocol = Box::new(crate::sink::delta::commit::DeltaCommit::new(
+                protocol,
+                tables.raw.clone(),
+                &settings.run_id,
+                &topic,
+                tables.raw_sizer.clone(),
+            ));
+        }
         let consumer = if needs_consumer(!owned.is_empty(), settings.available_now) {
             Some(create_consumer(&settings)?)
         } else {

@@ -39,6 +39,8 @@ pub struct SourceSettings {
     pub run_dir: PathBuf,
     /// `--output s3://…`: where commits go; `run_dir` is then this process's local spool.
     pub object: Option<std::sync::Arc<crate::sink::object::ObjectTarget>>,
+    /// `--table-format delta`: the run's tables, opened once per process.
+    pub delta: Option<std::sync::Arc<crate::sink::delta::DeltaTables>>,
     pub run_id: String,
     /// The run folder's `run_uid` (see `sink::identity`).
     pub run_uid: String,
@@ -77,6 +79,7 @@ pub(crate) mod tests {
             spec: Arc::new(spec),
             run_dir: PathBuf::from("/nonexistent"),
             object: None,
+            delta: None,
             run_id: "r".into(),
             run_uid: "u".into(),
             starting: StartingOffsets::Earliest,

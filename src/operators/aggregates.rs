@@ -21,6 +21,7 @@ use super::FLUSH_TIME;
 use crate::error::WorkerError;
 use crate::sink::aggregates::{write_windows, AggregatesOwner, WindowRow};
 use crate::sink::checkpoint::{CheckpointDir, WindowsEntry};
+use crate::sink::delta::files::NewFile;
 use crate::sink::object::ObjectTarget;
 use crate::spec::Field;
 
@@ -37,6 +38,9 @@ pub struct AggregatesTarget {
     /// `--output s3://…`: `dir` is then the local spool, each file is uploaded once written and
     /// `windows.json` is put on the store.
     pub object: Option<Arc<ObjectTarget>>,
+    /// `--table-format delta`: each written batch is committed to the aggregates table once
+    /// `windows.json` marks it (a crash between the two is completed at the next start).
+    pub delta: Option<Arc<crate::sink::delta::DeltaTables>>,
 }
 
 /// What the sink did, for the run summary; an error stops the run.
@@ -97,6 +101,7 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                     }
                     let watermark = frontier.frontier().iter().min().copied();
                     let mut ready: Vec<WindowRow> = Vec::new();
+                    let mut unpublished: Option<NewFile> = None;
                     let mut caps = Vec::new();
                     while let Some(entry) = stash.first_entry() {
                         if watermark.is_some_and(|w| *entry.key() >= w) {
@@ -110,12 +115,20 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                         ready.sort();
                         let written =
                             write_windows(&target.dir, &target.owner, &target.key, target.window_ms, &ready)
-                                .and_then(|name| match &target.object {
-                                    Some(object) => object.upload_windows(&name).map(|()| name),
-                                    None => Ok(name),
+                                .and_then(|name| {
+                                    let path = target.dir.join(&name);
+                                    let size = std::fs::metadata(&path)
+                                        .map_err(crate::sink::io_err("stat", &path))?
+                                        .len();
+                                    match &target.object {
+                                        Some(object) => object.upload_windows(&name).map(|()| (name, size)),
+                                        None => Ok((name, size)),
+                                    }
                                 });
                         match written {
-                            Ok(name) => {
+                            Ok((name, size)) => {
+                                unpublished =
+                                    Some(NewFile { rel: name.clone(), size, rows: Some(ready.len() as u64) });
                                 windows.files.push(name);
                                 max_written =
                                     max_written.max(ready.iter().map(|r| r.end_ms).max().unwrap_or(0));
@@ -151,6 +164,13 @@ impl<'scope> WriteAggregates<'scope> for Stream<'scope, u64, Vec<WindowOutput>> 
                             return;
                         }
                         crate::crash::point("aggregates.after_mark");
+                        if let (Some(tables), Some(file)) = (&target.delta, unpublished.take()) {
+                            if let Err(e) = tables.commit_windows(file, closed) {
+                                report.borrow_mut().error = Some(WorkerError::MarkWindows(Arc::new(e)));
+                                held.extend(caps); // the probe must never pass uncommitted windows
+                                return;
+                            }
+                        }
                         report.borrow_mut().closed_through_ms = closed;
                     }
                     drop(caps);

@@ -14,6 +14,8 @@ fn request() -> RunRequest {
         run_id: "local_run".into(),
         object_lease: None,
         single_writer: false,
+        table_format: None,
+        delta_checkpoint_interval: 100,
         workers: 2,
         processes: 1,
         process: 0,

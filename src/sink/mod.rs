@@ -9,6 +9,7 @@
 pub mod aggregates;
 pub mod checkpoint;
 pub mod commit;
+pub mod delta;
 pub mod durable;
 pub mod identity;
 pub mod lock;
@@ -93,6 +94,34 @@ pub enum SinkError {
          exactly once. Start it again once the store is reachable and no other process holds the run"
     )]
     LeaseLost { run: String, key: String, reason: String },
+    #[error("cannot {doing} the Delta table {table}: {source}")]
+    Delta {
+        table: String,
+        doing: &'static str,
+        #[source]
+        source: Box<deltalake_core::DeltaTableError>,
+    },
+    #[error(
+        "Delta table {table}: application {app_id} was expected at version {expected:?} and is at {found:?}: another \
+         writer committed this partition; this process stopped without committing, so the table stays exactly once. \
+         Two `streamlake run` on one RUN_ID and process index write the same partitions: stop the other one"
+    )]
+    DeltaFenced { table: String, app_id: String, expected: Option<i64>, found: Option<i64> },
+    #[error(
+        "Delta table {table} does not fit the dataflow: {reason}. Nothing was written. Write to another OUTPUT_PATH \
+         or RUN_ID, or change the dataflow back"
+    )]
+    DeltaSchema { table: String, reason: String },
+    #[error(
+        "Delta table {table}: partition {partition}'s checkpoint entry covers {entry:?} (start, next offset) but the \
+         table's txn version is {txn:?}, which no commit of this run explains; nothing was started. The table or the \
+         _checkpoint folder was changed by hand or restored from a backup: restore both from the same moment, or \
+         start a new RUN_ID"
+    )]
+    DeltaDiverged { table: String, partition: i32, entry: Option<(i64, i64)>, txn: Option<i64> },
+    /// The run's existing output is in the other table format (the message says which).
+    #[error("{0}")]
+    TableFormat(String),
     /// OUTPUT_PATH cannot hold a run (the message names it and says what to use instead).
     #[error("{0}")]
     OutputPath(String),

@@ -161,6 +161,9 @@ pub struct CommitStats {
     pub quarantined_by_reason: BTreeMap<String, u64>,
     /// Paths relative to the run folder.
     pub files: Vec<String>,
+    /// The size of each of `files`, where the protocol learned it (the object store's upload);
+    /// empty otherwise.
+    pub sizes: Vec<u64>,
 }
 
 pub(crate) fn writer_props(kind: &str, schema: &Schema) -> WriterProperties {

@@ -190,6 +190,11 @@ impl ObjectStoreRoot {
         Ok(ObjectStoreRoot { url: url.clone(), endpoint, store: Arc::new(store), runtime })
     }
 
+    /// The client, rooted at the bucket (for delta-rs, which takes an `ObjectStore`).
+    pub fn bucket_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     /// Checks, before anything is read from Kafka or written: the bucket exists, the credentials
     /// may list, write, read and delete under the prefix, and conditional create is honoured
     /// (with `single_writer`, a plain write is all that is asked). Leaves nothing behind: the

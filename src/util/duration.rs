@@ -1,8 +1,8 @@
 //! The one duration grammar of streamlake: every flag (`--idle-timeout`, `--every`, `--tick`, ...)
 //! and every dataflow-file field (`window.size`, `trigger`, ...) is read by [`parse_duration`].
 //!
-//! Grammar: a decimal number, optionally a space, then a unit `ms`, `s`, `m` or `h`; no unit means
-//! seconds. `250ms`, `1.5s`, `0.5m`, `5 m`, `7`, `.5s` and `1.` are durations; signs, exponents,
+//! Grammar: a decimal number, optionally a space, then a unit `ms`, `s`, `m`, `h` or `d` (days, for
+//! retention periods such as `vacuum --retain 7d`); no unit means seconds. `250ms`, `1.5s`, `0.5m`, `5 m`, `7`, `.5s` and `1.` are durations; signs, exponents,
 //! compound forms (`1h30m`) and other units are not. It is the union of what `run` and `validate`
 //! accepted before they shared it: `run` took fractions, `validate` a space before the unit.
 //!
@@ -22,7 +22,7 @@ use std::time::Duration;
 pub enum DurationError {
     #[error("`{0}` is not a duration: use e.g. 500ms, 10s, 1.5s, 5m or 1h")]
     NotANumber(String),
-    #[error("`{text}` has an unknown unit `{unit}`: use ms, s, m or h")]
+    #[error("`{text}` has an unknown unit `{unit}`: use ms, s, m, h or d")]
     UnknownUnit { text: String, unit: String },
     #[error("`{0}` is too long a duration")]
     TooLong(String),
@@ -44,6 +44,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         "" | "s" => 1_000_000_000,
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
         other => return Err(DurationError::UnknownUnit { text: text.to_string(), unit: other.to_string() }),
     };
     let too_long = || DurationError::TooLong(text.to_string());
@@ -98,6 +99,7 @@ mod tests {
     fn what_validate_accepted_a_space_before_the_unit() {
         assert_eq!(parse_duration("5 m"), ms(300_000));
         assert_eq!(parse_duration("250 ms"), ms(250));
+        assert_eq!(parse_duration("7d"), ms(7 * 86_400_000));
     }
 
     #[test]
@@ -108,7 +110,7 @@ mod tests {
             assert!(e.to_string().contains("is not a duration: use e.g."), "{e}");
         }
         let e = parse_duration("5 parsecs").unwrap_err();
-        assert_eq!(e.to_string(), "`5 parsecs` has an unknown unit `parsecs`: use ms, s, m or h");
+        assert_eq!(e.to_string(), "`5 parsecs` has an unknown unit `parsecs`: use ms, s, m, h or d");
         assert!(parse_duration("1h30m").unwrap_err().to_string().contains("unknown unit `h30m`"));
         assert!(parse_duration("5 m s").is_err());
         assert!(matches!(parse_duration("1e3s"), Err(DurationError::UnknownUnit { .. })));

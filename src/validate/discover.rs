@@ -92,6 +92,34 @@ pub fn list_data_files(root: &Path) -> Result<Listing, ValidateError> {
     let mut listing = Listing::default();
     let mut stack: Vec<Pending> = vec![(root.to_path_buf(), String::new(), vec![])];
     while let Some((dir, rel_dir, partitions)) = stack.pop() {
+        // A Delta table: its files are the ones its newest snapshot holds, whatever else lies in
+        // the folder (files a crash left before their commit, files compaction replaced).
+        if dir.join(crate::sink::delta::DELTA_LOG_DIR).is_dir() {
+            let active = crate::sink::delta::snapshot::active_files(&dir)
+                .map_err(|e| ValidateError::Delta { path: dir.clone(), reason: e.to_string() })?;
+            for file in active {
+                let mut parts = partitions.clone();
+                let mut folders: Vec<&str> = file.rel.split('/').collect();
+                folders.pop();
+                for folder in folders {
+                    if let Some((col, value)) = folder.split_once('=') {
+                        parts.push((col.to_string(), PartValue::from_folder(value)));
+                    }
+                }
+                listing.files.push(DataFile {
+                    rel: if rel_dir.is_empty() {
+                        file.rel.clone()
+                    } else {
+                        format!("{rel_dir}/{}", file.rel)
+                    },
+                    path: dir.join(&file.rel),
+                    partitions: parts,
+                    size: file.size,
+                    mtime_ns: file.modified_ms.max(0) as u64 * 1_000_000,
+                });
+            }
+            continue;
+        }
         let read =
             fs::read_dir(&dir).map_err(|source| ValidateError::ListDir { path: dir.clone(), source })?;
         for entry in read {

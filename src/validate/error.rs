@@ -16,6 +16,8 @@ pub enum ValidateError {
     /// (the message says what to check: bucket, credentials, endpoint).
     #[error(transparent)]
     Store(#[from] crate::storage::StoreError),
+    #[error("cannot read the Delta table {path}: {reason}; its files are counted only from its log")]
+    Delta { path: PathBuf, reason: String },
     #[error("cannot list folder {path}: {source}; check that it exists and is readable by this user")]
     ListDir {
         path: PathBuf,

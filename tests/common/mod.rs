@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod compose;
+pub mod delta;
 pub mod job;
 pub mod ledger;
 pub mod limits;

@@ -30,6 +30,13 @@ per_commit=…`, commits being the micro-batches of both queries (each commits i
 `_spark_metadata` log entry). CHECKPOINT_DIR, when set, holds both queries' checkpoints
 (CHECKPOINT_DIR/raw, CHECKPOINT_DIR/aggregates) instead of `_chk` inside their output folders:
 run.sh keeps them on local disk for the S3 runs, so the requests counted are the sinks' own.
+
+SPARK_FORMAT=delta (scripts/bench/run.sh contender sparkdelta, scripts/bench/freshness.sh
+--table-format delta) writes both sinks as Delta Lake tables (`format("delta")`, delta-spark 3.3.3,
+whose jars spark-submit gets through --jars from scripts/spark-delta/jars) instead of Parquet: same
+paths, same checkpointLocation, same partitioning; the session then gets Delta's SQL extension and
+catalog (spark.sql.extensions, spark.sql.catalog.spark_catalog, as scripts/spark-delta/read.sh).
+Unset or `parquet`: the seed's Parquet sinks.
 """
 
 import os
@@ -50,6 +57,10 @@ bucket = re.fullmatch(r"bucket\(id,\s*([1-9][0-9]*)\)", partition_by)
 if partition_by != "id" and not bucket:
     raise SystemExit(f"SPARK_PARTITION_BY={partition_by!r}: expected id or bucket(id, N)")
 
+sink_format = os.getenv("SPARK_FORMAT", "parquet").strip() or "parquet"
+if sink_format not in ("parquet", "delta"):
+    raise SystemExit(f"SPARK_FORMAT={sink_format!r}: expected parquet or delta")
+
 checkpoint_dir = os.getenv("CHECKPOINT_DIR", "")
 on_s3a = output_path.startswith("s3a://")
 
@@ -59,6 +70,10 @@ if on_s3a:
     for key, var in (("access.key", "AWS_ACCESS_KEY_ID"), ("secret.key", "AWS_SECRET_ACCESS_KEY")):
         if os.getenv(var):
             builder = builder.config(f"spark.hadoop.fs.s3a.{key}", os.environ[var])
+if sink_format == "delta":
+    builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension").config(
+        "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    )
 spark = builder.getOrCreate()
 spark.sparkContext.setLogLevel("WARN")
 
@@ -108,7 +123,7 @@ agg_checkpoint = os.path.join(checkpoint_dir, "aggregates") if checkpoint_dir el
 
 agg_query = (
     agg_df.writeStream.outputMode("append")
-    .format("parquet")
+    .format(sink_format)
     .option("checkpointLocation", agg_checkpoint)
     .option("path", agg_output_path)
     .trigger(**trigger)
@@ -122,7 +137,7 @@ if bucket:
 
 parquet_query = (
     raw_out_df.writeStream.outputMode("append")
-    .format("parquet")
+    .format(sink_format)
     .option("checkpointLocation", raw_checkpoint)
     .option("path", run_output_path)
     .partitionBy(raw_partition_column)

@@ -114,7 +114,17 @@ impl StagedFiles for ObjectStaged {
     }
 
     fn make_durable(&mut self, next_offset: i64) -> Result<CommitStats, SinkError> {
-        let stats = self.files.commit(next_offset)?;
+        let mut stats = self.files.commit(next_offset)?;
+        stats.sizes = stats
+            .files
+            .iter()
+            .map(|f| {
+                let path = self.spool.join(f);
+                std::fs::metadata(&path)
+                    .map(|m| m.len())
+                    .map_err(crate::sink::io_err("stat staged file", &path))
+            })
+            .collect::<Result<_, _>>()?;
         crate::crash::point("object.before_upload");
         self.target.upload(&self.spool, &stats.files, &self.target.run_key)?;
         crate::crash::point("object.after_upload");

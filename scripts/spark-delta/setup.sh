@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what scripts/spark-delta/read.sh needs, once; quick and silent when it is all there:
+#
+#   scripts/spark-delta/setup.sh       prints nothing on success; on failure, what failed (stderr), exit 1
+#
+# - pyspark 3.5.7 from PyPI, in the venv of the benchmarks (scripts/bench/.venv-spark, made by
+#   scripts/bench/common.sh's bench_setup_spark with the same check), reused when it has exactly
+#   that pyspark: one 300 MB Spark on the machine, not two. SPARK_DELTA_VENV names another venv.
+# - delta-spark_2.12 and delta-storage from Maven Central (pom.xml beside this script) into
+#   scripts/spark-delta/jars, marked done by jars/.complete. spark-submit gets them through --jars:
+#   never --packages, which would resolve through Ivy at run time.
+#
+# Needs python3 (with venv), Java 17 and Maven, as scripts/test.sh does. The logs of a failed
+# install are kept in scripts/spark-delta/setup-*.log.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VENV="${SPARK_DELTA_VENV:-$ROOT/scripts/bench/.venv-spark}"
+JARS="$HERE/jars"
+PYSPARK_VERSION=3.5.7
+
+fail() {
+  printf '[spark-delta/setup.sh] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# The same test as bench_setup_spark: a spark-submit, and exactly this pyspark.
+venv_ok() {
+  [[ -x "$VENV/bin/spark-submit" ]] &&
+    "$VENV/bin/python" -c "import pyspark; assert pyspark.__version__ == '$PYSPARK_VERSION'" 2>/dev/null
+}
+
+if ! venv_ok; then
+  log="$HERE/setup-pip.log"
+  { python3 -m venv "$VENV" && "$VENV/bin/pip" install --disable-pip-version-check --no-input -q \
+      "pyspark==$PYSPARK_VERSION"; } >"$log" 2>&1 ||
+    fail "pip install pyspark==$PYSPARK_VERSION into $VENV failed (see $log)"
+  venv_ok || fail "$VENV has no working pyspark $PYSPARK_VERSION after install (see $log)"
+  rm -f "$log"
+fi
+
+if [[ ! -f "$JARS/.complete" ]]; then
+  log="$HERE/setup-mvn.log"
+  rm -rf "$JARS"
+  mvn -q -B -f "$HERE/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$JARS" >"$log" 2>&1 ||
+    fail "maven fetch of delta-spark failed (see $log)"
+  # Both jars or nothing: a partial folder must not pass for a finished one.
+  compgen -G "$JARS/delta-spark_2.12-*.jar" >/dev/null && compgen -G "$JARS/delta-storage-*.jar" >/dev/null ||
+    fail "maven left no delta-spark/delta-storage jar in $JARS (see $log)"
+  touch "$JARS/.complete"
+  rm -f "$log"
+fi
