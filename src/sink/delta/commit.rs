@@ -139,7 +139,7 @@ fn rows_of(
     match rel.rsplit_once('/') {
         Some((folder, _)) => {
             let value = folder.rsplit('/').next()?.split_once('=')?.1;
-            rows_per_key.get(&super::files::hive_unescape(value)).copied()
+            rows_per_key.get(&crate::format::partition::decode_folder_value(value)).copied()
         }
         None if data_files >= 1 => Some(rows),
         None => None,

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 
 use deltalake_core::kernel::Add;
 
+use crate::format::partition::decode_folder_value;
+
 /// A file to add: its path relative to the table root (as on disk, Hive-escaped folder names
 /// included; delta-rs percent-encodes it in the log), bytes and rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,27 +19,6 @@ pub struct NewFile {
     pub rel: String,
     pub size: u64,
     pub rows: Option<u64>,
-}
-
-/// Decodes a Hive-escaped folder value (`a%2Fb` → `a/b`), as Spark and Hive write them.
-pub fn hive_unescape(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) =
-                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The partition values of a file at `rel` in a table partitioned by `columns` (none or one):
@@ -49,7 +30,7 @@ pub fn partition_values(rel: &str, columns: &[String]) -> HashMap<String, Option
             .split('/')
             .filter_map(|segment| segment.split_once('='))
             .find(|(name, _)| name == column)
-            .map(|(_, v)| hive_unescape(v));
+            .map(|(_, v)| decode_folder_value(v));
         values.insert(column.clone(), value);
     }
     values
