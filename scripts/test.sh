@@ -5,7 +5,10 @@
 #   scripts/test.sh --setup-only         only install what the tests need (apt packages, .venv), then exit
 #   scripts/test.sh [CARGO_ARGS] [-- TEST_ARGS]
 #                                        e.g. scripts/test.sh --test e2e -- --nocapture
-#                                        => cargo test --release --features crash-points --test e2e -- --test-threads=2 --nocapture
+#                                        => cargo test --profile ci --features crash-points --test e2e -- --test-threads=2 --nocapture
+#
+# The `ci` profile (Cargo.toml) is `release` without LTO and debug info: linking ~25 test binaries
+# with thin LTO and debug info took most of a fresh run once delta-rs joined the dependencies.
 #
 # Works on a fresh Debian 12 machine (as root, or with sudo) that has Java 17, Maven, Go 1.26, Rust (cargo with
 # rustfmt + clippy) and python3; installs everything else itself. See scripts/README.md.
@@ -327,12 +330,12 @@ main() {
 
     export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
     step "cargo fmt --check" cargo fmt --check
-    step "cargo clippy (release, all targets, -D warnings)" \
-        cargo clippy --release --all-targets -- -D warnings
+    step "cargo clippy (ci profile, all targets, -D warnings)" \
+        cargo clippy --profile ci --all-targets -- -D warnings
     # The reliability tests kill the job at named crash points (src/crash.rs), which exist only
     # in builds with the `crash-points` feature: the tests run such a build, and clippy checks it too.
-    step "cargo clippy (release, all targets, crash points, -D warnings)" \
-        cargo clippy --release --all-targets --features crash-points -- -D warnings
+    step "cargo clippy (ci profile, all targets, crash points, -D warnings)" \
+        cargo clippy --profile ci --all-targets --features crash-points -- -D warnings
 
     start_kafka
     start_s3
@@ -345,8 +348,8 @@ main() {
     info "STREAMLAKE_TEST_PYTHON=$STREAMLAKE_TEST_PYTHON"
     info "STREAMLAKE_REQUIRE_KAFKA=$STREAMLAKE_REQUIRE_KAFKA"
 
-    step "cargo test (release)" \
-        cargo test --release --features crash-points ${cargo_args[@]+"${cargo_args[@]}"} -- --test-threads=2 ${test_args[@]+"${test_args[@]}"}
+    step "cargo test (ci profile: optimised, no LTO)" \
+        cargo test --profile ci --features crash-points ${cargo_args[@]+"${cargo_args[@]}"} -- --test-threads=2 ${test_args[@]+"${test_args[@]}"}
 }
 
 main "$@"

@@ -21,7 +21,10 @@ fn run_bench_script(script: &str, args: &[&str]) -> (serde_json::Value, String) 
         .arg("--out")
         .arg(&out)
         .env("KAFKA_BOOTSTRAP_SERVERS", &brokers)
-        .env("STREAMLAKE_BIN", env!("CARGO_BIN_EXE_streamlake"));
+        .env("STREAMLAKE_BIN", env!("CARGO_BIN_EXE_streamlake"))
+        // The raw reader `cargo test` built with the binary (examples are built by `cargo test`),
+        // so the script does not start a release build of its own.
+        .env("RAW_CONSUME_BIN", raw_consume());
     if let Ok(py) = std::env::var("STREAMLAKE_TEST_PYTHON") {
         cmd.env("PYTHON", py);
     }
@@ -32,6 +35,14 @@ fn run_bench_script(script: &str, args: &[&str]) -> (serde_json::Value, String) 
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     println!("{summary}");
     (json, summary)
+}
+
+/// `examples/raw_consume` of the profile under test: beside the binary, in `examples/`.
+fn raw_consume() -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_streamlake"));
+    let raw = bin.parent().unwrap().join("examples").join("raw_consume");
+    assert!(raw.is_file(), "{} is missing: `cargo test` builds the examples with the binary", raw.display());
+    raw
 }
 
 #[test]

@@ -59,7 +59,8 @@
 #                     `bucket(id, N)`, a computed column `id_bucket` = pmod(hash(id), N) (Spark's
 #                     murmur3, not Iceberg's: the same number of folders, other ids in each)
 #
-# Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, PYTHON (a python with
+# Env: KAFKA_BOOTSTRAP_SERVERS (use this broker, start none), STREAMLAKE_BIN, RAW_CONSUME_BIN (the
+# raw reader; default target/release/examples/raw_consume, built if missing), PYTHON (a python with
 # pandas, pyarrow, duckdb and, for w2delta/sparkdelta, deltalake; default $STREAMLAKE_TEST_PYTHON,
 # else .venv/bin/python), SPARK_DRIVER_MEMORY (default 2g); with
 # --output: AWS_ENDPOINT_URL (use this S3 server, start none; its bucket must exist),
@@ -142,7 +143,7 @@ echo "contender,run,wall_s,events,events_per_s,peak_rss_mb,tree_rss_mb,cpu_s,pro
 log() { echo "[bench] $*" >&2; }
 
 BIN="${STREAMLAKE_BIN:-$ROOT/target/release/streamlake}"
-RAW="$ROOT/target/release/examples/raw_consume"
+RAW="${RAW_CONSUME_BIN:-$ROOT/target/release/examples/raw_consume}"
 PY="${PYTHON:-${STREAMLAKE_TEST_PYTHON:-$ROOT/.venv/bin/python}}"
 [[ -x "$BIN" ]] || { log "building streamlake"; cargo build --release; }
 # a snapshot of the binary, so a rebuild during the benchmark cannot mix two versions
@@ -151,7 +152,10 @@ if [[ -n "$BASE_BIN" ]]; then
   [[ -x "$BASE_BIN" ]] || { log "--baseline-bin $BASE_BIN: not an executable file"; exit 64; }
   cp "$BASE_BIN" "$OUT/bin/streamlake-base" && BASE_BIN="$OUT/bin/streamlake-base"
 fi
-if { want raw || want raw2; } && [[ ! -x "$RAW" ]]; then log "building examples/raw_consume"; cargo build --release --example raw_consume; fi
+if { want raw || want raw2; } && [[ ! -x "$RAW" ]]; then
+  [[ -n "${RAW_CONSUME_BIN:-}" ]] && { log "RAW_CONSUME_BIN=$RAW_CONSUME_BIN: not an executable file"; exit 64; }
+  log "building examples/raw_consume"; cargo build --release --example raw_consume
+fi
 if { want validate || [[ -n "$S3_URL" ]]; } && ! "$PY" -c 'import pandas, pyarrow, duckdb' 2>/dev/null; then
   log "python with pandas/pyarrow/duckdb missing: scripts/test.sh --setup-only"
   scripts/test.sh --setup-only >&2
