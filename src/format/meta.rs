@@ -21,7 +21,7 @@ pub const WORKER: &str = "streamlake.worker";
 pub const RUN_ID: &str = "streamlake.run_id";
 /// The run folder's `run_uid`: which run wrote the file.
 pub const RUN_UID: &str = "streamlake.run_uid";
-/// What the file holds: [`KIND_RAW`], [`KIND_QUARANTINE`] or [`KIND_AGGREGATES`].
+/// What the file holds: [`KIND_RAW`], [`KIND_QUARANTINE`], [`KIND_AGGREGATES`] or [`KIND_COMPACTED`].
 pub const KIND: &str = "streamlake.kind";
 /// Aggregates files: the first and last window end (ms) they hold.
 pub const FIRST_WINDOW_END_MS: &str = "streamlake.first_window_end_ms";
@@ -30,6 +30,11 @@ pub const LAST_WINDOW_END_MS: &str = "streamlake.last_window_end_ms";
 pub const KIND_RAW: &str = "raw";
 pub const KIND_QUARANTINE: &str = "quarantine";
 pub const KIND_AGGREGATES: &str = "aggregates";
+/// A file `streamlake compact` merged from others (Delta tables); [`SOURCES`] says which.
+pub const KIND_COMPACTED: &str = "compacted";
+/// A compacted file's sources: a JSON array of `{"file": <path in the table>, "metadata":
+/// {<the source's streamlake.* keys>}}`, one per original file, flat however often it was merged.
+pub const SOURCES: &str = "streamlake.sources";
 
 /// A file's key-value metadata (footer only).
 pub fn read(path: &Path) -> Result<Vec<(String, String)>, parquet::errors::ParquetError> {

@@ -97,27 +97,7 @@ pub fn list_data_files(root: &Path) -> Result<Listing, ValidateError> {
         if dir.join(crate::sink::delta::DELTA_LOG_DIR).is_dir() {
             let active = crate::sink::delta::snapshot::active_files(&dir)
                 .map_err(|e| ValidateError::Delta { path: dir.clone(), reason: e.to_string() })?;
-            for file in active {
-                let mut parts = partitions.clone();
-                let mut folders: Vec<&str> = file.rel.split('/').collect();
-                folders.pop();
-                for folder in folders {
-                    if let Some((col, value)) = folder.split_once('=') {
-                        parts.push((col.to_string(), PartValue::from_folder(value)));
-                    }
-                }
-                listing.files.push(DataFile {
-                    rel: if rel_dir.is_empty() {
-                        file.rel.clone()
-                    } else {
-                        format!("{rel_dir}/{}", file.rel)
-                    },
-                    path: dir.join(&file.rel),
-                    partitions: parts,
-                    size: file.size,
-                    mtime_ns: file.modified_ms.max(0) as u64 * 1_000_000,
-                });
-            }
+            listing.files.extend(delta_data_files(&dir, &rel_dir, &partitions, active));
             continue;
         }
         let read =
@@ -165,6 +145,36 @@ pub fn list_data_files(root: &Path) -> Result<Listing, ValidateError> {
     listing.files.sort_by(|a, b| a.rel.cmp(&b.rel));
     listing.ignored.sort();
     Ok(listing)
+}
+
+/// The data files of a Delta table at `dir` (`rel_dir` below the root, inside `partitions`'
+/// folders), from the `active` files of one of its snapshots.
+pub fn delta_data_files(
+    dir: &Path,
+    rel_dir: &str,
+    partitions: &[(String, PartValue)],
+    active: Vec<crate::sink::delta::snapshot::ActiveFile>,
+) -> Vec<DataFile> {
+    active
+        .into_iter()
+        .map(|file| {
+            let mut parts = partitions.to_vec();
+            let mut folders: Vec<&str> = file.rel.split('/').collect();
+            folders.pop();
+            for folder in folders {
+                if let Some((col, value)) = folder.split_once('=') {
+                    parts.push((col.to_string(), PartValue::from_folder(value)));
+                }
+            }
+            DataFile {
+                rel: if rel_dir.is_empty() { file.rel.clone() } else { format!("{rel_dir}/{}", file.rel) },
+                path: dir.join(&file.rel),
+                partitions: parts,
+                size: file.size,
+                mtime_ns: file.modified_ms.max(0) as u64 * 1_000_000,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

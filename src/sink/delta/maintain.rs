@@ -30,6 +30,7 @@ use parquet::file::metadata::KeyValue;
 
 use super::snapshot::{files_of, ActiveFile};
 use super::table::{delta_err, load, runtime, TableLocation};
+use crate::format::meta;
 use crate::sink::SinkError;
 
 /// What `compact` did.
@@ -172,8 +173,7 @@ fn merge(
             .unwrap_or_default();
         // A file merged before brings its own sources: the list stays flat, one entry per
         // original commit's file.
-        match kv.get("streamlake.sources").and_then(|v| v.as_str()).and_then(|t| serde_json::from_str(t).ok())
-        {
+        match kv.get(meta::SOURCES).and_then(|v| v.as_str()).and_then(|t| serde_json::from_str(t).ok()) {
             Some(serde_json::Value::Array(inner)) => sources.extend(inner),
             _ => sources.push(serde_json::json!({"file": f.rel, "metadata": kv})),
         }
@@ -196,9 +196,9 @@ fn merge(
         }
     }
     let mut w = writer.ok_or_else(|| bad("", "nothing to merge".into()))?;
-    w.append_key_value_metadata(KeyValue::new("streamlake.kind".into(), "compacted".to_string()));
+    w.append_key_value_metadata(KeyValue::new(meta::KIND.into(), meta::KIND_COMPACTED.to_string()));
     w.append_key_value_metadata(KeyValue::new(
-        "streamlake.sources".into(),
+        meta::SOURCES.into(),
         serde_json::Value::Array(sources).to_string(),
     ));
     let out = w.into_inner().map_err(|e| bad("", e.to_string()))?;

@@ -3,15 +3,15 @@
 //! against metadata, kind against folder) before [`super::partition`] checks each partition.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
-
-use parquet::file::metadata::ParquetMetaDataReader;
 
 use super::super::completeness::{self, RunInput};
 use super::super::discover::{is_hidden, list_data_files};
 use super::super::error::ValidateError;
 use super::super::scan::{parallel_map, Columns};
+use super::footer::read_meta;
+pub(super) use super::footer::FileMeta;
 use super::partition::audit_partition;
 use super::{AuditReport, Problem, ProblemKind};
 use crate::format::checkpoint::PartitionEntry;
@@ -19,22 +19,7 @@ use crate::format::partition::decode_folder_value;
 use crate::format::{self, meta, parse_part_file_name, QUARANTINE_DIR};
 use crate::spec::{ColumnType, Partitioning, Transform};
 
-/// The streamlake key-value metadata of one file (see docs/format.md).
 #[derive(Debug, Clone)]
-pub(super) struct FileMeta {
-    pub(super) partition: i32,
-    pub(super) start: i64,
-    pub(super) end: i64,
-    pub(super) rows: u64,
-    pub(super) range_messages: u64,
-    pub(super) kind: String,
-    pub(super) run_id: Option<String>,
-    /// `streamlake.worker`: the worker that wrote the file (the `w<WWW>` of its name).
-    pub(super) worker: Option<u64>,
-    pub(super) footer_rows: u64,
-}
-
-#[derive(Debug)]
 pub(super) struct AuditFile {
     /// Relative to the dataset root.
     pub(super) rel: String,
@@ -42,35 +27,6 @@ pub(super) struct AuditFile {
     pub(super) folder: String,
     pub(super) path: PathBuf,
     pub(super) quarantine: bool,
-}
-
-fn read_meta(file: &AuditFile) -> Result<FileMeta, String> {
-    let f = File::open(&file.path).map_err(|e| format!("cannot open {}: {e}", file.rel))?;
-    let meta = ParquetMetaDataReader::new()
-        .parse_and_finish(&f)
-        .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", file.rel))?;
-    let fm = meta.file_metadata();
-    let kv: BTreeMap<&str, &str> = fm
-        .key_value_metadata()
-        .map(|kvs| kvs.iter().filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?))).collect())
-        .unwrap_or_default();
-    fn get<T: std::str::FromStr>(kv: &BTreeMap<&str, &str>, key: &str, rel: &str) -> Result<T, String> {
-        let raw = kv.get(key).ok_or_else(|| {
-            format!("{rel} has no `{key}` metadata: it was not written by `streamlake run`, so the audit cannot place it")
-        })?;
-        raw.parse().map_err(|_| format!("{rel} has `{key}` = `{raw}`, which is not a number"))
-    }
-    Ok(FileMeta {
-        partition: get(&kv, meta::PARTITION, &file.rel)?,
-        start: get(&kv, meta::START_OFFSET, &file.rel)?,
-        end: get(&kv, meta::END_OFFSET, &file.rel)?,
-        rows: get(&kv, meta::ROWS, &file.rel)?,
-        range_messages: get(&kv, meta::RANGE_MESSAGES, &file.rel)?,
-        kind: kv.get(meta::KIND).map_or_else(String::new, |k| k.to_string()),
-        run_id: kv.get(meta::RUN_ID).map(|r| r.to_string()),
-        worker: kv.get(meta::WORKER).and_then(|w| w.parse().ok()),
-        footer_rows: u64::try_from(fm.num_rows()).unwrap_or(0),
-    })
 }
 
 /// The entries of one partition folder, with the names they were read from.
@@ -169,8 +125,22 @@ pub(super) fn audit_run(
     columns: &Columns,
     report: &mut AuditReport,
 ) -> Result<(), ValidateError> {
-    let mut files: Vec<AuditFile> = list_data_files(dir)?
-        .files
+    // A Delta table's files and its txn versions come from one snapshot (a job may be
+    // committing); the txn of every partition with a checkpoint folder is read.
+    let partitions_dir = format::partitions_dir(dir);
+    let checkpointed: BTreeSet<i32> = fs::read_dir(&partitions_dir)
+        .map(|read| {
+            read.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("p=")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let delta = super::delta::read_run(dir, &checkpointed)?;
+    let (listed, txns) = match delta {
+        Some(run) => (run.files, Some(run.txns)),
+        None => (list_data_files(dir)?.files, None),
+    };
+    let mut files: Vec<AuditFile> = listed
         .into_iter()
         .map(|f| AuditFile {
             folder: f.rel.rsplit_once('/').map_or_else(String::new, |(d, _)| d.to_string()),
@@ -197,6 +167,24 @@ pub(super) fn audit_run(
         }
     }
     let metas = parallel_map(&files, read_meta);
+    // A merged file stands for the files it replaced: each is audited as if it were still there,
+    // with the merged file's path (its rows are read once for the completeness check).
+    let mut expanded: Vec<(AuditFile, Result<FileMeta, String>)> = Vec::with_capacity(files.len());
+    for (file, read) in files.into_iter().zip(metas) {
+        match read {
+            Err(reason) => expanded.push((file, Err(reason))),
+            Ok(sources) => {
+                for (source, meta) in sources {
+                    let mut f = file.clone();
+                    if let Some(source) = source {
+                        f.rel = join_rel(run, &source);
+                    }
+                    expanded.push((f, Ok(meta)));
+                }
+            }
+        }
+    }
+    let (files, metas): (Vec<AuditFile>, Vec<Result<FileMeta, String>>) = expanded.into_iter().unzip();
 
     // The key folders of the run (`id=3`), also those left empty: where a commit's files can be.
     let mut key_folders: BTreeSet<String> =
@@ -294,7 +282,6 @@ pub(super) fn audit_run(
     }
 
     // Partitions with a checkpoint but no file still count (all their files may be gone).
-    let partitions_dir = format::partitions_dir(dir);
     let mut checkpoint_dirs: BTreeMap<i32, PathBuf> = BTreeMap::new();
     if let Ok(read) = fs::read_dir(&partitions_dir) {
         for e in read.flatten() {
@@ -318,7 +305,7 @@ pub(super) fn audit_run(
     let mut checkpoint_late = 0u64;
     let all: BTreeSet<i32> = by_partition.keys().chain(checkpoint_dirs.keys()).copied().collect();
     for p in all {
-        let files = by_partition.remove(&p).unwrap_or_default();
+        let mut files = by_partition.remove(&p).unwrap_or_default();
         let entries = checkpoint_dirs.get(&p).map(|d| read_entries(d)).unwrap_or_default();
         let rel_entry = |name: &str| {
             let dir = format!(
@@ -358,6 +345,18 @@ pub(super) fn audit_run(
                 }),
             }
         }
+        // A Delta table commits a range when its `txn` moves, after the checkpoint entry: the
+        // table's versions are the committed positions.
+        if let Some(txns) = &txns {
+            let txn = txns.get(&p).copied().flatten();
+            let (committed, pending) =
+                super::delta::committed_entries(run, p, txn, good, &mut problems, &mut report.warnings);
+            good = committed;
+            // The quarantine files of a range the table has not committed yet are not counted.
+            if let Some((a, b)) = pending {
+                files.retain(|(f, m)| !(f.quarantine && m.start >= a && m.end <= b));
+            }
+        }
         let (stats, found) = audit_partition(run, p, &files, &good, &folders);
         committed_raw.extend(
             files
@@ -369,6 +368,9 @@ pub(super) fn audit_run(
         report.partitions.push(stats);
         problems.extend(found);
     }
+    // A merged file was listed once per source.
+    committed_raw.sort();
+    committed_raw.dedup();
     let windows = completeness::run_completeness(&RunInput {
         run,
         dir,

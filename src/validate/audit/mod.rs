@@ -16,7 +16,9 @@
 //! reads the timestamp column of the committed raw files and the run's aggregates: per (window, key)
 //! the records aggregated on time, dropped late, or waiting in an open window.
 
+mod delta;
 mod files;
+mod footer;
 mod partition;
 
 use std::fmt::Write as _;
