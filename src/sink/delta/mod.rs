@@ -13,6 +13,7 @@
 pub mod commit;
 pub mod files;
 pub mod maintain;
+mod schema;
 pub mod snapshot;
 pub mod table;
 

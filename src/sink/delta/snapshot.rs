@@ -57,9 +57,14 @@ pub struct Seen {
 
 /// Loads the newest version of the table at `dir` once and reports it (`None`: no table yet).
 pub fn read(dir: &Path, app_ids: &[String]) -> Result<Option<Seen>, SinkError> {
+    read_at(&TableLocation::Local(dir.to_path_buf()), app_ids)
+}
+
+/// [`read`] for a table on local disk or an object store.
+pub fn read_at(location: &TableLocation, app_ids: &[String]) -> Result<Option<Seen>, SinkError> {
     let runtime = runtime()?;
-    let shown = dir.display().to_string();
-    let Some(table) = load(&runtime, &TableLocation::Local(dir.to_path_buf()))? else {
+    let shown = location.shown();
+    let Some(table) = load(&runtime, location)? else {
         return Ok(None);
     };
     let state = table.snapshot().map_err(super::table::delta_err(&shown, "read"))?;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake_core::kernel::{Action, Add, DataType, PrimitiveType, StructField, Transaction};
+use deltalake_core::kernel::{Action, Add, DataType, StructField, Transaction};
 use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
@@ -83,6 +83,14 @@ impl std::fmt::Debug for DeltaLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeltaLog").field("table", &self.shown).finish()
     }
+}
+
+/// One `txn` of a commit: `app_id` moves from `previous` (`None`: never committed) to `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMove {
+    pub app_id: String,
+    pub previous: Option<i64>,
+    pub version: i64,
 }
 
 /// What [`DeltaLog::commit`] did.
@@ -289,22 +297,55 @@ impl DeltaLog {
         files: Vec<Add>,
         operation: DeltaOperation,
     ) -> Result<Committed, SinkError> {
+        self.commit_all(&[TxnMove { app_id: app_id.to_string(), previous, version }], files, operation)
+    }
+
+    /// [`Self::commit`] for several `txn`s in one table version: all move, or none. (One commit
+    /// for several Kafka partitions; `examples/delta_commit_shapes.rs` measures it against one
+    /// commit per partition.)
+    pub fn commit_all(
+        &self,
+        txns: &[TxnMove],
+        files: Vec<Add>,
+        operation: DeltaOperation,
+    ) -> Result<Committed, SinkError> {
         let started = std::time::Instant::now();
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let mut actions: Vec<Action> = files.into_iter().map(Action::Add).collect();
-        actions.push(Action::Txn(Transaction::new_with_last_update(app_id, version, Some(now_ms()))));
+        let now = now_ms();
+        actions.extend(
+            txns.iter()
+                .map(|t| Action::Txn(Transaction::new_with_last_update(&t.app_id, t.version, Some(now)))),
+        );
         loop {
             self.refresh(&mut table)?;
-            match self.version_in(&table, app_id)? {
-                Some(v) if v == version => return Ok(Committed::Already),
-                current if current == previous => {}
-                current => {
+            let mut already = 0;
+            for t in txns {
+                match self.version_in(&table, &t.app_id)? {
+                    Some(v) if v == t.version => already += 1,
+                    current if current == t.previous => {}
+                    current => {
+                        return Err(SinkError::DeltaFenced {
+                            table: self.shown.clone(),
+                            app_id: t.app_id.clone(),
+                            expected: t.previous,
+                            found: current,
+                        })
+                    }
+                }
+            }
+            // One version moves them all, so a commit seen in part is another writer's.
+            match already {
+                0 => {}
+                n if n == txns.len() => return Ok(Committed::Already),
+                _ => {
+                    let t = &txns[0];
                     return Err(SinkError::DeltaFenced {
                         table: self.shown.clone(),
-                        app_id: app_id.to_string(),
-                        expected: previous,
-                        found: current,
-                    })
+                        app_id: t.app_id.clone(),
+                        expected: t.previous,
+                        found: self.version_in(&table, &t.app_id)?,
+                    });
                 }
             }
             crate::crash::point("delta.before_commit");
@@ -422,60 +463,8 @@ fn create(
     }
 }
 
-/// Checks an existing table against `spec`; returns the dataflow's columns the table lacks.
-fn check_schema(table: &DeltaTable, spec: &TableSpec, shown: &str) -> Result<Vec<StructField>, SinkError> {
-    let state = table.snapshot().map_err(delta_err(shown, "read"))?;
-    let schema = state.schema();
-    let partitions: Vec<String> = state.metadata().partition_columns().to_vec();
-    if partitions != spec.partition_by {
-        return Err(SinkError::DeltaSchema {
-            table: shown.to_string(),
-            reason: format!(
-                "the table is partitioned by {partitions:?} and the dataflow by {:?} (sink.partition_by)",
-                spec.partition_by
-            ),
-        });
-    }
-    let mut added = Vec::new();
-    for (name, ty, _) in &spec.columns {
-        match schema.field(name) {
-            Some(field) if field.data_type() != ty => {
-                return Err(SinkError::DeltaSchema {
-                    table: shown.to_string(),
-                    reason: format!(
-                        "column `{name}` is {} in the table and {} in the dataflow; a column's type cannot change",
-                        field.data_type(),
-                        ty
-                    ),
-                })
-            }
-            Some(_) => {}
-            None => added.push(StructField::new(name.clone(), ty.clone(), true)),
-        }
-    }
-    for field in schema.fields() {
-        if !field.is_nullable() && !spec.columns.iter().any(|(n, _, _)| n == field.name()) {
-            return Err(SinkError::DeltaSchema {
-                table: shown.to_string(),
-                reason: format!(
-                    "the table has a required column `{}` that the dataflow does not write",
-                    field.name()
-                ),
-            });
-        }
-    }
-    Ok(added)
-}
+use super::schema::check_schema;
+pub use super::schema::delta_type;
 
-/// The Delta type of a column of the dataflow.
-pub fn delta_type(ty: crate::spec::ColumnType) -> DataType {
-    use crate::spec::ColumnType as C;
-    DataType::Primitive(match ty {
-        C::Int32 => PrimitiveType::Integer,
-        C::Int64 => PrimitiveType::Long,
-        C::Float64 => PrimitiveType::Double,
-        C::String => PrimitiveType::String,
-        C::Bool => PrimitiveType::Boolean,
-        C::Timestamp => PrimitiveType::Timestamp,
-    })
-}
+#[cfg(test)]
+mod tests;
