@@ -6,6 +6,11 @@
 //! `--flush-windows` records that in the checkpoint), and read by a second run. Within a run,
 //! on-time events span 20 s of event time, less than the 30 s watermark delay, so no on-time
 //! event can ever be late, whatever the interleaving.
+//!
+//! With `--table-format delta` the tables are also read by Delta readers that know nothing of
+//! streamlake; the Delta oracles run on local disk and on S3 (the local SeaweedFS: the job writes
+//! through the S3 API, the files are checked on a copy read back through it, and the Delta readers
+//! read the store).
 
 mod common;
 
@@ -105,19 +110,33 @@ fn batch(
     shuffled
 }
 
+/// Where the lake is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Lake {
+    Local,
+    S3,
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Cluster {
     Workers(u16),
     Processes(u16),
 }
 
-fn run(brokers: &str, topic: &str, out_dir: &Path, cluster: Cluster, format: &str) -> Vec<Output> {
+/// Runs the job into `output` (a folder or `s3://…`); `scratch` holds the host file.
+fn run(
+    brokers: &str,
+    topic: &str,
+    output: &str,
+    scratch: &Path,
+    cluster: Cluster,
+    format: &str,
+) -> Vec<Output> {
     let base = |c: &mut std::process::Command| {
         c.args(["run", "--brokers", brokers, "--topic", topic, "--starting-offsets", "earliest"])
             .args(["--available-now", "--flush-windows", "--no-console", "--run-id", "oracle"])
             .args(["--table-format", format])
-            .arg("--output")
-            .arg(out_dir);
+            .args(["--output", output]);
     };
     match cluster {
         Cluster::Workers(w) => {
@@ -126,7 +145,7 @@ fn run(brokers: &str, topic: &str, out_dir: &Path, cluster: Cluster, format: &st
             vec![run_ok(c.args(["-w", &w.to_string()]))]
         }
         Cluster::Processes(n) => {
-            let hostfile = out_dir.with_extension("hosts");
+            let hostfile = scratch.join("hosts");
             let hosts: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
             std::fs::write(&hostfile, hosts.join("\n")).unwrap();
             let children: Vec<_> = (0..n)
@@ -160,15 +179,14 @@ fn exact_avg(values: &[f64]) -> f64 {
 }
 
 fn oracle(cluster: Cluster) {
-    oracle_in(cluster, "parquet");
+    oracle_in(cluster, "parquet", Lake::Local);
 }
 
 /// The oracle with `--table-format delta`: the files as above, and both tables as Delta readers
 /// that know nothing of streamlake see them (`readers`: `deltalake`, `polars`, `spark`).
-fn oracle_delta(cluster: Cluster, readers: &[&str]) {
-    let Some(done) = oracle_in(cluster, "delta") else { return };
-    let run_dir = done.out_dir.join("run_oracle");
-    let table = run_dir.to_str().unwrap();
+fn oracle_delta(cluster: Cluster, lake: Lake, readers: &[&str]) {
+    let Some(done) = oracle_in(cluster, "delta", lake) else { return };
+    let table = &format!("{}/run_oracle", done.output);
     let mut want_per_key: BTreeMap<String, u64> = BTreeMap::new();
     let mut want_windows: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     for (id, ts_us, bits) in &done.exp.raw {
@@ -208,36 +226,55 @@ fn oracle_delta(cluster: Cluster, readers: &[&str]) {
         }
     }
     // The aggregates table: one row per final window, and its txn at the closed-through mark.
-    let aggs = aggregates_of(&done.out_dir, "run_oracle");
-    let got = delta::read_python(aggs.to_str().unwrap(), "deltalake:aggregates", &[]);
+    let (parent, name) = done.output.rsplit_once('/').unwrap();
+    let aggs = format!("{parent}/aggregates/{name}/run_oracle");
+    let got = delta::read_python(&aggs, "deltalake:aggregates", &[]);
     assert_eq!(got.rows as usize, done.want_windows, "{cluster:?}: aggregate rows");
     assert!(got.txn["streamlake/oracle/windows"] > 0, "{:?}", got.txn);
 }
 
 struct Done {
     _tmp: tempfile::TempDir,
-    out_dir: std::path::PathBuf,
+    /// The job's `--output`: a folder or `s3://…`.
+    output: String,
     topic: String,
     exp: Expected,
     want_windows: usize,
 }
 
-fn oracle_in(cluster: Cluster, format: &str) -> Option<Done> {
+fn oracle_in(cluster: Cluster, format: &str, lake: Lake) -> Option<Done> {
     let brokers = brokers()?;
+    let bucket = match lake {
+        Lake::S3 => Some(common::s3::bucket()?),
+        Lake::Local => None,
+    };
     let topic = unique("oracle");
     create_topic(&brokers, &topic, PARTITIONS);
     let tmp = tempfile::tempdir().unwrap();
+    // The lake on disk, or the copy of the one on S3 read back (same layout: `parquet/` and
+    // `aggregates/` side by side).
     let out_dir = tmp.path().join("parquet");
+    let prefix = bucket.as_ref().map(|b| format!("s3://{b}/{}", unique("oracle")));
+    let output = match &prefix {
+        Some(prefix) => format!("{prefix}/parquet"),
+        None => out_dir.display().to_string(),
+    };
     let mut rng = Lcg(42);
     let mut exp = Expected::default();
 
     let first = batch(&mut rng, 2, 3000, 0, &mut exp);
     send(&brokers, &topic, &first);
-    let mut outputs = run(&brokers, &topic, &out_dir, cluster, format);
+    let mut outputs = run(&brokers, &topic, &output, tmp.path(), cluster, format);
 
     let second = batch(&mut rng, 100, 3000, 40, &mut exp);
     send(&brokers, &topic, &second);
-    outputs.extend(run(&brokers, &topic, &out_dir, cluster, format));
+    outputs.extend(run(&brokers, &topic, &output, tmp.path(), cluster, format));
+    if let Some(prefix) = &prefix {
+        let url = streamlake::storage::ObjectUrl::parse(prefix).unwrap();
+        let objects =
+            common::s3::copy_to(&streamlake::storage::ObjectStoreRoot::open(&url).unwrap(), tmp.path());
+        println!("[oracle {cluster:?}] read back {objects} objects from {prefix}");
+    }
 
     let run_dir = out_dir.join("run_oracle");
     // Raw rows: exactly the produced events minus the quarantined ones.
@@ -286,7 +323,7 @@ fn oracle_in(cluster: Cluster, format: &str) -> Option<Done> {
         })
         .sum();
     assert_eq!(q_rows as u64, exp.quarantined, "{cluster:?}: quarantine dataset rows");
-    Some(Done { _tmp: tmp, out_dir, topic, want_windows: want_windows.len(), exp })
+    Some(Done { _tmp: tmp, output, topic, want_windows: want_windows.len(), exp })
 }
 
 fn data_files_including_hidden(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -321,20 +358,40 @@ fn oracle_two_processes() {
 
 #[test]
 fn oracle_delta_one_worker() {
-    oracle_delta(Cluster::Workers(1), &["deltalake", "spark"]);
+    oracle_delta(Cluster::Workers(1), Lake::Local, &["deltalake", "spark"]);
 }
 
 #[test]
 fn oracle_delta_two_workers() {
-    oracle_delta(Cluster::Workers(2), &["deltalake", "polars"]);
+    oracle_delta(Cluster::Workers(2), Lake::Local, &["deltalake", "polars"]);
 }
 
 #[test]
 fn oracle_delta_four_workers() {
-    oracle_delta(Cluster::Workers(4), &["deltalake"]);
+    oracle_delta(Cluster::Workers(4), Lake::Local, &["deltalake"]);
 }
 
 #[test]
 fn oracle_delta_two_processes() {
-    oracle_delta(Cluster::Processes(2), &["deltalake"]);
+    oracle_delta(Cluster::Processes(2), Lake::Local, &["deltalake"]);
+}
+
+#[test]
+fn oracle_delta_s3_one_worker() {
+    oracle_delta(Cluster::Workers(1), Lake::S3, &["deltalake"]);
+}
+
+#[test]
+fn oracle_delta_s3_two_workers() {
+    oracle_delta(Cluster::Workers(2), Lake::S3, &["deltalake", "polars"]);
+}
+
+#[test]
+fn oracle_delta_s3_four_workers() {
+    oracle_delta(Cluster::Workers(4), Lake::S3, &["deltalake"]);
+}
+
+#[test]
+fn oracle_delta_s3_two_processes() {
+    oracle_delta(Cluster::Processes(2), Lake::S3, &["deltalake"]);
 }
