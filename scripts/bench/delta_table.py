@@ -85,4 +85,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    # delta-rs's Python binding can abort the interpreter's shutdown ("terminate called without an
+    # active exception", delta-io/delta-rs#2184) after everything was read and printed: the
+    # result is out, so leave without the shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
