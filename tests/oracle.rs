@@ -9,8 +9,8 @@
 //!
 //! With `--table-format delta` the tables are also read by Delta readers that know nothing of
 //! streamlake; the Delta oracles run on local disk and on S3 (the local SeaweedFS: the job writes
-//! through the S3 API, the files are checked on a copy read back through it, and the Delta readers
-//! read the store).
+//! through the S3 API, the files are checked on a copy read back through it, and the Delta readers,
+//! Spark through s3a among them, read the store).
 
 mod common;
 
@@ -378,7 +378,7 @@ fn oracle_delta_two_processes() {
 
 #[test]
 fn oracle_delta_s3_one_worker() {
-    oracle_delta(Cluster::Workers(1), Lake::S3, &["deltalake"]);
+    oracle_delta(Cluster::Workers(1), Lake::S3, &["deltalake", "spark"]);
 }
 
 #[test]

@@ -9,6 +9,9 @@
 # - delta-spark_2.12 and delta-storage from Maven Central (pom.xml beside this script) into
 #   scripts/spark-delta/jars, marked done by jars/.complete. spark-submit gets them through --jars:
 #   never --packages, which would resolve through Ivy at run time.
+# - the s3a file system, for tables on S3: hadoop-aws 3.3.4 (the Hadoop of the pyspark wheel) and
+#   aws-java-sdk-bundle 1.12.262 (~280 MB) from Maven Central, with scripts/bench/spark/pom-s3a.xml
+#   into scripts/bench/spark/jars-s3a: the same jars and folder as the benchmarks' Spark on S3.
 #
 # Needs python3 (with venv), Java 17 and Maven, as scripts/test.sh does. The logs of a failed
 # install are kept in scripts/spark-delta/setup-*.log.
@@ -50,5 +53,19 @@ if [[ ! -f "$JARS/.complete" ]]; then
   compgen -G "$JARS/delta-spark_2.12-*.jar" >/dev/null && compgen -G "$JARS/delta-storage-*.jar" >/dev/null ||
     fail "maven left no delta-spark/delta-storage jar in $JARS (see $log)"
   touch "$JARS/.complete"
+  rm -f "$log"
+fi
+
+S3A_JARS="$ROOT/scripts/bench/spark/jars-s3a"
+if [[ ! -f "$S3A_JARS/.complete" ]]; then
+  log="$HERE/setup-mvn-s3a.log"
+  rm -rf "$S3A_JARS"
+  mvn -q -B -f "$ROOT/scripts/bench/spark/pom-s3a.xml" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$S3A_JARS" >"$log" 2>&1 ||
+    fail "maven fetch of hadoop-aws and the AWS SDK bundle failed (see $log)"
+  compgen -G "$S3A_JARS/hadoop-aws-*.jar" >/dev/null && compgen -G "$S3A_JARS/aws-java-sdk-bundle-*.jar" >/dev/null ||
+    fail "maven left no hadoop-aws/aws-java-sdk-bundle jar in $S3A_JARS (see $log)"
+  touch "$S3A_JARS/.complete"
   rm -f "$log"
 fi

@@ -83,7 +83,7 @@ pub fn read_python(table: &str, reader: &str, env: &[(String, String)]) -> Delta
     run(&mut cmd, PYTHON_LIMIT, &format!("delta_read.py --reader {reader} {table}"))
 }
 
-/// Reads the local table folder `table` with Spark 3.5 and delta-spark (scripts/spark-delta/read.sh),
+/// Reads the table `table` (a folder or `s3://…`) with Spark 3.5 and delta-spark (scripts/spark-delta/read.sh),
 /// same columns and windows as [`read_python`]. Runs scripts/spark-delta/setup.sh first, once per
 /// test binary: silent and under a second when scripts/test.sh already installed pyspark and the
 /// jars, and otherwise the install (about a minute) instead of a failure.
