@@ -43,29 +43,24 @@ if ! venv_ok; then
   rm -f "$log"
 fi
 
-if [[ ! -f "$JARS/.complete" ]]; then
-  log="$HERE/setup-mvn.log"
-  rm -rf "$JARS"
-  mvn -q -B -f "$HERE/pom.xml" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$JARS" >"$log" 2>&1 ||
-    fail "maven fetch of delta-spark failed (see $log)"
-  # Both jars or nothing: a partial folder must not pass for a finished one.
-  compgen -G "$JARS/delta-spark_2.12-*.jar" >/dev/null && compgen -G "$JARS/delta-storage-*.jar" >/dev/null ||
-    fail "maven left no delta-spark/delta-storage jar in $JARS (see $log)"
-  touch "$JARS/.complete"
+# fetch_jars POM DIR LOG_NAME WHAT GLOB...: copies POM's runtime jars into DIR once (DIR/.complete
+# marks it done); every GLOB must match a jar there, or nothing counts as fetched.
+fetch_jars() {
+  local pom="$1" dir="$2" log="$HERE/$3" what="$4" glob
+  shift 4
+  [[ -f "$dir/.complete" ]] && return 0
+  rm -rf "$dir"
+  mvn -q -B -f "$pom" org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$dir" >"$log" 2>&1 ||
+    fail "maven fetch of $what failed (see $log)"
+  # All the jars or nothing: a partial folder must not pass for a finished one.
+  for glob in "$@"; do
+    compgen -G "$dir/$glob" >/dev/null || fail "maven left no $glob in $dir (see $log)"
+  done
+  touch "$dir/.complete"
   rm -f "$log"
-fi
+}
 
-S3A_JARS="$ROOT/scripts/bench/spark/jars-s3a"
-if [[ ! -f "$S3A_JARS/.complete" ]]; then
-  log="$HERE/setup-mvn-s3a.log"
-  rm -rf "$S3A_JARS"
-  mvn -q -B -f "$ROOT/scripts/bench/spark/pom-s3a.xml" \
-    org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$S3A_JARS" >"$log" 2>&1 ||
-    fail "maven fetch of hadoop-aws and the AWS SDK bundle failed (see $log)"
-  compgen -G "$S3A_JARS/hadoop-aws-*.jar" >/dev/null && compgen -G "$S3A_JARS/aws-java-sdk-bundle-*.jar" >/dev/null ||
-    fail "maven left no hadoop-aws/aws-java-sdk-bundle jar in $S3A_JARS (see $log)"
-  touch "$S3A_JARS/.complete"
-  rm -f "$log"
-fi
+fetch_jars "$HERE/pom.xml" "$JARS" setup-mvn.log "delta-spark" 'delta-spark_2.12-*.jar' 'delta-storage-*.jar'
+fetch_jars "$ROOT/scripts/bench/spark/pom-s3a.xml" "$ROOT/scripts/bench/spark/jars-s3a" setup-mvn-s3a.log \
+  "hadoop-aws and the AWS SDK bundle" 'hadoop-aws-*.jar' 'aws-java-sdk-bundle-*.jar'

@@ -41,16 +41,21 @@ fn the_schema_may_grow_but_not_change() {
     assert!(err.to_string().contains("partitioned by"), "{err}");
 }
 
+/// A new table of one `id` column in a temporary folder (kept while the first value lives).
+fn one_column_table() -> (tempfile::TempDir, DeltaLog) {
+    let tmp = tempfile::tempdir().unwrap();
+    let at = TableLocation::Local(tmp.path().join("t"));
+    let never: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| false);
+    let columns = vec![col("id", crate::spec::ColumnType::Int32, false)];
+    let log = DeltaLog::open(&at, &spec(columns), runtime().unwrap(), never).unwrap();
+    (tmp, log)
+}
+
 /// A version already committed for an app id is recognised, not committed twice; a commit
 /// from a stale position is fenced.
 #[test]
 fn a_txn_version_is_committed_once() {
-    use crate::spec::ColumnType as C;
-    let tmp = tempfile::tempdir().unwrap();
-    let at = TableLocation::Local(tmp.path().join("t"));
-    let never: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| false);
-    let log =
-        DeltaLog::open(&at, &spec(vec![col("id", C::Int32, false)]), runtime().unwrap(), never).unwrap();
+    let (_tmp, log) = one_column_table();
     let op = log.append_operation();
     assert!(matches!(log.commit("a", None, 10, vec![], op.clone()).unwrap(), Committed::Version(_)));
     assert_eq!(log.commit("a", None, 10, vec![], op.clone()).unwrap(), Committed::Already);
@@ -65,12 +70,7 @@ fn a_txn_version_is_committed_once() {
 /// finds one of them moved (by another writer) is fenced, not half applied.
 #[test]
 fn txns_of_one_commit_move_together() {
-    use crate::spec::ColumnType as C;
-    let tmp = tempfile::tempdir().unwrap();
-    let at = TableLocation::Local(tmp.path().join("t"));
-    let never: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| false);
-    let log =
-        DeltaLog::open(&at, &spec(vec![col("id", C::Int32, false)]), runtime().unwrap(), never).unwrap();
+    let (_tmp, log) = one_column_table();
     let op = log.append_operation();
     let mv =
         |app: &str, previous: Option<i64>, version: i64| TxnMove { app_id: app.into(), previous, version };
