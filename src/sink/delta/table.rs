@@ -319,34 +319,20 @@ impl DeltaLog {
         );
         loop {
             self.refresh(&mut table)?;
-            let mut already = 0;
+            // One version moves them all, so a commit seen in part is another writer's.
+            let mut already = None;
+            let mut pending = 0;
             for t in txns {
                 match self.version_in(&table, &t.app_id)? {
-                    Some(v) if v == t.version => already += 1,
-                    current if current == t.previous => {}
-                    current => {
-                        return Err(SinkError::DeltaFenced {
-                            table: self.shown.clone(),
-                            app_id: t.app_id.clone(),
-                            expected: t.previous,
-                            found: current,
-                        })
-                    }
+                    Some(v) if v == t.version => already = already.or(Some((t, v))),
+                    current if current == t.previous => pending += 1,
+                    current => return Err(self.fenced(t, current)),
                 }
             }
-            // One version moves them all, so a commit seen in part is another writer's.
             match already {
-                0 => {}
-                n if n == txns.len() => return Ok(Committed::Already),
-                _ => {
-                    let t = &txns[0];
-                    return Err(SinkError::DeltaFenced {
-                        table: self.shown.clone(),
-                        app_id: t.app_id.clone(),
-                        expected: t.previous,
-                        found: self.version_in(&table, &t.app_id)?,
-                    });
-                }
+                Some(_) if pending == 0 => return Ok(Committed::Already),
+                Some((t, v)) => return Err(self.fenced(t, Some(v))),
+                None => {}
             }
             crate::crash::point("delta.before_commit");
             let state = table.snapshot().map_err(delta_err(&self.shown, "read"))?.clone();
@@ -382,6 +368,15 @@ impl DeltaLog {
                 }
                 Err(e) => return Err(delta_err(&self.shown, "commit to")(e)),
             }
+        }
+    }
+
+    fn fenced(&self, t: &TxnMove, found: Option<i64>) -> SinkError {
+        SinkError::DeltaFenced {
+            table: self.shown.clone(),
+            app_id: t.app_id.clone(),
+            expected: t.previous,
+            found,
         }
     }
 

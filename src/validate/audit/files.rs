@@ -127,14 +127,8 @@ pub(super) fn audit_run(
 ) -> Result<(), ValidateError> {
     // A Delta table's files and its txn versions come from one snapshot (a job may be
     // committing); the txn of every partition with a checkpoint folder is read.
-    let partitions_dir = format::partitions_dir(dir);
-    let checkpointed: BTreeSet<i32> = fs::read_dir(&partitions_dir)
-        .map(|read| {
-            read.flatten()
-                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("p=")?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let (checkpoint_dirs, folder_problems) = checkpoint_dirs(run, dir);
+    let checkpointed: BTreeSet<i32> = checkpoint_dirs.keys().copied().collect();
     let delta = super::delta::read_run(dir, &checkpointed)?;
     let (listed, txns) = match delta {
         Some(run) => (run.files, Some(run.txns)),
@@ -282,25 +276,7 @@ pub(super) fn audit_run(
     }
 
     // Partitions with a checkpoint but no file still count (all their files may be gone).
-    let mut checkpoint_dirs: BTreeMap<i32, PathBuf> = BTreeMap::new();
-    if let Ok(read) = fs::read_dir(&partitions_dir) {
-        for e in read.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match name.strip_prefix("p=").map(str::parse::<i32>) {
-                Some(Ok(p)) => {
-                    checkpoint_dirs.insert(p, e.path());
-                }
-                _ if is_hidden(&name) => {}
-                _ => problems.push(Problem {
-                    kind: ProblemKind::Invalid,
-                    run: run.to_string(),
-                    partition: None,
-                    message: format!("{}: not a `p=<partition>` checkpoint folder", e.path().display()),
-                    files: vec![],
-                }),
-            }
-        }
-    }
+    problems.extend(folder_problems);
     let mut committed_raw: Vec<(PathBuf, String)> = Vec::new();
     let mut checkpoint_late = 0u64;
     let all: BTreeSet<i32> = by_partition.keys().chain(checkpoint_dirs.keys()).copied().collect();
@@ -386,6 +362,29 @@ pub(super) fn audit_run(
     report.problems.extend(problems);
     report.problems.extend(windows.problems);
     Ok(())
+}
+
+/// The run's `p=<partition>` checkpoint folders, and a problem for each other visible folder there.
+fn checkpoint_dirs(run: &str, dir: &Path) -> (BTreeMap<i32, PathBuf>, Vec<Problem>) {
+    let (mut dirs, mut problems) = (BTreeMap::new(), Vec::new());
+    let Ok(read) = fs::read_dir(format::partitions_dir(dir)) else { return (dirs, problems) };
+    for e in read.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        match name.strip_prefix("p=").map(str::parse::<i32>) {
+            Some(Ok(p)) => {
+                dirs.insert(p, e.path());
+            }
+            _ if is_hidden(&name) => {}
+            _ => problems.push(Problem {
+                kind: ProblemKind::Invalid,
+                run: run.to_string(),
+                partition: None,
+                message: format!("{}: not a `p=<partition>` checkpoint folder", e.path().display()),
+                files: vec![],
+            }),
+        }
+    }
+    (dirs, problems)
 }
 
 /// The run's partitioning as its `identity.json` records it, with the schema's types: `None` for a
