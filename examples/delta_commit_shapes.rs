@@ -1,9 +1,13 @@
 //! The two shapes a Delta sink's commits can take, measured on the log alone (no Kafka, no
 //! Parquet encoding; the `add` actions name files that are not written):
 //!
-//! - `per-partition` (what `--table-format delta` does): at each roll every worker commits each
-//!   of its partitions as its own table version, with that partition's `txn`. Workers of one
-//!   process take turns on the table; each commit first re-reads the log for the `txn` check.
+//! - `per-partition` (what `--table-format delta` did before 2026-12-07): at each roll every
+//!   worker commits each of its partitions as its own table version, with that partition's
+//!   `txn`. Workers of one process take turns on the table; each commit first re-reads the log
+//!   for the `txn` check.
+//! - `grouped` (what the job does): at each roll every worker commits all of its partitions at
+//!   once, and the requests of a process's workers that meet share one version
+//!   (`DeltaLog::commit_grouped`). No worker waits for another.
 //! - `barrier`: at each roll the workers hand their files to one committer, which makes one table
 //!   version holding every partition's files and `txn`s (a two-phase commit at a frontier-defined
 //!   epoch). Measured here is its commit; the wait for the slowest worker at every epoch, which
@@ -26,6 +30,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures::StreamExt;
+use streamlake::ingest::roll::GATHER_LIMIT;
+use streamlake::sink::commit::Roll;
 use streamlake::sink::delta::files::{add_action, NewFile};
 use streamlake::sink::delta::table::{load, runtime, DeltaLog, TableLocation, TxnMove};
 use streamlake::sink::delta::{raw_table_spec, DELTA_LOG_DIR};
@@ -51,8 +57,8 @@ struct Args {
     /// `delta.checkpointInterval` of the tables (the job's --delta-checkpoint-interval).
     #[arg(long, default_value_t = 100)]
     checkpoint_interval: u64,
-    /// Only these designs (per-partition, barrier).
-    #[arg(long, value_delimiter = ',', default_value = "per-partition,barrier")]
+    /// Only these designs (per-partition, grouped, barrier).
+    #[arg(long, value_delimiter = ',', default_value = "per-partition,grouped,barrier")]
     designs: Vec<String>,
 }
 
@@ -136,27 +142,48 @@ fn main() -> Result<()> {
         let mut next = vec![None::<i64>; args.partitions as usize];
         let started = Instant::now();
         match design.as_str() {
-            "per-partition" => {
+            "per-partition" | "grouped" => {
                 // One thread per worker, all starting a roll together, as the job's workers do
-                // when their roll interval ends.
+                // when their roll interval ends (a multiple of it on the wall clock).
+                let grouped = design == "grouped";
                 let barrier = Arc::new(Barrier::new(args.workers as usize + 1));
                 let threads: Vec<_> = (0..args.workers)
                     .map(|w| {
                         let (log, op, barrier, columns) =
                             (log.clone(), op.clone(), barrier.clone(), columns.clone());
-                        let (parts, rolls, files) = (args.partitions, args.rolls, args.files);
+                        let (parts, rolls, files_per) = (args.partitions, args.rolls, args.files);
                         std::thread::spawn(move || -> Result<()> {
                             let mine: Vec<i32> = (0..parts).filter(|p| p % args.workers == w).collect();
                             let mut at: Vec<Option<i64>> = vec![None; parts as usize];
                             for r in 0..rolls {
                                 barrier.wait();
+                                if grouped {
+                                    // The job's shape: each worker's partitions in one request,
+                                    // the process's requests sharing a version.
+                                    let version = (r as i64 + 1) * 1_000;
+                                    let mut txns = Vec::with_capacity(mine.len());
+                                    let mut files = Vec::new();
+                                    for &p in &mine {
+                                        txns.push(TxnMove {
+                                            app_id: app(p),
+                                            previous: at[p as usize],
+                                            version,
+                                        });
+                                        files.extend(adds(p, r, files_per, &columns));
+                                        at[p as usize] = Some(version);
+                                    }
+                                    let roll = Roll::Scheduled { number: r as u64, wait: GATHER_LIMIT };
+                                    log.commit_grouped(w as usize, roll, txns, files)?;
+                                    barrier.wait();
+                                    continue;
+                                }
                                 for &p in &mine {
                                     let version = (r as i64 + 1) * 1_000;
                                     log.commit(
                                         &app(p),
                                         at[p as usize],
                                         version,
-                                        adds(p, r, files, &columns),
+                                        adds(p, r, files_per, &columns),
                                         op.clone(),
                                     )?;
                                     at[p as usize] = Some(version);
@@ -192,7 +219,7 @@ fn main() -> Result<()> {
                     roll_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            other => bail!("unknown design `{other}` (per-partition, barrier)"),
+            other => bail!("unknown design `{other}` (per-partition, grouped, barrier)"),
         }
         let total_s = started.elapsed().as_secs_f64();
         let versions = log.with_table(|t| t.version().unwrap_or(0))?;

@@ -165,8 +165,8 @@ pub struct RunArgs {
 
     /// With --table-format delta: write a Delta checkpoint (the table's state in one Parquet
     /// file) every N commits, so a reader's cost does not grow with the job's age. Each
-    /// partition commits once per --roll-interval, so the default of 100 is about every
-    /// 100 / partitions rolls.
+    /// process commits once per --roll-interval (its workers share the commit), so the default
+    /// of 100 is about every 100 / processes rolls.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub delta_checkpoint_interval: u64,
 
@@ -207,7 +207,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Commit (close files, write the checkpoint) at least this often.
+    /// Commit (close files, write the checkpoint) at every multiple of this on the wall clock,
+    /// so every worker of every process rolls at the same moment (with --table-format delta the
+    /// workers of a process then share one Delta commit per roll). Shorter: fresher rows, more
+    /// and smaller files.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub roll_interval: Duration,
 

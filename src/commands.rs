@@ -145,10 +145,12 @@ fn run_cmd(args: RunArgs) -> anyhow::Result<i32> {
         s.messages as f64 / secs.max(1e-9)
     );
     if let Some((raw, aggs)) = s.delta_commits {
-        // One Delta commit per partition per roll: what they cost (docs/format.md, "Delta Lake").
+        // One Delta commit per process per roll, `ranges` the partition ranges they moved: what
+        // they cost (docs/format.md, "Delta Lake").
         println!(
-            "delta commits: raw={} aggregates={} retries={} mean_ms={:.1} max_ms={:.1}",
+            "delta commits: raw={} raw_ranges={} aggregates={} retries={} mean_ms={:.1} max_ms={:.1}",
             raw.commits,
+            raw.ranges,
             aggs.commits,
             raw.retries + aggs.retries,
             (raw.total_ms + aggs.total_ms) / (raw.commits + aggs.commits).max(1) as f64,

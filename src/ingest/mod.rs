@@ -8,6 +8,7 @@
 //! - [`watermark`]: the watermark, a pure function;
 //! - [`preagg`]: pre-aggregation of each poll batch, and the partition's open window shares;
 //! - [`partition`]: one partition's read state and the entry its commit records;
+//! - [`roll`]: when a worker rolls (multiples of `--roll-interval` on the wall clock);
 //! - [`reader`], [`poll`], [`broker`]: the worker's reader, which applies all of the above with
 //!   the Kafka consumer and commits through `sink::commit`.
 //!
@@ -23,6 +24,7 @@ pub mod poll;
 pub mod preagg;
 pub mod reader;
 pub mod restore;
+pub mod roll;
 pub mod settings;
 pub mod watermark;
 

@@ -27,7 +27,7 @@ use crate::kafka::context::KafkaContext;
 use crate::kafka::group::GroupCommits;
 use crate::observe::counters::SourceCounters;
 use crate::sink::checkpoint::PartitionEntry;
-use crate::sink::commit::{CommitProtocol, LocalFs};
+use crate::sink::commit::{CommitProtocol, LocalFs, Roll};
 use crate::sink::object::commit::ObjectCommit;
 use crate::sink::raw::RawLayout;
 
@@ -87,6 +87,7 @@ impl PreparedSource {
         };
         if let Some(tables) = &settings.delta {
             protocol = Box::new(crate::sink::delta::commit::DeltaCommit::new(
+                worker,
                 protocol,
                 tables.raw.clone(),
                 &settings.run_id,
@@ -145,6 +146,11 @@ impl PreparedSource {
 
     pub fn parts(&self) -> &[Part] {
         &self.parts
+    }
+
+    /// This worker's source finished: it commits no more (the others stop waiting for it).
+    pub fn finish(&self) {
+        self.protocol.finish();
     }
 
     /// Whether every partition is read to its end (always false in a streaming run).
@@ -280,7 +286,7 @@ impl PreparedSource {
         }
         // Skip: commit what was read, then record each skipped range and seek past it.
         let closed = self.closed_through;
-        let committed = self.commit_all(closed, counters, false)?;
+        let committed = self.commit_all(closed, counters, false, Roll::Unscheduled)?;
         for (p, low) in skips {
             let pi = self.index[p as usize].expect("owned");
             let part = &self.parts[pi];
@@ -312,29 +318,41 @@ impl PreparedSource {
 
     /// Commits every partition with new messages (or all, when `force`): files durable, then the
     /// checkpoint entry with the partition's still-open window shares. Returns how long it took
-    /// when it committed anything.
+    /// when it committed anything. `roll` says whether this is the wall clock's roll, which the
+    /// process's other workers have too (`sink::commit::Roll`).
     pub fn commit_all(
         &mut self,
         closed: u64,
         counters: &SourceCounters,
         force: bool,
+        roll: Roll,
     ) -> Result<Option<Duration>, SourceError> {
         let started = Instant::now();
-        let mut committed_any = false;
-        let mut group_offsets = Vec::new();
-        for part in &mut self.parts {
+        // Step 1 for every partition that rolls, then step 2 for all of them at once, so a format
+        // whose commit point is shared (Delta) makes one commit of the roll (`record_all`).
+        let mut rolled = Vec::new();
+        let mut entries = Vec::new();
+        for (i, part) in self.parts.iter_mut().enumerate() {
             if !part.has_pending() && !force {
                 continue;
             }
             let stats = part.files.make_durable(part.next_offset)?;
-            let (start, rows, quarantined, files) =
-                (stats.start_offset, stats.rows, stats.quarantined, stats.files.len() as u64);
-            let entry = part.next_entry(stats, closed, self.worker, chrono::Utc::now().to_rfc3339());
-            self.protocol.record(&entry)?;
+            let counts = (stats.rows, stats.quarantined, stats.files.len() as u64);
+            entries.push(part.next_entry(stats, closed, self.worker, chrono::Utc::now().to_rfc3339()));
+            rolled.push((i, counts));
+        }
+        let committed_any = !entries.is_empty();
+        if committed_any || matches!(roll, Roll::Scheduled { .. }) {
+            // With nothing to commit at a scheduled roll, this tells the others not to wait.
+            self.protocol.record_all(&entries, roll)?;
+        }
+        let mut group_offsets = Vec::with_capacity(entries.len());
+        for ((i, (rows, quarantined, files)), entry) in rolled.into_iter().zip(entries) {
+            let part = &mut self.parts[i];
             group_offsets.push((part.partition, entry.next_offset));
             tracing::debug!(
                 partition = part.partition,
-                start,
+                start = entry.start_offset,
                 next = entry.next_offset,
                 rows,
                 quarantined,
@@ -344,7 +362,6 @@ impl PreparedSource {
             counters.rows.fetch_add(rows, Ordering::Relaxed);
             counters.files.fetch_add(files, Ordering::Relaxed);
             counters.commits.fetch_add(1, Ordering::Relaxed);
-            committed_any = true;
         }
         if let (Some(group), Some(consumer)) = (self.group.as_mut(), self.consumer.as_ref()) {
             // For Kafka's lag tools only, never waited for (see kafka::group).

@@ -42,6 +42,7 @@ use crate::observe::counters::SourceCounters;
 use crate::observe::telemetry::{PartitionReport, Telemetry};
 use crate::parse::json::RecordParser;
 use crate::sink::checkpoint::Partial;
+use crate::sink::commit::Roll;
 
 /// Where the operator is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub fn kafka_source<'scope>(
         // activation must not take the telemetry lock each time.
         let mut last_published: Option<Instant> = None;
         let mut unpublished = false;
-        let mut last_commit = Instant::now();
+        let mut roll_clock = crate::ingest::roll::RollClock::new(src.settings().roll_interval);
         let spec = src.settings().spec.clone();
         let mut parser = RecordParser::new(spec.schema.clone(), spec.key_col, spec.value_col, spec.time_col);
         let poll_idle = Duration::from_millis(20);
@@ -156,15 +157,20 @@ pub fn kafka_source<'scope>(
             }
             let all_done = src.all_done();
             let stopping = src.settings().shutdown.requested();
-            let roll_due =
-                now.duration_since(last_commit) >= src.settings().roll_interval || src.roll_size_reached();
+            let scheduled = roll_clock.due();
+            let roll_due = scheduled || src.roll_size_reached();
 
             if phase == Phase::Reading && (roll_due || all_done || stopping) {
-                match src.commit_all(closed, &counters, false) {
+                let roll = if scheduled && !all_done && !stopping {
+                    roll_clock.scheduled()
+                } else {
+                    Roll::Unscheduled
+                };
+                match src.commit_all(closed, &counters, false, roll) {
                     Ok(took) => committed(&src, took),
                     Err(e) => return fail(e),
                 }
-                last_commit = now;
+                roll_clock.rolled();
                 if all_done || stopping {
                     if src.settings().flush_windows && all_done && !stopping {
                         phase = Phase::Flushing;
@@ -181,7 +187,7 @@ pub fn kafka_source<'scope>(
             }
             if phase == Phase::Flushing && !probe.less_than(&FLUSH_TIME) {
                 // Every window is written: record that none stays open.
-                match src.commit_all(FLUSH_TIME, &counters, true) {
+                match src.commit_all(FLUSH_TIME, &counters, true, Roll::Unscheduled) {
                     Ok(took) => committed(&src, took),
                     Err(e) => return fail(e),
                 }
@@ -189,6 +195,7 @@ pub fn kafka_source<'scope>(
             }
             if phase == Phase::Finished {
                 tracing::info!(worker = src.worker(), "source finished");
+                src.finish();
                 cap = None;
                 return;
             }

@@ -65,6 +65,27 @@ pub trait CommitProtocol {
     fn clean(&self, partition: i32, next_offset: i64) -> Result<Vec<String>, SinkError>;
     /// Step 2: records `entry` durably; the range it describes is committed when this returns.
     fn record(&self, entry: &PartitionEntry) -> Result<(), SinkError>;
+    /// Step 2 for one roll of several partitions (their files all durable): each range is
+    /// committed when this returns. A format whose commit point is shared (one Delta version for
+    /// them all) overrides it; the others record the entries one by one.
+    /// `roll` says which roll this is (a worker with nothing to commit calls it with no entry).
+    fn record_all(&self, entries: &[PartitionEntry], roll: Roll) -> Result<(), SinkError> {
+        let _ = roll;
+        entries.iter().try_for_each(|e| self.record(e))
+    }
+    /// This worker's source finished: it records nothing more.
+    fn finish(&self) {}
+}
+
+/// Why a worker commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roll {
+    /// The roll numbered `number` of the wall-clock schedule (`ingest::roll`): every worker has
+    /// one at about the same moment, and a format with a shared commit point may `wait` that long
+    /// for the others of the process.
+    Scheduled { number: u64, wait: std::time::Duration },
+    /// Any other (size limit, end of input, stop, flush): nobody is waited for.
+    Unscheduled,
 }
 
 /// The local file system: Parquet files in the run folder, the checkpoint in `_checkpoint/`.

@@ -1,8 +1,9 @@
 //! The commit protocol on a Delta table: the files and the checkpoint entry as the Parquet
 //! format writes them (local disk or object store, [`crate::sink::commit`]), then one Delta
-//! commit per partition per roll that adds the files and sets the partition's `txn` to its next
-//! offset. The Delta commit is the commit point: a reader of the table sees the range then, and
-//! not before; a restart resumes from the `txn` version.
+//! commit that adds the files and sets each partition's `txn` to its next offset: one per roll
+//! for all the partitions of a process's workers ([`DeltaLog::commit_grouped`]). The Delta
+//! commit is the commit point: a reader of the table sees the range then, and not before; a
+//! restart resumes from the `txn` version.
 //!
 //! What a crash leaves, and how [`CommitProtocol::load`] (called for every partition before it
 //! is read) makes it whole:
@@ -22,11 +23,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::files::{add_action, NewFile};
-use super::table::{Committed, DeltaLog};
+use super::table::{Committed, DeltaLog, TxnMove};
 use crate::format;
 use crate::parse::json::RecordParser;
 use crate::sink::checkpoint::PartitionEntry;
-use crate::sink::commit::{CommitProtocol, StagedFiles};
+use crate::sink::commit::{CommitProtocol, Roll, StagedFiles};
 use crate::sink::raw::CommitStats;
 use crate::sink::SinkError;
 
@@ -49,6 +50,8 @@ type Pending = Arc<Mutex<HashMap<(i32, i64), Vec<NewFile>>>>;
 
 /// One worker's partitions on a Delta table.
 pub struct DeltaCommit {
+    /// The worker (its index in the cluster), as the process's group commit knows it.
+    worker: usize,
     inner: Box<dyn CommitProtocol>,
     log: Arc<DeltaLog>,
     run_id: String,
@@ -62,6 +65,7 @@ pub struct DeltaCommit {
 
 impl DeltaCommit {
     pub fn new(
+        worker: usize,
         inner: Box<dyn CommitProtocol>,
         log: Arc<DeltaLog>,
         run_id: &str,
@@ -69,6 +73,7 @@ impl DeltaCommit {
         sizer: Sizer,
     ) -> Self {
         DeltaCommit {
+            worker,
             inner,
             log,
             run_id: run_id.to_string(),
@@ -264,22 +269,53 @@ impl CommitProtocol for DeltaCommit {
     }
 
     fn record(&self, entry: &PartitionEntry) -> Result<(), SinkError> {
-        self.inner.record(entry)?;
-        let partition = entry.partition;
-        let files = match self.pending.lock().ok().and_then(|mut p| p.remove(&(partition, entry.next_offset)))
-        {
-            Some(files) => files,
-            None => self.entry_files(entry)?,
-        };
-        // An entry of a partition that has not moved since its first (a start on an empty or
-        // idle partition) changes nothing a reader could see: no Delta commit, no empty version.
-        if entry.next_offset == entry.first_offset && files.is_empty() {
-            return Ok(());
+        self.record_all(std::slice::from_ref(entry), Roll::Unscheduled)
+    }
+
+    /// The entries, then one Delta commit for all of them, shared with the process's other
+    /// workers at a scheduled roll ([`DeltaLog::commit_grouped`]).
+    fn record_all(&self, entries: &[PartitionEntry], roll: Roll) -> Result<(), SinkError> {
+        self.inner.record_all(entries, roll)?;
+        let mut txns = Vec::with_capacity(entries.len());
+        let mut moved = Vec::with_capacity(entries.len());
+        let mut adds = Vec::new();
+        let now = chrono::Utc::now().timestamp_millis();
+        for entry in entries {
+            let partition = entry.partition;
+            let files =
+                match self.pending.lock().ok().and_then(|mut p| p.remove(&(partition, entry.next_offset))) {
+                    Some(files) => files,
+                    None => self.entry_files(entry)?,
+                };
+            // An entry of a partition that has not moved since its first (a start on an empty or
+            // idle partition) changes nothing a reader could see: no Delta commit, no empty version.
+            if entry.next_offset == entry.first_offset && files.is_empty() {
+                continue;
+            }
+            let previous = self.positions.lock().ok().and_then(|p| p.get(&partition).copied()).unwrap_or(
+                if entry.start_offset == entry.first_offset { None } else { Some(entry.start_offset) },
+            );
+            txns.push(TxnMove { app_id: self.app(partition), previous, version: entry.next_offset });
+            moved.push((partition, entry.next_offset));
+            adds.extend(files.iter().map(|f| add_action(f, self.log.partition_by(), now)));
         }
-        let previous = self.positions.lock().ok().and_then(|p| p.get(&partition).copied()).unwrap_or(
-            if entry.start_offset == entry.first_offset { None } else { Some(entry.start_offset) },
-        );
-        self.commit(partition, previous, entry.next_offset, files)?;
+        self.log.commit_grouped(self.worker, roll, txns, adds)?;
+        if let Ok(mut p) = self.positions.lock() {
+            for (partition, next) in moved {
+                p.insert(partition, Some(next));
+            }
+        }
         Ok(())
+    }
+
+    fn finish(&self) {
+        self.log.leave_group(self.worker);
+    }
+}
+
+impl Drop for DeltaCommit {
+    /// A worker that stops for any reason (an error included) is not waited for again.
+    fn drop(&mut self) {
+        self.log.leave_group(self.worker);
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! The files are the Parquet format's, written and made durable by the same code; what changes is
 //! the commit point. [`commit::DeltaCommit`] commits each partition's files of a roll with its
-//! `txn` (app id: run, topic, partition; version: next offset), one commit per partition per
-//! roll; the aggregates sink commits each batch of final windows with the `txn` of the run's
+//! `txn` (app id: run, topic, partition; version: next offset), the partitions of all of a
+//! process's workers in one commit per roll (`table::group`); the aggregates sink commits each batch of final windows with the `txn` of the run's
 //! windows (version: `closed_through_ms`). delta-rs ([`table::DeltaLog`]) writes the log.
 
 pub mod commit;

@@ -65,6 +65,8 @@ pub struct DeltaLog {
     /// Says when to stop waiting for a store that does not answer.
     give_up: Arc<dyn Fn() -> bool + Send + Sync>,
     counts: Mutex<CommitCounts>,
+    /// The commits of this process's workers waiting to share a version ([`group`]).
+    group: group::GroupCommit,
 }
 
 /// What this process's commits to one table cost, for the run summary.
@@ -72,6 +74,9 @@ pub struct DeltaLog {
 pub struct CommitCounts {
     /// Table versions this process created.
     pub commits: u64,
+    /// `txn`s those versions moved: Kafka partition ranges, or the windows' mark. Above
+    /// `commits` when workers' commits were grouped into one version.
+    pub ranges: u64,
     /// Commit attempts that found a newer version or the store unanswering, and went again.
     pub retries: u64,
     /// Wall time of the commits, from the first check to the new version (ms).
@@ -221,6 +226,7 @@ impl DeltaLog {
             partition_by: spec.partition_by.clone(),
             give_up,
             counts: Mutex::new(CommitCounts::default()),
+            group: group::GroupCommit::default(),
         })
     }
 
@@ -350,6 +356,7 @@ impl DeltaLog {
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
                     c.commits += 1;
+                    c.ranges += txns.len() as u64;
                     c.total_ms += ms;
                     c.max_ms = c.max_ms.max(ms);
                     return Ok(Committed::Version(version));
@@ -461,5 +468,6 @@ fn create(
 use super::schema::check_schema;
 pub use super::schema::delta_type;
 
+mod group;
 #[cfg(test)]
 mod tests;

@@ -72,8 +72,6 @@ fn a_txn_version_is_committed_once() {
 fn txns_of_one_commit_move_together() {
     let (_tmp, log) = one_column_table();
     let op = log.append_operation();
-    let mv =
-        |app: &str, previous: Option<i64>, version: i64| TxnMove { app_id: app.into(), previous, version };
     let both = [mv("p0", None, 5), mv("p1", None, 7)];
     assert!(matches!(log.commit_all(&both, vec![], op.clone()).unwrap(), Committed::Version(_)));
     assert_eq!(log.commit_all(&both, vec![], op.clone()).unwrap(), Committed::Already);
@@ -84,4 +82,67 @@ fn txns_of_one_commit_move_together() {
     let err = log.commit_all(&next, vec![], op).unwrap_err();
     assert!(matches!(err, SinkError::DeltaFenced { found: Some(9), .. }), "{err}");
     assert_eq!(log.txn_version("p0").unwrap(), Some(5), "nothing of the fenced commit was applied");
+}
+
+fn mv(app: &str, previous: Option<i64>, version: i64) -> TxnMove {
+    TxnMove { app_id: app.into(), previous, version }
+}
+
+/// Two workers at one scheduled roll: one table version holding both workers' ranges. The
+/// leader's wait is long, so the test does not depend on timing: it can only end when both
+/// requests are in.
+#[test]
+fn workers_at_one_scheduled_roll_share_a_version() {
+    use crate::sink::commit::Roll;
+    let (_tmp, log) = one_column_table();
+    let log = Arc::new(log);
+    let roll = |number| Roll::Scheduled { number, wait: Duration::from_secs(600) };
+    // Both become members at roll 1 (its commit may be one version each: worker 1 is not known yet).
+    log.commit_grouped(0, roll(1), vec![mv("p0", None, 1)], vec![]).unwrap();
+    log.commit_grouped(1, roll(1), vec![mv("p1", None, 1)], vec![]).unwrap();
+    let before = log.with_table(|t| t.version().unwrap()).unwrap();
+    let threads: Vec<_> = [(0usize, "p0"), (1, "p1")]
+        .into_iter()
+        .map(|(w, app)| {
+            let log = log.clone();
+            std::thread::spawn(move || log.commit_grouped(w, roll(2), vec![mv(app, Some(1), 2)], vec![]))
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+    assert_eq!(outcomes[0], outcomes[1], "both got the one version: {outcomes:?}");
+    assert_eq!(outcomes[0], Some(Committed::Version(before + 1)));
+    assert_eq!((log.txn_version("p0").unwrap(), log.txn_version("p1").unwrap()), (Some(2), Some(2)));
+    let counts = log.counts();
+    assert_eq!((counts.commits - 2, counts.ranges - 2), (1, 2), "{counts:?}");
+}
+
+/// A worker with nothing new checks in without a commit; a worker that left is not waited for;
+/// a grouped commit that fails is retried by each member alone, so each gets its own outcome.
+#[test]
+fn check_ins_leaving_and_a_failed_group() {
+    use crate::sink::commit::Roll;
+    let (_tmp, log) = one_column_table();
+    let log = Arc::new(log);
+    let roll = |number| Roll::Scheduled { number, wait: Duration::from_secs(600) };
+    log.commit_grouped(0, roll(1), vec![mv("p0", None, 1)], vec![]).unwrap();
+    assert_eq!(log.commit_grouped(1, roll(1), vec![], vec![]).unwrap(), None, "a check-in commits nothing");
+    log.leave_group(1);
+    // Worker 1 left: worker 0 commits roll 2 without waiting 600 s for it.
+    assert!(matches!(
+        log.commit_grouped(0, roll(2), vec![mv("p0", Some(1), 2)], vec![]).unwrap(),
+        Some(Committed::Version(_))
+    ));
+    // Another writer moved p9: a group with p9's stale move fails, p0's member still commits.
+    log.commit("p9", None, 50, vec![], log.append_operation()).unwrap();
+    let threads: Vec<_> = [(0usize, mv("p0", Some(2), 3)), (2, mv("p9", None, 3))]
+        .into_iter()
+        .map(|(w, m)| {
+            let log = log.clone();
+            std::thread::spawn(move || log.commit_grouped(w, Roll::Unscheduled, vec![m], vec![]))
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(matches!(outcomes[0], Ok(Some(Committed::Version(_)))), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Err(SinkError::DeltaFenced { found: Some(50), .. })), "{:?}", outcomes[1]);
+    assert_eq!(log.txn_version("p0").unwrap(), Some(3));
 }
