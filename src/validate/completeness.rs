@@ -1,13 +1,15 @@
 //! Window completeness for `--audit`: per (window, key), how many records were aggregated on time,
 //! how many were dropped as late, and how many wait in windows still open — from the files alone.
 //!
-//! - On time: the `count` of the window's final row in `<P>/../aggregates/run_<ID>/windows-*.parquet`.
+//! - On time: the `count` of the window's final row in `<P>/../aggregates/run_<ID>/windows-*.parquet`;
+//!   on a Delta run, in the files of the aggregates table's snapshot only ([`CommittedWindows`]).
 //! - Raw: rows of the run's committed raw files whose time column (the dataflow's) falls in the
 //!   window. The key comes from the `<key>=K` folder when the run partitions by the key (identity),
 //!   else from the files' key column (a transform such as `bucket(id, 16)` or `day(ts)` keeps it,
 //!   and so does partitioning by another column or `none`).
 //! - A window is *closed* when its end is at or before `closed_through_ms` of
-//!   `run_<ID>/_checkpoint/windows.json`; then late-dropped = raw − on time, which can never be
+//!   `run_<ID>/_checkpoint/windows.json` (on a Delta run, the closed-through the aggregates table
+//!   holds: [`super::audit`]); then late-dropped = raw − on time, which can never be
 //!   negative (a window aggregating rows that exist nowhere raw is a problem). Rows of a window that
 //!   is still *open* are neither: they are reported as open.
 //! - Quarantined records have no trustworthy timestamp, hence no window; they stay per partition.
@@ -91,6 +93,19 @@ pub struct RunInput<'a> {
     pub audit_clean: bool,
     /// Sum over partitions of the newest checkpoint entry's `total_late`.
     pub checkpoint_late: u64,
+    /// A Delta run's aggregates as its aggregates table holds them; `None`: the folder's files and
+    /// `windows.json`'s mark (plain Parquet).
+    pub committed_windows: Option<CommittedWindows>,
+}
+
+/// The aggregates a Delta reader sees of a run: the files of the aggregates table's snapshot and
+/// the windows they close. A window file marked in `windows.json` but not yet committed is not
+/// among them, so its rows are never counted as on time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommittedWindows {
+    pub files: Vec<PathBuf>,
+    /// Every window ending at or before this (ms) is closed; `None`: none is.
+    pub closed_through_ms: Option<i64>,
 }
 
 /// Where `streamlake run` put the aggregates of the run folder `dir` (`P/run_X`): format 2
@@ -176,43 +191,20 @@ pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
         files,
     };
 
-    let windows_path = format::checkpoint_dir(input.dir).join(format::WINDOWS_FILE);
-    let closed_through: Option<i64> = match fs::read_to_string(&windows_path) {
-        Ok(text) => match WindowsEntry::from_json(&text) {
-            Ok(w) => Some(i64::try_from(w.closed_through_ms).unwrap_or(i64::MAX)),
-            Err(e) => {
-                out.warnings.push(format!(
-                    "{run}: {} cannot be read ({e}); every window counts as open",
-                    windows_path.display()
-                ));
-                None
-            }
-        },
-        Err(_) => None,
+    let (closed_through, paths) = match &input.committed_windows {
+        Some(c) => (c.closed_through_ms, c.files.clone()),
+        None => (marked_closed_through(input.dir, run, &mut out.warnings), folder_window_files(input.dir)),
     };
-
     let key_name = Some(input.key_column);
     let mut rows: Vec<AggregateRow> = Vec::new();
-    if let Some(agg_dir) = aggregates_dir(input.dir) {
-        let mut names: Vec<String> = fs::read_dir(&agg_dir)
-            .map(|r| {
-                r.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !is_hidden(n) && n.ends_with(".parquet"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        let paths: Vec<PathBuf> = names.iter().map(|n| agg_dir.join(n)).collect();
-        for (path, read) in paths.iter().zip(parallel_map(&paths, |p| read_aggregates(p, key_name))) {
-            match read {
-                Ok(r) => rows.extend(r),
-                Err(e) => out.problems.push(problem(
-                    ProblemKind::Invalid,
-                    format!("aggregate file {}: {e}", path.display()),
-                    vec![path.display().to_string()],
-                )),
-            }
+    for (path, read) in paths.iter().zip(parallel_map(&paths, |p| read_aggregates(p, key_name))) {
+        match read {
+            Ok(r) => rows.extend(r),
+            Err(e) => out.problems.push(problem(
+                ProblemKind::Invalid,
+                format!("aggregate file {}: {e}", path.display()),
+                vec![path.display().to_string()],
+            )),
         }
     }
     let size_ms = rows.iter().map(|r| r.end_ms - r.start_ms).find(|s| *s > 0).unwrap_or(DEFAULT_WINDOW_MS);
@@ -316,6 +308,36 @@ pub fn run_completeness(input: &RunInput<'_>) -> RunCompleteness {
         ));
     }
     out
+}
+
+/// `closed_through_ms` of the run's `windows.json` (`None`: no window closed yet, or a mark that
+/// cannot be read, which is warned about).
+fn marked_closed_through(dir: &Path, run: &str, warnings: &mut Vec<String>) -> Option<i64> {
+    let path = format::checkpoint_dir(dir).join(format::WINDOWS_FILE);
+    let text = fs::read_to_string(&path).ok()?;
+    match WindowsEntry::from_json(&text) {
+        Ok(w) => Some(i64::try_from(w.closed_through_ms).unwrap_or(i64::MAX)),
+        Err(e) => {
+            warnings
+                .push(format!("{run}: {} cannot be read ({e}); every window counts as open", path.display()));
+            None
+        }
+    }
+}
+
+/// The window files in the run's aggregates folder, by name (plain Parquet: every one counts).
+fn folder_window_files(dir: &Path) -> Vec<PathBuf> {
+    let Some(agg_dir) = aggregates_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = fs::read_dir(&agg_dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !is_hidden(n) && n.ends_with(".parquet"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.iter().map(|n| agg_dir.join(n)).collect()
 }
 
 /// Values of a timestamp column in microseconds.

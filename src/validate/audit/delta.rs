@@ -78,6 +78,8 @@ pub(super) fn compacted_sources(
 pub(super) struct DeltaRun {
     pub(super) files: Vec<DataFile>,
     pub(super) txns: BTreeMap<i32, Option<i64>>,
+    /// The run id of `identity.json`, which names the `txn`s (also the aggregates table's).
+    pub(super) run_id: String,
 }
 
 /// Reads the Delta table `dir` with the `txn` versions of `partitions`; `None` when `dir` is not
@@ -101,10 +103,11 @@ pub(super) fn read_run(dir: &Path, partitions: &BTreeSet<i32>) -> Result<Option<
         return Ok(Some(DeltaRun {
             files: Vec::new(),
             txns: apps.into_iter().map(|(p, _)| (p, None)).collect(),
+            run_id: identity.run_id,
         }));
     };
     let txns = apps.into_iter().map(|(p, app)| (p, seen.txn.get(&app).copied().flatten())).collect();
-    Ok(Some(DeltaRun { files: delta_data_files(dir, "", &[], seen.files), txns }))
+    Ok(Some(DeltaRun { files: delta_data_files(dir, "", &[], seen.files), txns, run_id: identity.run_id }))
 }
 
 /// A checkpoint entry with the name it was read from.

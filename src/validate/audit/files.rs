@@ -130,9 +130,9 @@ pub(super) fn audit_run(
     let (checkpoint_dirs, folder_problems) = checkpoint_dirs(run, dir);
     let checkpointed: BTreeSet<i32> = checkpoint_dirs.keys().copied().collect();
     let delta = super::delta::read_run(dir, &checkpointed)?;
-    let (listed, txns) = match delta {
-        Some(run) => (run.files, Some(run.txns)),
-        None => (list_data_files(dir)?.files, None),
+    let (listed, txns, delta_run_id) = match delta {
+        Some(run) => (run.files, Some(run.txns), Some(run.run_id)),
+        None => (list_data_files(dir)?.files, None, None),
     };
     let mut files: Vec<AuditFile> = listed
         .into_iter()
@@ -347,6 +347,11 @@ pub(super) fn audit_run(
     // A merged file was listed once per source.
     committed_raw.sort();
     committed_raw.dedup();
+    // A Delta run's windows are those its aggregates table committed, checked against windows.json.
+    let committed_windows = match &delta_run_id {
+        Some(run_id) => super::windows::audit_table(run, dir, run_id, report)?,
+        None => None,
+    };
     let windows = completeness::run_completeness(&RunInput {
         run,
         dir,
@@ -356,6 +361,7 @@ pub(super) fn audit_run(
         unreadable_raw,
         audit_clean: problems.is_empty(),
         checkpoint_late,
+        committed_windows,
     });
     report.windows.extend(windows.windows);
     report.warnings.extend(windows.warnings);

@@ -14,12 +14,15 @@
 //!
 //! Only footers are read (in parallel) for that. Window completeness ([`super::completeness`]) then
 //! reads the timestamp column of the committed raw files and the run's aggregates: per (window, key)
-//! the records aggregated on time, dropped late, or waiting in an open window.
+//! the records aggregated on time, dropped late, or waiting in an open window. On a Delta run the
+//! aggregates are those of the aggregates table's snapshot, first checked against `windows.json`
+//! ([`windows`]).
 
 mod delta;
 mod files;
 mod footer;
 mod partition;
+mod windows;
 
 use std::fmt::Write as _;
 use std::path::Path;
