@@ -170,6 +170,12 @@ pub fn window_file_name(first: u64, last: u64) -> String {
     format!("{WINDOW_FILE_PREFIX}{first:015}-{last:015}.parquet")
 }
 
+/// The end (ms) of the first window of the aggregates file `name` (`windows-<FIRST>-<LAST>.parquet`).
+pub fn window_file_first_end(name: &str) -> Option<i64> {
+    let ends = name.strip_prefix(WINDOW_FILE_PREFIX)?.strip_suffix(".parquet")?;
+    ends.split_once('-')?.0.parse().ok()
+}
+
 /// Columns of an aggregates file besides the key column (which has the key's name and type).
 pub mod aggregate_columns {
     pub const WINDOW_START: &str = "window_start";
@@ -205,6 +211,8 @@ mod tests {
         );
         assert_eq!(in_progress_name("windows-1.parquet", "ab"), ".windows-1.parquet.uab.inprogress");
         assert_eq!(window_file_name(10_000, 20_000), "windows-000000000010000-000000000020000.parquet");
+        assert_eq!(window_file_first_end(&window_file_name(10_000, 20_000)), Some(10_000));
+        assert_eq!(window_file_first_end("windows-1.parquet"), None);
         assert_eq!(entry_file_name(120), "00000000000000000120.json");
         assert_eq!(parse_partition_dir_name(&partition_dir_name(7)), Some(Ok(7)));
         assert_eq!(parse_partition_dir_name("x"), None);

@@ -255,7 +255,15 @@ impl DeltaTables {
                 .map(|s| s.log_data().iter().map(|f| f.path().to_string()).collect())
                 .unwrap_or_default()
         })?;
-        let missing: Vec<String> = windows.files.iter().filter(|f| !present.contains(*f)).cloned().collect();
+        // A file whose windows end at or before the txn was committed: if the table lacks it now,
+        // `compact` merged it into another, and adding it again would count its rows twice.
+        let missing: Vec<String> = windows
+            .files
+            .iter()
+            .filter(|f| !present.contains(*f))
+            .filter(|f| version.is_none_or(|v| format::window_file_first_end(f).is_none_or(|end| end > v)))
+            .cloned()
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }

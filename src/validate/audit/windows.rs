@@ -153,13 +153,6 @@ fn holds(path: &Path) -> Holds {
     }
 }
 
-/// The end (ms) of the first window of a window file, from its name
-/// (`windows-<first>-<last>.parquet`, [`format::window_file_name`]).
-fn first_window_end(name: &str) -> Option<i64> {
-    let ends = name.strip_prefix(format::WINDOW_FILE_PREFIX)?.strip_suffix(".parquet")?;
-    ends.split_once('-')?.0.parse().ok()
-}
-
 /// The check itself, on the table's `txn` version `txn`, the mark, and the table's files with
 /// what each holds (see the module doc); `table` and `mark_path` name them in messages.
 fn compare(
@@ -250,7 +243,7 @@ fn compare(
         [file]
             if Some(*file) == newest
                 && txn.is_none_or(|t| t < closed)
-                && first_window_end(file).is_none_or(|e| txn.is_none_or(|t| e > t)) =>
+                && format::window_file_first_end(file).is_none_or(|e| txn.is_none_or(|t| e > t)) =>
         {
             out.pending = true;
             out.warnings.push(format!(
