@@ -8,11 +8,13 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::job::Job;
 use common::ledger;
-use common::scenario::{future_limit_ms, load};
+use common::scenario::{future_limit_ms, load, paced_producer, synthetic};
 use common::*;
 use streamlake::storage::{ObjectStoreRoot, ObjectUrl, Store};
 
@@ -261,12 +263,26 @@ fn delta_tables_on_s3_are_exactly_once_for_delta_readers() {
     let tmp = tempfile::tempdir().unwrap();
     let delta = ["--table-format", "delta", "--object-lease", "3s"];
 
-    // A crash after the third entry, before its Delta commit.
+    // A crash after the third entry, before its Delta commit. A process commits once per roll
+    // for all its partitions, so a live producer keeps the rolls coming until the third.
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = 1_750_000_000_000;
+    let producer = paced_producer(
+        brokers.clone(),
+        topic.clone(),
+        move |i| synthetic(t0, 9_000 + i),
+        300,
+        Duration::from_millis(100),
+        stop.clone(),
+    );
     let mut crashing =
         run_s3(&brokers, &topic, &url, &[&delta[..], &["--roll-interval", "100ms", "-w", "2"]].concat());
     crashing.env("STREAMLAKE_CRASH_AT", "delta.before_commit:3").env("TMPDIR", tmp.path());
     let mut job = Job::spawn(crashing, tmp.path().join("crash.log"));
-    assert!(job.wait_for(Duration::from_secs(120)).is_some(), "the job did not reach its crash point");
+    let crashed = job.wait_for(Duration::from_secs(120));
+    stop.store(true, Ordering::SeqCst);
+    let produced = 9_000 + producer.join().unwrap();
+    assert!(crashed.is_some(), "the job did not reach its crash point:\n{}", job.log());
     assert!(job.log().contains("crash point delta.before_commit reached"), "{}", job.log());
     // The dead process's lease (3 s) must expire before its process index can start again.
     std::thread::sleep(Duration::from_secs(4));
@@ -302,7 +318,7 @@ fn delta_tables_on_s3_are_exactly_once_for_delta_readers() {
     let got = common::delta::read_python(&table, "deltalake", &[]);
     assert_eq!(got.rows, l.written, "delta-rs reads every row once, through S3");
     let txn: i64 = (0..3).map(|p| got.txn[&format!("streamlake/t/{topic}/{p}")]).sum();
-    assert_eq!(txn, 9_000, "the partitions' txn versions are their ends: {:?}", got.txn);
+    assert_eq!(txn as u64, produced, "the partitions' txn versions are their ends: {:?}", got.txn);
 
     let o = run_ok(bin().args(["compact", "--run-id", "t", "--output", &url]));
     assert!(
