@@ -87,6 +87,7 @@ class Collector:
         self.raw_seen = []  # list of (seen_us, ts array)
         self.raw_rows = 0
         self.raw_files = 0
+        self.raw_bytes = 0
         self.windows_with_events = {}  # window_end_us -> set of keys (from raw rows)
         self.windows = {}  # (window_end_us, key) -> seen_us
         self.window_files = 0
@@ -102,6 +103,7 @@ class Collector:
         self.raw_seen.append((seen, ts))
         self.raw_rows += len(ts)
         self.raw_files += 1
+        self.raw_bytes += os.path.getsize(path)
         if len(ts):
             ends = np.unique((ts // self.window_us + 1) * self.window_us)
             for e in ends.tolist():
@@ -465,6 +467,7 @@ def report(args, col, w, producer, status, polls, max_gap_us, started_us, gaps):
         "rows_match": produced is not None and col.raw_rows == produced,
         "quarantined": int(w.quarantined),
         "raw_files": col.raw_files,
+        "raw_bytes": col.raw_bytes,
         "raw_commits_seen": col.commits,
         "agg_commits_seen": col.agg_commits,
         "fallback_scans": w.fallback_scans,
@@ -668,11 +671,21 @@ def summarize(args):
                      + ".")
         L.append(f"- {label(r)} @ {fmt(r.get('rate'))}: producer sent {fmt(p['events'])} events in "
                  f"{dur:.1f} s ({p['events'] / dur:,.0f} ev/s achieved); watcher polls={r['polls']}, "
-                 f"max poll gap {r['max_poll_gap_ms']} ms, commits seen {r['raw_commits_seen']}.{delta}")
+                 f"max poll gap {r['max_poll_gap_ms']} ms, commits seen {r['raw_commits_seen']}.{delta}"
+                 + files_line(r, dur))
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     print("\n".join(L))
     return 0
+
+
+def files_line(r, dur):
+    """The small-files side of the trade-off: raw files per hour of production and their size."""
+    files, size = r.get("raw_files", 0), r.get("raw_bytes")
+    if not files or size is None or dur <= 0:
+        return ""
+    return (f" Raw files: {fmt(files)} ({fmt(files * 3600 / dur)} per hour of production at this rate), "
+            f"{fmt(size / files)} bytes per file.")
 
 
 def main():
