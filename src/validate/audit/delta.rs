@@ -4,7 +4,8 @@
 //! [`super::super::discover`]), and a Kafka partition's range is committed when the table's `txn`
 //! of that partition (`streamlake/<RUN_ID>/<topic>/<partition>`) reaches the range's end: the
 //! checkpoint entry is written first, so it may be one range ahead (a commit in flight, or a crash
-//! that the next start rolls forward), never more and never behind. The audit tiles each
+//! that the next start rolls forward), never more and never behind; entries written after the
+//! audit read the table (a running job) are ahead too, and are not counted. The audit tiles each
 //! partition's snapshot files up to the `txn` version, so a file beyond it is *outside*, and a
 //! range below it with no file is a *gap*.
 //!
@@ -114,16 +115,20 @@ pub(super) fn read_run(dir: &Path, partitions: &BTreeSet<i32>) -> Result<Option<
 type Named = (String, PartitionEntry);
 
 /// Splits partition `p`'s checkpoint entries at the table's `txn` version: those the table has
-/// committed, and the range of the one it has not yet (allowed: at most one). A `txn` no entry
-/// ends at, or more than one entry beyond it, is a problem.
+/// committed, and the ranges of those it has not yet. A job writes a partition's next entry only
+/// after the table committed the previous one, so of the entries that existed when the snapshot
+/// was read (`listed_before`, by name) at most one may be beyond the `txn`; entries written since
+/// (the job kept going while the audit read the table) are beyond it too, and are not counted.
+/// A `txn` no entry ends at, or more than one earlier entry beyond it, is a problem.
 pub(super) fn committed_entries(
     run: &str,
     p: i32,
     txn: Option<i64>,
     entries: Vec<Named>,
+    listed_before: impl Fn(&str) -> bool,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
-) -> (Vec<Named>, Option<(i64, i64)>) {
+) -> (Vec<Named>, Vec<(i64, i64)>) {
     // An entry of an empty range (written before a partition's first read) commits nothing, so
     // the table has no version for it.
     let (committed, pending): (Vec<_>, Vec<_>) = entries
@@ -149,30 +154,36 @@ pub(super) fn committed_entries(
             );
         }
     }
-    match pending.as_slice() {
-        [] => (committed, None),
-        [(name, e)] => {
-            warnings.push(format!(
-                "partition {p} of run {run}: offsets [{}, {}) are in the checkpoint ({name}) but not yet in the Delta \
-                 table (a commit in flight, or a crash that the next `streamlake run` completes); they are not counted",
-                e.start_offset, e.next_offset
-            ));
-            let range = (e.start_offset, e.next_offset);
-            (committed, Some(range))
-        }
-        more => {
-            problem(
-                format!(
-                    "{} checkpoint entries of partition {p} lie beyond the Delta table's txn version {}: the table \
-                     fell behind the checkpoint by more than the one commit a restart completes",
-                    more.len(),
-                    txn.map_or_else(|| "(none)".to_string(), |v| v.to_string())
-                ),
-                more.iter().map(|(name, _)| name.clone()).collect(),
-            );
-            (committed, None)
-        }
+    let ranges = pending.iter().map(|(_, e)| (e.start_offset, e.next_offset)).collect();
+    let (earlier, since): (Vec<&Named>, Vec<&Named>) =
+        pending.iter().partition(|(name, _)| listed_before(name));
+    match earlier.as_slice() {
+        [] => {}
+        [(name, e)] => warnings.push(format!(
+            "partition {p} of run {run}: offsets [{}, {}) are in the checkpoint ({name}) but not yet in the Delta \
+             table (a commit in flight, or a crash that the next `streamlake run` completes); they are not counted",
+            e.start_offset, e.next_offset
+        )),
+        more => problem(
+            format!(
+                "{} checkpoint entries of partition {p} lie beyond the Delta table's txn version {}: the table \
+                 fell behind the checkpoint by more than the one commit a restart completes",
+                more.len(),
+                txn.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+            ),
+            more.iter().map(|(name, _)| name.clone()).collect(),
+        ),
     }
+    if let (Some((_, first)), Some((_, last))) = (since.first(), since.last()) {
+        warnings.push(format!(
+            "partition {p} of run {run}: {} checkpoint entries, offsets [{}, {}), were written while the audit \
+             read the Delta table (the job is running); they are not counted",
+            since.len(),
+            first.start_offset,
+            last.next_offset
+        ));
+    }
+    (committed, ranges)
 }
 
 #[cfg(test)]
@@ -189,27 +200,56 @@ mod tests {
     fn entries_split_at_the_txn() {
         let (mut problems, mut warnings) = (Vec::new(), Vec::new());
         let all = vec![entry(0, 10), entry(10, 20), entry(20, 30)];
-        let (c, pending) = committed_entries("r", 0, Some(20), all.clone(), &mut problems, &mut warnings);
-        assert_eq!((c.len(), pending), (2, Some((20, 30))));
+        let every = |_: &str| true;
+        let (c, pending) =
+            committed_entries("r", 0, Some(20), all.clone(), every, &mut problems, &mut warnings);
+        assert_eq!((c.len(), pending), (2, vec![(20, 30)]));
         assert!(problems.is_empty() && warnings.len() == 1, "{problems:?}");
 
-        let (c, pending) = committed_entries("r", 0, Some(10), all.clone(), &mut problems, &mut warnings);
-        assert_eq!((c.len(), pending), (1, None));
+        let (c, pending) =
+            committed_entries("r", 0, Some(10), all.clone(), every, &mut problems, &mut warnings);
+        assert_eq!((c.len(), pending), (1, vec![(10, 20), (20, 30)]));
         assert!(problems[0].message.contains("beyond the Delta table's txn version 10"), "{problems:?}");
 
         problems.clear();
         let (_, pending) =
-            committed_entries("r", 0, Some(15), all[..2].to_vec(), &mut problems, &mut warnings);
-        assert_eq!(pending, Some((10, 20)));
+            committed_entries("r", 0, Some(15), all[..2].to_vec(), every, &mut problems, &mut warnings);
+        assert_eq!(pending, vec![(10, 20)]);
         assert!(problems[0].message.contains("at offset 15"), "{problems:?}");
 
         // Before the table's first commit: the empty entry of the start is committed, the first
         // range pending.
         problems.clear();
         let first = vec![entry(0, 0), entry(0, 10)];
-        let (c, pending) = committed_entries("r", 0, None, first, &mut problems, &mut warnings);
-        assert_eq!((c.len(), pending), (1, Some((0, 10))));
+        let (c, pending) = committed_entries("r", 0, None, first, every, &mut problems, &mut warnings);
+        assert_eq!((c.len(), pending), (1, vec![(0, 10)]));
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    /// A running job: the audit read the table at txn 10, and by the time it listed the entries
+    /// the job had written two more. Only one of the entries it had seen before may be pending.
+    #[test]
+    fn entries_written_while_the_audit_ran_are_not_a_problem() {
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+        let all = vec![entry(0, 10), entry(10, 20), entry(20, 30), entry(30, 40)];
+        let before = |name: &str| name <= format!("{:020}.json", 20).as_str();
+        let (c, pending) =
+            committed_entries("r", 0, Some(10), all.clone(), before, &mut problems, &mut warnings);
+        assert_eq!((c.len(), pending), (1, vec![(10, 20), (20, 30), (30, 40)]));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("2 checkpoint entries, offsets [20, 40)")),
+            "{warnings:?}"
+        );
+
+        // Two entries the table had not committed when its snapshot was read: a real gap.
+        warnings.clear();
+        let before = |name: &str| name <= format!("{:020}.json", 30).as_str();
+        committed_entries("r", 0, Some(10), all, before, &mut problems, &mut warnings);
+        assert!(
+            problems[0].message.contains("2 checkpoint entries of partition 0 lie beyond"),
+            "{problems:?}"
+        );
     }
 
     #[test]

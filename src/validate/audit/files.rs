@@ -29,25 +29,28 @@ pub(super) struct AuditFile {
     pub(super) quarantine: bool,
 }
 
-/// The entries of one partition folder, with the names they were read from.
+/// The names of one partition folder's entries, without reading them.
+fn entry_names(dir: &Path) -> BTreeSet<String> {
+    let Ok(read) = fs::read_dir(dir) else { return BTreeSet::new() };
+    read.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !is_hidden(name) && name.ends_with(".json"))
+        .collect()
+}
+
+/// The entries of one partition folder, with the names they were read from, in name order.
 fn read_entries(dir: &Path) -> Vec<(String, Result<PartitionEntry, ValidateError>)> {
-    let Ok(read) = fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<(String, Result<PartitionEntry, ValidateError>)> = read
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (!is_hidden(&name) && name.ends_with(".json")).then_some((name, e.path()))
-        })
-        .map(|(name, path)| {
+    entry_names(dir)
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
             let entry = fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|text| PartitionEntry::from_json(&text).map_err(|e| e.to_string()))
                 .map_err(|reason| ValidateError::Checkpoint { path, reason });
             (name, entry)
         })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 /// The run folders below `root`: `run_*` children, or `root` itself when it holds a `_checkpoint`.
@@ -129,6 +132,9 @@ pub(super) fn audit_run(
     // committing); the txn of every partition with a checkpoint folder is read.
     let (checkpoint_dirs, folder_problems) = checkpoint_dirs(run, dir);
     let checkpointed: BTreeSet<i32> = checkpoint_dirs.keys().copied().collect();
+    // The entries there before the snapshot is read; a running job adds more while the audit reads.
+    let listed_before: BTreeMap<i32, BTreeSet<String>> =
+        checkpoint_dirs.iter().map(|(&p, d)| (p, entry_names(d))).collect();
     let delta = super::delta::read_run(dir, &checkpointed)?;
     let (listed, txns, delta_run_id) = match delta {
         Some(run) => (run.files, Some(run.txns), Some(run.run_id)),
@@ -325,13 +331,24 @@ pub(super) fn audit_run(
         // table's versions are the committed positions.
         if let Some(txns) = &txns {
             let txn = txns.get(&p).copied().flatten();
-            let (committed, pending) =
-                super::delta::committed_entries(run, p, txn, good, &mut problems, &mut report.warnings);
+            let before = listed_before.get(&p);
+            let was_listed = |rel: &str| {
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                before.is_some_and(|b| b.contains(name))
+            };
+            let (committed, pending) = super::delta::committed_entries(
+                run,
+                p,
+                txn,
+                good,
+                was_listed,
+                &mut problems,
+                &mut report.warnings,
+            );
             good = committed;
-            // The quarantine files of a range the table has not committed yet are not counted.
-            if let Some((a, b)) = pending {
-                files.retain(|(f, m)| !(f.quarantine && m.start >= a && m.end <= b));
-            }
+            // The quarantine files of ranges the table has not committed yet are not counted.
+            files
+                .retain(|(f, m)| !(f.quarantine && pending.iter().any(|&(a, b)| m.start >= a && m.end <= b)));
         }
         let (stats, found) = audit_partition(run, p, &files, &good, &folders);
         committed_raw.extend(
