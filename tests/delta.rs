@@ -225,14 +225,7 @@ fn chaos(
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let t0: i64 = 1_750_000_000_000;
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = paced_producer(
-        brokers.to_string(),
-        topic.clone(),
-        move |i| synthetic(t0, i),
-        500,
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let producer = synthetic_stream(brokers, &topic, t0, 0, 500, stop.clone());
     let watching = Arc::new(AtomicBool::new(false));
     let watcher = watch(output.to_path_buf(), topic.clone(), watching.clone());
     let base = [&["--table-format", "delta"][..], extra].concat();
@@ -306,14 +299,7 @@ fn compaction_during_a_live_run_keeps_the_rows_and_vacuum_deletes_only_what_it_r
     let t0: i64 = 1_750_000_000_000;
     load(&brokers, &topic, t0, 3000);
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = paced_producer(
-        brokers.clone(),
-        topic.clone(),
-        move |i| synthetic(t0, 3000 + i),
-        300,
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let producer = synthetic_stream(&brokers, &topic, t0, 3000, 300, stop.clone());
     let log = tmp.path().join("job.log");
     let mut job = job::Job::spawn(
         run_earliest(

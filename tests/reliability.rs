@@ -57,14 +57,7 @@ fn chaos_kills_at_crash_points_and_random_moments() {
 
     let stop = Arc::new(AtomicBool::new(false));
     // Up to ~10k events/s of input, 20 s of event time per wall second: windows close all the time.
-    let producer = paced_producer(
-        brokers.clone(),
-        topic.clone(),
-        move |i| synthetic(t0, i),
-        1000,
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let producer = synthetic_stream(&brokers, &topic, t0, 0, 1000, stop.clone());
 
     let points = streamlake::crash::POINTS;
     let mut reached = std::collections::BTreeMap::<&str, u32>::new();

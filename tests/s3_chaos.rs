@@ -53,14 +53,7 @@ fn chaos_on_s3_kills_at_every_object_crash_point_and_survives_a_store_restart() 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let t0: i64 = 1_750_000_000_000;
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = paced_producer(
-        brokers.clone(),
-        topic.clone(),
-        move |i| synthetic(t0, i),
-        500,
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let producer = synthetic_stream(&brokers, &topic, t0, 0, 500, stop.clone());
 
     let points = streamlake::crash::OBJECT_POINTS;
     let mut reached = std::collections::BTreeMap::<&str, u32>::new();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::job::Job;
 use common::ledger;
-use common::scenario::{future_limit_ms, load, paced_producer, synthetic};
+use common::scenario::{future_limit_ms, load, synthetic_stream};
 use common::*;
 use streamlake::storage::{ObjectStoreRoot, ObjectUrl, Store};
 
@@ -267,14 +267,7 @@ fn delta_tables_on_s3_are_exactly_once_for_delta_readers() {
     // for all its partitions, so a live producer keeps the rolls coming until the third.
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = 1_750_000_000_000;
-    let producer = paced_producer(
-        brokers.clone(),
-        topic.clone(),
-        move |i| synthetic(t0, 9_000 + i),
-        300,
-        Duration::from_millis(100),
-        stop.clone(),
-    );
+    let producer = synthetic_stream(&brokers, &topic, t0, 9_000, 300, stop.clone());
     let mut crashing =
         run_s3(&brokers, &topic, &url, &[&delta[..], &["--roll-interval", "100ms", "-w", "2"]].concat());
     crashing.env("STREAMLAKE_CRASH_AT", "delta.before_commit:3").env("TMPDIR", tmp.path());

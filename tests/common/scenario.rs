@@ -51,6 +51,20 @@ pub fn paced_producer(
     })
 }
 
+/// [`paced_producer`] of [`synthetic`] events `first`, `first + 1`, …, `per_tick` every 100 ms:
+/// the live producer of the chaos tests. Returns how many it sent.
+pub fn synthetic_stream(
+    brokers: &str,
+    topic: &str,
+    t0: i64,
+    first: u64,
+    per_tick: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let make = move |i| synthetic(t0, first + i);
+    paced_producer(brokers.to_string(), topic.to_string(), make, per_tick, Duration::from_millis(100), stop)
+}
+
 /// Loads `n` synthetic events (one acknowledged batch).
 pub fn load(brokers: &str, topic: &str, t0: i64, n: u64) {
     let batch: Vec<_> = (0..n).map(|i| synthetic(t0, i)).collect();
