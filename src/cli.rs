@@ -221,6 +221,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 128, value_name = "MIB")]
     pub roll_size_mib: u64,
 
+    /// Debug builds with the `crash-points` feature only: every commit waits this long before
+    /// making its files durable, as a stalled disk would. Commits run beside the reading
+    /// (`ingest::commit_stage`), so reading goes on meanwhile; scripts/bench/slow_commit.sh
+    /// measures that.
+    #[cfg(feature = "crash-points")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub commit_delay: Option<Duration>,
+
     /// Raw Parquet files the process keeps open at once, split evenly among its workers. Folders
     /// (keys) beyond it are buffered in memory and written one file at a time at commit, so a run
     /// with 100,000 keys needs no more descriptors than one with 5. Must fit `ulimit -n` with
@@ -385,7 +393,12 @@ pub struct ProduceArgs {
 impl From<RunArgs> for RunRequest {
     /// The flags as given, for [`crate::options::RunOptions::new`] to check.
     fn from(a: RunArgs) -> Self {
+        #[cfg(feature = "crash-points")]
+        let commit_delay = a.commit_delay.unwrap_or_default();
+        #[cfg(not(feature = "crash-points"))]
+        let commit_delay = Duration::ZERO;
         RunRequest {
+            commit_delay,
             brokers: a.brokers,
             kafka_config: a.kafka_config,
             kafka_options: a.kafka_options,

@@ -15,6 +15,8 @@ pub const POINTS: &[&str] = &[
     "raw.before_rename",
     "raw.after_rename",
     "quarantine.before_rename",
+    "commit.files_durable",
+    "commit.recorded",
     "checkpoint.before_rename",
     "checkpoint.after_rename",
     "aggregates.before_rename",
@@ -29,6 +31,7 @@ pub const POINTS: &[&str] = &[
 pub const OBJECT_POINTS: &[&str] = &[
     "object.before_upload",
     "object.after_upload",
+    "commit.files_durable",
     "object.before_entry",
     "object.after_entry",
     "aggregates.before_mark",

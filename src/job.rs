@@ -209,6 +209,7 @@ fn run_prepared(
         idle_timeout: options.idle_timeout,
         roll_interval: options.roll_interval,
         roll_bytes: options.roll_bytes,
+        commit_delay: options.commit_delay,
         sink_limits: SinkLimits::per_worker(options.max_open_files, options.sink_buffer_mib, cluster.workers),
         max_future: options.max_future,
         on_data_loss: options.on_data_loss,

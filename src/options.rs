@@ -54,6 +54,8 @@ pub struct RunRequest {
     pub idle_timeout: Duration,
     pub roll_interval: Duration,
     pub roll_size_mib: u64,
+    /// `--commit-delay` (crash-points builds only; zero otherwise).
+    pub commit_delay: Duration,
     pub max_open_files: usize,
     pub sink_buffer_mib: usize,
     pub max_future: Duration,
@@ -267,6 +269,8 @@ pub struct RunOptions {
     pub idle_timeout: Duration,
     pub roll_interval: Duration,
     pub roll_bytes: u64,
+    /// A debug stall before every commit's durability steps (`--commit-delay`).
+    pub commit_delay: Duration,
     /// Raw files the process keeps open at once (split among its workers).
     pub max_open_files: usize,
     /// MiB of rows the process's sink holds in memory before it commits (split among workers).
@@ -339,6 +343,7 @@ impl RunOptions {
             idle_timeout: r.idle_timeout,
             roll_interval: r.roll_interval,
             roll_bytes: r.roll_size_mib.saturating_mul(1 << 20),
+            commit_delay: r.commit_delay,
             max_open_files: r.max_open_files,
             sink_buffer_mib: r.sink_buffer_mib,
             max_future: r.max_future,

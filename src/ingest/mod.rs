@@ -9,6 +9,7 @@
 //! - [`preagg`]: pre-aggregation of each poll batch, and the partition's open window shares;
 //! - [`partition`]: one partition's read state and the entry its commit records;
 //! - [`roll`]: when a worker rolls (multiples of `--roll-interval` on the wall clock);
+//! - [`commit_stage`]: the worker's commits, on a thread of their own beside the reading;
 //! - [`reader`], [`poll`], [`broker`]: the worker's reader, which applies all of the above with
 //!   the Kafka consumer and commits through `sink::commit`.
 //!
@@ -16,6 +17,7 @@
 //! `operators`, `job`, `cli` or `observe::telemetry`.
 
 pub mod broker;
+pub mod commit_stage;
 pub mod consumer;
 pub mod discovery;
 pub mod health;

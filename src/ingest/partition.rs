@@ -48,30 +48,68 @@ impl Part {
         self.last_entry.as_ref().map_or(self.totals.first_offset, |e| e.next_offset)
     }
 
-    /// After step 1 of a commit (the files of `stats` are durable): drops the windows written
-    /// through `closed`, adds the range to the totals, and returns the entry that records it.
-    /// The caller records it and then calls [`Part::recorded`].
-    pub fn next_entry(
-        &mut self,
-        stats: CommitStats,
-        closed: u64,
-        worker: usize,
-        now: String,
-    ) -> PartitionEntry {
+    /// At a roll, before the partition's files go to the commit stage: drops the windows written
+    /// through `closed` and takes what the entry needs from the read side (the open window
+    /// shares, the late count, the newest event time) with the committed state it builds on. The
+    /// commit stage completes it once the files are durable ([`EntryDraft::complete`]), and the
+    /// worker learns the result through [`Part::recorded`].
+    ///
+    /// The committed state (`totals`, `last_entry`) is current because a worker has at most one
+    /// commit in flight and absorbs its result before it drafts the next (`ingest::commit_stage`).
+    pub fn draft(&mut self, closed: u64, worker: usize) -> EntryDraft {
         self.shares.retain_open(closed);
-        self.totals.messages += stats.messages;
-        self.totals.rows += stats.rows;
-        self.totals.quarantined += stats.quarantined;
-        self.totals.late += self.late_pending;
-        let partials: Vec<Partial> = self.shares.partials().collect();
+        EntryDraft {
+            partition: self.partition,
+            partials: self.shares.partials().collect(),
+            late: std::mem::take(&mut self.late_pending),
+            max_event_ms: self.max_event_ms,
+            totals: self.totals,
+            last_entry: self.last_entry.clone(),
+            worker,
+        }
+    }
+
+    /// After step 2: `entry` is the partition's committed state, with `totals`.
+    pub fn recorded(&mut self, entry: PartitionEntry, totals: Totals) {
+        self.last_entry = Some(entry);
+        self.totals = totals;
+    }
+}
+
+/// A partition's checkpoint entry before its files are durable: everything but what step 1
+/// reports ([`CommitStats`]). Owned, so it can travel to the commit stage's thread.
+#[derive(Debug, Clone)]
+pub struct EntryDraft {
+    partition: i32,
+    partials: Vec<Partial>,
+    late: u64,
+    max_event_ms: Option<i64>,
+    totals: Totals,
+    last_entry: Option<PartitionEntry>,
+    worker: usize,
+}
+
+impl EntryDraft {
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// After step 1 (the files of `stats` are durable): the entry that records the range, and
+    /// the partition's totals once it is recorded.
+    pub fn complete(self, stats: CommitStats, now: String) -> (PartitionEntry, Totals) {
+        let mut totals = self.totals;
+        totals.messages += stats.messages;
+        totals.rows += stats.rows;
+        totals.quarantined += stats.quarantined;
+        totals.late += self.late;
         let skipped_ranges = self.last_entry.as_ref().map(|e| e.skipped_ranges.clone()).unwrap_or_default();
-        match self.last_entry.take() {
+        let entry = match self.last_entry {
             // Nothing new since the last entry: it keeps describing its range and files; only
             // the window state, the watermark and the late count move.
             Some(mut prev) if stats.messages == 0 && prev.next_offset == stats.next_offset => {
-                prev.late += self.late_pending;
-                prev.total_late = self.totals.late;
-                prev.partials = partials;
+                prev.late += self.late;
+                prev.total_late = totals.late;
+                prev.partials = self.partials;
                 prev.max_event_ms = self.max_event_ms;
                 prev.committed_at = now;
                 // rewritten by this build, so in this build's layout
@@ -86,35 +124,30 @@ impl Part {
                 messages: stats.messages,
                 rows: stats.rows,
                 quarantined: stats.quarantined,
-                late: self.late_pending,
+                late: self.late,
                 rows_per_key: stats.rows_per_key,
                 quarantined_by_reason: stats.quarantined_by_reason,
-                first_offset: self.totals.first_offset,
-                total_messages: self.totals.messages,
-                total_rows: self.totals.rows,
-                total_quarantined: self.totals.quarantined,
-                total_late: self.totals.late,
+                first_offset: totals.first_offset,
+                total_messages: totals.messages,
+                total_rows: totals.rows,
+                total_quarantined: totals.quarantined,
+                total_late: totals.late,
                 max_event_ms: self.max_event_ms,
                 files: stats.files,
-                partials,
-                worker,
+                partials: self.partials,
+                worker: self.worker,
                 committed_at: now,
                 skipped: 0,
                 skipped_ranges,
                 seq: None,
             },
-        }
-    }
-
-    /// After step 2: `entry` is the partition's committed state.
-    pub fn recorded(&mut self, entry: PartitionEntry) {
-        self.last_entry = Some(entry);
-        self.late_pending = 0;
+        };
+        (entry, totals)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::parse::json::RecordParser;
     use crate::parse::Key;
@@ -163,6 +196,11 @@ mod tests {
         }
     }
 
+    /// A partition `partition` with open window shares and some late records, never committed.
+    pub(crate) fn part_at(partition: i32) -> Part {
+        Part { partition, ..part(None) }
+    }
+
     fn stats(start: i64, next: i64) -> CommitStats {
         CommitStats {
             start_offset: start,
@@ -178,7 +216,7 @@ mod tests {
     #[test]
     fn a_commit_with_new_messages_records_a_new_entry() {
         let mut p = part(Some(PartitionEntry::start_of(2, 0, 1)));
-        let e = p.next_entry(stats(10, 20), 10_000, 1, "t".into());
+        let (e, totals) = p.draft(10_000, 1).complete(stats(10, 20), "t".into());
         assert_eq!((e.start_offset, e.next_offset, e.messages, e.rows, e.late), (10, 20, 10, 9, 3));
         assert_eq!((e.total_messages, e.total_rows, e.total_quarantined, e.total_late), (20, 17, 2, 4));
         assert_eq!(
@@ -188,9 +226,11 @@ mod tests {
         );
         assert_eq!(e.files, vec!["id=1/part-10.parquet".to_string()]);
         assert_eq!((e.max_event_ms, e.worker), (Some(15_000), 1));
-        p.recorded(e.clone());
-        assert_eq!(p.late_pending, 0);
+        assert_eq!(p.late_pending, 0, "the late count went into the draft");
+        assert_eq!(p.totals.messages, 10, "the totals move when the entry is recorded");
+        p.recorded(e.clone(), totals);
         assert_eq!(p.committed_offset(), 20);
+        assert_eq!(p.totals, totals);
     }
 
     #[test]
@@ -201,7 +241,7 @@ mod tests {
         prev.late = 1;
         prev.skipped_ranges = vec![(3, 4)];
         let mut p = part(Some(prev));
-        let e = p.next_entry(stats(10, 10), u64::MAX - 1, 1, "t2".into());
+        let (e, _) = p.draft(u64::MAX - 1, 1).complete(stats(10, 10), "t2".into());
         assert_eq!(e.files, vec!["id=1/old.parquet".to_string()], "it keeps describing its files");
         assert_eq!((e.late, e.total_late, e.next_offset), (4, 4, 10));
         assert!(e.partials.is_empty(), "a flush closes every window");
@@ -214,7 +254,7 @@ mod tests {
         let mut prev = PartitionEntry::start_of(2, 0, 1);
         prev.skipped_ranges = vec![(0, 5)];
         let mut p = part(Some(prev));
-        let e = p.next_entry(stats(10, 12), 0, 1, "t".into());
+        let (e, _) = p.draft(0, 1).complete(stats(10, 12), "t".into());
         assert_eq!(e.skipped_ranges, vec![(0, 5)]);
         assert_eq!(e.skipped, 0);
     }

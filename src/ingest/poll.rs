@@ -206,8 +206,10 @@ impl PreparedSource {
         &mut self,
         counters: &SourceCounters,
     ) -> Result<Option<std::time::Duration>, SourceError> {
-        let committed =
-            if std::mem::take(&mut self.lost_offsets) { self.handle_lost_offsets(counters)? } else { None };
+        let mut committed = self.poll_commits(counters)?;
+        if std::mem::take(&mut self.lost_offsets) {
+            committed = self.handle_lost_offsets(counters)?.or(committed);
+        }
         self.check_broker();
         self.discover_partitions()?;
         Ok(committed)

@@ -6,11 +6,13 @@
 //! [`super::broker`].
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::commit_stage::{CommitStage, Done, Job, Staged};
 use super::consumer::{create_consumer, needs_consumer};
 use super::discovery::DiscoveryClock;
 use super::health::BrokerHealth;
@@ -45,8 +47,10 @@ pub struct PreparedSource {
     pub(super) closed_through: u64,
     worker: usize,
     pub(super) peers: usize,
-    /// Where the partitions are staged and committed.
-    protocol: Box<dyn CommitProtocol>,
+    /// Where the partitions are staged and committed; shared with the commit thread.
+    protocol: Arc<dyn CommitProtocol>,
+    /// The worker's commits, run beside its reading.
+    stage: CommitStage,
     pub(super) health: BrokerHealth,
     pub(super) discovery: DiscoveryClock,
     /// Set by a poll that reported an out-of-range position.
@@ -95,6 +99,8 @@ impl PreparedSource {
                 tables.raw_sizer.clone(),
             ));
         }
+        let protocol: Arc<dyn CommitProtocol> = Arc::from(protocol);
+        let stage = CommitStage::start(worker, protocol.clone(), settings.commit_delay)?;
         let consumer = if needs_consumer(!owned.is_empty(), settings.available_now) {
             Some(create_consumer(&settings)?)
         } else {
@@ -113,6 +119,7 @@ impl PreparedSource {
             worker,
             peers,
             protocol,
+            stage,
             health: BrokerHealth::new(now),
             lost_offsets: false,
             maybe_gone: None,
@@ -148,9 +155,55 @@ impl PreparedSource {
         &self.parts
     }
 
-    /// This worker's source finished: it commits no more (the others stop waiting for it).
-    pub fn finish(&self) {
+    /// This worker's source finished: its last commit done, it commits no more (the others stop
+    /// waiting for it). Returns how long that last commit took, if one was in flight.
+    pub fn finish(&mut self, counters: &SourceCounters) -> Result<Option<Duration>, SourceError> {
+        let took = self.drain_commits(counters)?;
         self.protocol.finish();
+        Ok(took)
+    }
+
+    /// Whether a commit is in flight on the commit thread.
+    pub fn commit_in_flight(&self) -> bool {
+        self.stage.in_flight()
+    }
+
+    /// Takes in the commit in flight if it is done, without waiting; returns how long it took.
+    pub fn poll_commits(&mut self, counters: &SourceCounters) -> Result<Option<Duration>, SourceError> {
+        let done = self.stage.poll()?;
+        Ok(done.map(|d| self.absorb(d, counters)))
+    }
+
+    /// Waits for the commit in flight, if any, and takes it in; returns how long it took.
+    pub fn drain_commits(&mut self, counters: &SourceCounters) -> Result<Option<Duration>, SourceError> {
+        let done = self.stage.wait()?;
+        Ok(done.map(|d| self.absorb(d, counters)))
+    }
+
+    /// A commit is done: its entries are the partitions' committed state.
+    fn absorb(&mut self, done: Done, counters: &SourceCounters) -> Duration {
+        let mut group_offsets = Vec::with_capacity(done.recorded.len());
+        for r in done.recorded {
+            let part = &mut self.parts[r.index];
+            group_offsets.push((part.partition, r.entry.next_offset));
+            tracing::debug!(
+                partition = part.partition,
+                start = r.entry.start_offset,
+                next = r.entry.next_offset,
+                rows = r.rows,
+                quarantined = r.quarantined,
+                "committed"
+            );
+            part.recorded(r.entry, r.totals);
+            counters.rows.fetch_add(r.rows, Ordering::Relaxed);
+            counters.files.fetch_add(r.files, Ordering::Relaxed);
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (Some(group), Some(consumer)) = (self.group.as_mut(), self.consumer.as_ref()) {
+            // For Kafka's lag tools only, never waited for (see kafka::group).
+            group.commit(consumer, &group_offsets);
+        }
+        done.took
     }
 
     /// Whether every partition is read to its end (always false in a streaming run).
@@ -286,7 +339,9 @@ impl PreparedSource {
         }
         // Skip: commit what was read, then record each skipped range and seek past it.
         let closed = self.closed_through;
-        let committed = self.commit_all(closed, counters, false, Roll::Unscheduled)?;
+        let submitted = self.commit_all(closed, counters, false, Roll::Unscheduled)?;
+        // The skip entries follow that commit's entries.
+        let committed = self.drain_commits(counters)?.or(submitted);
         for (p, low) in skips {
             let pi = self.index[p as usize].expect("owned");
             let part = &self.parts[pi];
@@ -316,10 +371,12 @@ impl PreparedSource {
         Ok(committed)
     }
 
-    /// Commits every partition with new messages (or all, when `force`): files durable, then the
-    /// checkpoint entry with the partition's still-open window shares. Returns how long it took
-    /// when it committed anything. `roll` says whether this is the wall clock's roll, which the
-    /// process's other workers have too (`sink::commit::Roll`).
+    /// Commits every partition with new messages (or all, when `force`): hands their files and
+    /// draft entries (with the partition's still-open window shares) to the commit stage, which
+    /// makes the files durable and then records the entries while the worker reads on. A commit
+    /// still in flight is waited for first. Returns how long the commit it waited for took, if
+    /// any. `roll` says whether this is the wall clock's roll, which the process's other workers
+    /// have too (`sink::commit::Roll`).
     pub fn commit_all(
         &mut self,
         closed: u64,
@@ -327,47 +384,23 @@ impl PreparedSource {
         force: bool,
         roll: Roll,
     ) -> Result<Option<Duration>, SourceError> {
-        let started = Instant::now();
-        // Step 1 for every partition that rolls, then step 2 for all of them at once, so a format
-        // whose commit point is shared (Delta) makes one commit of the roll (`record_all`).
-        let mut rolled = Vec::new();
-        let mut entries = Vec::new();
-        for (i, part) in self.parts.iter_mut().enumerate() {
+        // One commit in flight at most: its entries are the state the new drafts build on.
+        let took = self.drain_commits(counters)?;
+        let mut staged = Vec::new();
+        for (index, part) in self.parts.iter_mut().enumerate() {
             if !part.has_pending() && !force {
                 continue;
             }
-            let stats = part.files.make_durable(part.next_offset)?;
-            let counts = (stats.rows, stats.quarantined, stats.files.len() as u64);
-            entries.push(part.next_entry(stats, closed, self.worker, chrono::Utc::now().to_rfc3339()));
-            rolled.push((i, counts));
+            let fresh = self.protocol.open(part.partition, part.next_offset);
+            let files = std::mem::replace(&mut part.files, fresh);
+            let draft = part.draft(closed, self.worker);
+            staged.push(Staged { index, files, next_offset: part.next_offset, draft });
         }
-        let committed_any = !entries.is_empty();
-        if committed_any || matches!(roll, Roll::Scheduled { .. }) {
-            // With nothing to commit at a scheduled roll, this tells the others not to wait.
-            self.protocol.record_all(&entries, roll)?;
+        // A scheduled roll with nothing to commit still goes: it tells the others not to wait.
+        if !staged.is_empty() || matches!(roll, Roll::Scheduled { .. }) {
+            self.stage.submit(Job { staged, roll })?;
         }
-        let mut group_offsets = Vec::with_capacity(entries.len());
-        for ((i, (rows, quarantined, files)), entry) in rolled.into_iter().zip(entries) {
-            let part = &mut self.parts[i];
-            group_offsets.push((part.partition, entry.next_offset));
-            tracing::debug!(
-                partition = part.partition,
-                start = entry.start_offset,
-                next = entry.next_offset,
-                rows,
-                quarantined,
-                "committed"
-            );
-            part.recorded(entry);
-            counters.rows.fetch_add(rows, Ordering::Relaxed);
-            counters.files.fetch_add(files, Ordering::Relaxed);
-            counters.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        if let (Some(group), Some(consumer)) = (self.group.as_mut(), self.consumer.as_ref()) {
-            // For Kafka's lag tools only, never waited for (see kafka::group).
-            group.commit(consumer, &group_offsets);
-        }
-        Ok(committed_any.then(|| started.elapsed()))
+        Ok(took)
     }
 }
 

@@ -50,6 +50,8 @@ pub struct SourceSettings {
     pub idle_timeout: Duration,
     pub roll_interval: Duration,
     pub roll_bytes: u64,
+    /// `--commit-delay`: a stall before each commit's durability steps (debug builds only).
+    pub commit_delay: Duration,
     /// This worker's share of `--max-open-files` and `--sink-buffer-mib`.
     pub sink_limits: SinkLimits,
     pub max_future: Duration,
@@ -88,6 +90,7 @@ pub(crate) mod tests {
             idle_timeout: Duration::from_secs(30),
             roll_interval: Duration::from_secs(5),
             roll_bytes: 1 << 30,
+            commit_delay: Duration::ZERO,
             sink_limits: SinkLimits::default(),
             max_future: Duration::from_secs(3600),
             on_data_loss: OnDataLoss::Fail,

@@ -5,7 +5,8 @@
 //! files and its share of the window state must be committed together, and all three are local
 //! to the worker that reads the partition. Writing where we read keeps the hot path free of
 //! copies and channels, and makes each partition's commit a local, atomic step: files durable →
-//! checkpoint entry (`sink::commit`). Only the tiny partial sums cross workers.
+//! checkpoint entry (`sink::commit`), run by the worker's commit thread while the worker reads
+//! on (`ingest::commit_stage`). Only the tiny partial sums cross workers.
 //!
 //! This file holds what is timely's: the capability, the phases and the activation. The reading,
 //! restoring, committing and the watermark itself are in [`crate::ingest`].
@@ -158,7 +159,16 @@ pub fn kafka_source<'scope>(
             let all_done = src.all_done();
             let stopping = src.settings().shutdown.requested();
             let scheduled = roll_clock.due();
-            let roll_due = scheduled || src.roll_size_reached();
+            let mut roll_due = scheduled || src.roll_size_reached();
+            if roll_due && !scheduled && src.commit_in_flight() {
+                // A size roll while the last commit runs: that commit holds part of the buffer
+                // share. Wait for it (reading pauses: backpressure), then look again.
+                match src.drain_commits(&counters) {
+                    Ok(took) => committed(&src, took),
+                    Err(e) => return fail(e),
+                }
+                roll_due = src.roll_size_reached();
+            }
 
             if phase == Phase::Reading && (roll_due || all_done || stopping) {
                 let roll = if scheduled && !all_done && !stopping {
@@ -194,8 +204,11 @@ pub fn kafka_source<'scope>(
                 phase = Phase::Finished;
             }
             if phase == Phase::Finished {
+                match src.finish(&counters) {
+                    Ok(took) => committed(&src, took),
+                    Err(e) => return fail(e),
+                }
                 tracing::info!(worker = src.worker(), "source finished");
-                src.finish();
                 cap = None;
                 return;
             }

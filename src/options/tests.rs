@@ -26,6 +26,7 @@ fn request() -> RunRequest {
         idle_timeout: Duration::from_secs(30),
         roll_interval: Duration::from_secs(60),
         roll_size_mib: 128,
+        commit_delay: Duration::ZERO,
         max_open_files: 256,
         sink_buffer_mib: 64,
         max_future: Duration::from_secs(3600),

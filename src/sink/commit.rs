@@ -35,8 +35,9 @@ use super::raw::{remove_uncommitted, CommitStats, PartitionFiles, RawLayout, Sin
 use super::SinkError;
 use crate::parse::json::RecordParser;
 
-/// The records of one partition staged since its last commit.
-pub trait StagedFiles {
+/// The records of one partition staged since its last commit. `Send`: a commit hands them to the
+/// worker's commit thread (`ingest::commit_stage`).
+pub trait StagedFiles: Send {
     /// Appends the record `parser` holds (parsed from `payload`).
     fn append(&mut self, parser: &RecordParser, payload: &[u8]) -> Result<(), SinkError>;
     /// Stages a message that did not fit the schema, with the reason (`code: detail`).
@@ -53,8 +54,9 @@ pub trait StagedFiles {
     fn make_durable(&mut self, next_offset: i64) -> Result<CommitStats, SinkError>;
 }
 
-/// Where a source's partitions are staged, committed and restored from.
-pub trait CommitProtocol {
+/// Where a source's partitions are staged, committed and restored from. Shared by a worker and
+/// its commit thread (`ingest::commit_stage`), hence `Send + Sync`.
+pub trait CommitProtocol: Send + Sync {
     /// Starts staging `partition` at `start_offset`.
     fn open(&self, partition: i32, start_offset: i64) -> Box<dyn StagedFiles>;
     /// The newest recorded entry of `partition` (`None`: never committed). A damaged newest entry
