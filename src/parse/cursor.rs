@@ -32,15 +32,25 @@ impl<'a> Cursor<'a> {
         }
     }
     /// Scans a string whose opening quote was consumed. Returns (start, end, has_escapes).
+    ///
+    /// This is where the payload's UTF-8 is checked, once: outside strings the grammar accepts
+    /// ASCII only, so a payload whose strings are all valid UTF-8 is valid UTF-8. A string of
+    /// ASCII bytes (the common case) needs no check beyond the scan; one with other bytes is
+    /// validated whole. (A byte after a backslash is skipped here; an escape other than JSON's
+    /// is rejected by [`unescape`], which every string with escapes goes through.)
     #[inline]
     pub(super) fn string(&mut self) -> R<(usize, usize, bool)> {
         let start = self.i;
         let mut escaped = false;
+        let mut ascii = true;
         while let Some(&c) = self.b.get(self.i) {
             match c {
                 b'"' => {
                     let end = self.i;
                     self.i += 1;
+                    if !ascii && std::str::from_utf8(&self.b[start..end]).is_err() {
+                        return Err(Reject::NotUtf8);
+                    }
                     return Ok((start, end, escaped));
                 }
                 b'\\' => {
@@ -48,6 +58,10 @@ impl<'a> Cursor<'a> {
                     self.i += 2;
                 }
                 0..=0x1f => return Err(Reject::BadJson("control character inside a string")),
+                0x80..=0xff => {
+                    ascii = false;
+                    self.i += 1;
+                }
                 _ => self.i += 1,
             }
         }
@@ -185,11 +199,20 @@ const MAX_DEPTH: usize = 128;
 /// A JSON number's value as f64, which must be finite: `1e400` is malformed JSON to serde_json.
 pub(super) fn finite(text: &[u8]) -> R<f64> {
     // The bytes passed the number grammar: ASCII, a subset of what `f64::from_str` reads.
-    let text = std::str::from_utf8(text).map_err(|_| Reject::NotUtf8)?;
-    match text.parse::<f64>() {
+    match number_text(text).parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(Reject::BadJson("number out of range")),
     }
+}
+
+/// The text of bytes that passed [`Cursor::number`]'s grammar (ASCII digits, `-`, `+`, `.`,
+/// `e`, `E`), without validating them again as UTF-8.
+#[inline]
+pub(super) fn number_text(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')));
+    // SAFETY: callers pass only what `Cursor::number` accepted: every byte is one of the ASCII
+    // characters above, and ASCII is valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 /// Decodes the escapes of a string's raw bytes into `out`, or only checks them when `out` is

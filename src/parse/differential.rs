@@ -105,6 +105,12 @@ fn same_float(a: f64, b: f64) -> bool {
 fn check_one(p: &mut RecordParser, payload: &[u8], stats: &mut [u64; 2]) {
     let shown = || String::from_utf8_lossy(payload).into_owned();
     let ours = p.scan(payload);
+    if std::str::from_utf8(payload).is_err() {
+        // The scanner checks UTF-8 only inside strings; the reason must still be the payload's,
+        // wherever the bad byte sits and whatever else is wrong.
+        let got = ours.as_ref().err().map(|e| e.code());
+        assert_eq!(got, Some("not_utf8"), "not UTF-8: {}", shown());
+    }
     match oracle(p, payload) {
         Err(None) => {
             stats[1] += 1;
@@ -377,7 +383,9 @@ impl Gen {
 
     /// Byte-level damage: delete, insert, replace or duplicate, one to three times.
     fn mutate(&mut self) {
-        const BYTES: &[u8] = b"{}[]:,\"\\ 0123456789-+.eEtrufalsn\x0c\x01\xc3\xa9";
+        // The last ones make or break UTF-8: a two-byte `é`, a lone continuation byte, bytes that
+        // never occur, the start of an encoded surrogate, an overlong start.
+        const BYTES: &[u8] = b"{}[]:,\"\\ 0123456789-+.eEtrufalsn\x0c\x01\xc3\xa9\x80\xff\xed\xa0\xc0";
         for _ in 0..self.rng.random_range(1..4) {
             if self.out.is_empty() {
                 return;
@@ -493,4 +501,29 @@ fn nesting_limit_and_edge_cases_agree_with_serde_json() {
     for trailing in ["} x", "},", "}}", "} {}", "}\u{c}", "} \n"] {
         check_one(&mut p, format!("{head}1{trailing}").as_bytes(), &mut stats);
     }
+    // Bad UTF-8 in every place a byte can sit: a declared string, an undeclared one, a nested
+    // one, a field name, an escaped string, outside any string, and after a schema error.
+    let bad: [&[u8]; 7] =
+        [b"\xff", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"e\xcc"];
+    for b in bad {
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let ok = |tail: &[u8]| cat(&[br#"{"id": 1, "ts": "2025-01-01T00:00:00Z", "value": 1"#, tail, b"}"]);
+        let payloads = [
+            ok(&cat(&[br#", "source": "a"#, b, b"\""])),
+            ok(&cat(&[br#", "x": "a"#, b, b"\""])),
+            ok(&cat(&[br#", "x": {"y": ["#, b"\"", b, b"\"]}"])),
+            ok(&cat(&[b", \"", b, br#"": 1"#])),
+            ok(&cat(&[br#", "source": "\n"#, b, b"\""])),
+            ok(&cat(&[b", ", b])),
+            cat(&[br#"{"id": "one", "source": ""#, b, b"\"}"]),
+        ];
+        for payload in payloads {
+            check_one(&mut p, &payload, &mut stats);
+        }
+    }
+    // Valid multi-byte text is kept as it is, in a declared string.
+    let payload =
+        "{\"id\": 1, \"ts\": \"2025-01-01T00:00:00Z\", \"value\": 1, \"source\": \"température 😀\"}";
+    check_one(&mut p, payload.as_bytes(), &mut stats);
+    assert_eq!(p.str_of(payload.as_bytes(), p.slot(3)), "température 😀");
 }

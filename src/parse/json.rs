@@ -29,7 +29,7 @@
 //! are not in the dependency tree and this machine has no registry access. So the scanner stays,
 //! strict, and allocation-free per record (escaped strings go to a reused buffer).
 
-use super::cursor::{finite, unescape, Cursor, R};
+use super::cursor::{finite, number_text, unescape, Cursor, R};
 use super::timestamp::{parse_iso8601_micros, TsError};
 use super::{KeyRef, Reject};
 use crate::spec::{ColumnType, Field};
@@ -65,7 +65,13 @@ pub struct RecordParser {
     slots: Vec<Slot>,
     scratch: String,
     payload_len: usize,
+    /// The declared field (or `None`) at each position of the last record, for
+    /// [`RecordParser::field_at`]'s first guess.
+    order: Vec<Option<usize>>,
 }
+
+/// Positions of a record whose fields are remembered for the next record's first guess.
+const MAX_REMEMBERED: usize = 64;
 
 impl RecordParser {
     pub fn new(fields: Vec<Field>, key_col: usize, value_col: usize, time_col: usize) -> Self {
@@ -78,6 +84,7 @@ impl RecordParser {
             slots: vec![Slot::Absent; n],
             scratch: String::new(),
             payload_len: 0,
+            order: Vec::new(),
         }
     }
 
@@ -100,15 +107,25 @@ impl RecordParser {
     /// by the schema, without the row-level checks (required fields, the key, the value's
     /// range). The differential test compares this half with serde_json.
     pub(crate) fn scan(&mut self, payload: &[u8]) -> R<()> {
-        if std::str::from_utf8(payload).is_err() {
-            return Err(Reject::NotUtf8);
-        }
+        // UTF-8 is checked inside strings as they are scanned (`Cursor::string`), not in a pass
+        // of its own. A payload that is rejected for any reason and is not UTF-8 is reported as
+        // `not_utf8`, as when the whole payload was checked first: the reason does not depend
+        // on where the bad byte sits.
+        self.scan_json(payload).map_err(|e| match e {
+            Reject::NotUtf8 => e,
+            _ if std::str::from_utf8(payload).is_err() => Reject::NotUtf8,
+            _ => e,
+        })
+    }
+
+    fn scan_json(&mut self, payload: &[u8]) -> R<()> {
         self.payload_len = payload.len();
         self.scratch.clear();
         for s in &mut self.slots {
             *s = Slot::Absent;
         }
         let mut c = Cursor { b: payload, i: 0 };
+        let mut position = 0;
         c.ws();
         c.expect(b'{', "the payload is not a JSON object")?;
         c.ws();
@@ -128,8 +145,14 @@ impl RecordParser {
                     unescape(name, Some(&mut tmp))?;
                     self.fields.iter().position(|f| f.name == tmp)
                 } else {
-                    self.fields.iter().position(|f| f.name.as_bytes() == name)
+                    self.field_at(position, name)
                 };
+                if let Some(seen) = self.order.get_mut(position) {
+                    *seen = idx;
+                } else if position < MAX_REMEMBERED {
+                    self.order.push(idx);
+                }
+                position += 1;
                 match idx {
                     Some(idx) => self.value(&mut c, payload, idx)?,
                     None => c.skip_value(1)?,
@@ -150,6 +173,19 @@ impl RecordParser {
             return Err(Reject::BadJson("trailing characters after the JSON object"));
         }
         Ok(())
+    }
+
+    /// The declared field named `name`, the `position`-th of its record. Producers write the
+    /// fields of every record in one order, so the field at this position in the last record is
+    /// tried first: one comparison instead of one per declared field before it.
+    #[inline]
+    fn field_at(&self, position: usize, name: &[u8]) -> Option<usize> {
+        if let Some(&Some(guess)) = self.order.get(position) {
+            if self.fields[guess].name.as_bytes() == name {
+                return Some(guess);
+            }
+        }
+        self.fields.iter().position(|f| f.name.as_bytes() == name)
     }
 
     fn value(&mut self, c: &mut Cursor<'_>, payload: &[u8], idx: usize) -> R<()> {
@@ -198,8 +234,7 @@ impl RecordParser {
             }
             Some(_) => {
                 let (s, e, is_float) = c.number()?;
-                // The bytes are ASCII digits and signs, already checked to be UTF-8.
-                let text = std::str::from_utf8(&payload[s..e]).map_err(|_| Reject::NotUtf8)?;
+                let text = number_text(&payload[s..e]);
                 match ty {
                     ColumnType::Int32 | ColumnType::Int64 if !is_float => {
                         let v: i64 = text.parse().map_err(|_| wrong(self))?;
