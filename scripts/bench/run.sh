@@ -10,10 +10,12 @@
 #
 # Options:
 #   --events N        events loaded into the topic (default 10000000)
+#   --partitions P    partitions of the loaded topic (default 3, the seed's); e.g. 12 to see how
+#                     the workers share partitions that divide evenly (w3 is opt-in: `-w 3`)
 #   --runs R          runs of each contender (default 3)
 #   --out DIR         results folder (default scripts/bench/results/<UTC time>-<N>)
 #   --no-spark        do not run Spark
-#   --only LIST       comma-separated subset of: raw,raw2,w1,w2,w2delta,n2,spark,sparkdelta,validate
+#   --only LIST       comma-separated subset of: raw,raw2,w1,w2,w3,w2delta,n2,spark,sparkdelta,validate
 #                     and, with --output, w2s3,sparks3 (default: raw,raw2,w1,w2,w2delta,n2,spark,
 #                     validate; sparkdelta is opt-in: a second Spark job per round, slower than
 #                     spark's, about 2 min per run at 10M events on 2 cores)
@@ -83,6 +85,7 @@ RUNS=3
 OUT=""
 ONLY="raw,raw2,w1,w2,w2delta,n2,spark,validate"
 ONLY_SET=0
+PARTITIONS=3
 NO_SPARK=0
 S3_URL=""
 KEEP=0
@@ -96,6 +99,7 @@ SPARK_PARTITION_BY="id"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --events) EVENTS="$2"; shift 2 ;;
+    --partitions) PARTITIONS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --no-spark) NO_SPARK=1; shift ;;
@@ -115,6 +119,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ "$EVENTS" =~ ^[0-9]+$ && "$RUNS" =~ ^[0-9]+$ && "$RUNS" -ge 1 ]] || { echo "bad --events/--runs" >&2; exit 64; }
+[[ "$PARTITIONS" =~ ^[1-9][0-9]*$ ]] || { echo "bad --partitions $PARTITIONS (a positive number)" >&2; exit 64; }
 [[ -z "$IDS" || "$IDS" =~ ^[1-9][0-9]*$ ]] || { echo "bad --ids $IDS (a positive number)" >&2; exit 64; }
 [[ -z "$SPARK_TIMEOUT" || "$SPARK_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || { echo "bad --spark-timeout $SPARK_TIMEOUT (seconds)" >&2; exit 64; }
 [[ "$SPARK_PARTITION_BY" == id || "$SPARK_PARTITION_BY" =~ ^bucket\(id,\ ?[1-9][0-9]*\)$ ]] || { echo "bad --spark-partition-by $SPARK_PARTITION_BY (id or bucket(id, N))" >&2; exit 64; }
@@ -293,8 +298,8 @@ else
   # The PID too: two runs started in the same second (the test suite runs its smoke runs in
   # parallel) would otherwise load one topic twice and each read both loads.
   TOPIC="bench_${EVENTS}_${STAMP,,}_$$"
-  log "loading $EVENTS events${IDS:+ over $IDS ids} into $TOPIC (3 partitions)"
-  "$BIN" topic create --topic "$TOPIC" --partitions 3 >&2
+  log "loading $EVENTS events${IDS:+ over $IDS ids} into $TOPIC ($PARTITIONS partitions)"
+  "$BIN" topic create --topic "$TOPIC" --partitions "$PARTITIONS" >&2
   "$BIN" produce --topic "$TOPIC" --count "$EVENTS" --rate max --seed 42 ${IDS:+--ids "$IDS"} >"$OUT/logs/produce.out" 2>&1 || { tail "$OUT/logs/produce.out" >&2; exit 1; }
   tail -n1 "$OUT/logs/produce.out" >&2
 fi
@@ -382,7 +387,7 @@ for ((r = 1; r <= RUNS; r++)); do
   if want raw2; then
     run_measured raw2 "$r" 1 "$RAW" --topic "$TOPIC" --bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" --consumers 2
   fi
-  for w in 1 2; do
+  for w in 1 2 3; do
     want "w$w" || continue
     # with a baseline, the two binaries take turns going first, so neither always meets a warmer
     # page cache or a quieter disk
@@ -458,6 +463,7 @@ fi
 # ---- versions and summary --------------------------------------------------------------------
 {
   echo "events=$EVENTS"
+  echo "partitions=$PARTITIONS"
   echo "runs=$RUNS"
   echo "topic=$TOPIC"
   bench_machine_meta "$BIN"

@@ -16,6 +16,7 @@ LABELS = {
     "raw2": "raw limit, 2 consumers (`raw_consume --consumers 2`)",
     "w1": "streamlake `-w 1`",
     "w2": "streamlake `-w 2`",
+    "w3": "streamlake `-w 3`",
     "w2delta": "streamlake `-w 2 --table-format delta`",
     "w1-base": "streamlake `-w 1`, baseline binary (`--baseline-bin`)",
     "w2-base": "streamlake `-w 2`, baseline binary (`--baseline-bin`)",
@@ -100,7 +101,7 @@ def main(argv):
     print()
 
     ratios = []
-    for c in ("w1", "w2", "n2", "w1-base", "w2-base"):
+    for c in ("w1", "w2", "w3", "n2", "w1-base", "w2-base"):
         if med(c, "wall_s") is None:
             continue
         raw = (("raw", "raw limit, 1 consumer"),) if c.startswith("w1") else (("raw2", "raw limit, 2 consumers"),)
