@@ -82,9 +82,10 @@ for r in $(seq 1 "$RUNS"); do
     extra=()
     [[ "$mode" == slow ]] && extra=(--commit-delay "$DELAY")
     base="$OUT/logs/$mode-$r"
-    rm -rf "$OUT/data"
+    # The aggregates go beside the output (DATA/aggregates/parquet): one folder per run holds both.
+    data="$OUT/data/$mode-$r"
     start=$(date +%s.%N)
-    /usr/bin/time -v -o "$base.time" "$BIN" run --topic "$TOPIC" --output "$OUT/data" --run-id slow \
+    /usr/bin/time -v -o "$base.time" "$BIN" run --topic "$TOPIC" --output "$data/parquet" --run-id slow \
       --starting-offsets earliest --available-now -w 2 --roll-interval "$ROLL" --trigger 1s \
       --no-console "${extra[@]}" >"$base.out" 2>"$base.err" \
       || { log "$mode run $r failed: tail of $base.err"; tail "$base.err" >&2; exit 1; }
@@ -100,6 +101,7 @@ median = statistics.median(rates) if rates else 0.0
 print(f"{mode},{run},{float(end) - float(start):.2f},{rss.group(1) if rss else ''},{median:.0f},{len(rates)}")
 EOF
     tail -n1 "$OUT/runs.csv" >&2
+    rm -rf "$data"
   done
 done
 rm -rf "$OUT/data"
