@@ -9,9 +9,10 @@
 # checkpoint entry is written. This script reads one loaded topic with
 # `run --available-now -w 2 --roll-interval ROLL --trigger 1s`, alternately as it is ("normal")
 # and with `--commit-delay DELAY` ("slow": every commit stalls DELAY before its fsyncs, as a
-# stalled disk would), and compares their read rates: the median over the job's own progress
-# lines (one a second, `input_rows_per_s`, the first and last left out as partial) of each run,
-# then the median over the runs. It also reports wall time and peak RSS (`/usr/bin/time -v`).
+# stalled disk would), and compares their read rates: events / wall seconds of each run (the
+# median over the runs). It also reports the job's own per-second rate (`input_rows_per_s` of its
+# progress lines, the first and last left out as partial: few lines, so noisier), the commits
+# made and peak RSS (`/usr/bin/time -v`).
 #
 # With the commit on the worker's thread, every roll would stop reading for DELAY: the rate would
 # fall to about ROLL / (ROLL + DELAY) of normal (0.71 for the defaults). The check says PASS when
@@ -76,7 +77,7 @@ log "loading $EVENTS events into $TOPIC (3 partitions)"
 "$BIN" produce --topic "$TOPIC" --count "$EVENTS" --rate max --seed 42 >"$OUT/logs/produce.out" 2>&1 \
   || { tail "$OUT/logs/produce.out" >&2; exit 1; }
 
-echo "mode,run,wall_s,peak_rss_kb,median_rate_eps,progress_lines" >"$OUT/runs.csv"
+echo "mode,run,wall_s,rate_eps,peak_rss_kb,progress_rate_eps,progress_lines,commits" >"$OUT/runs.csv"
 for r in $(seq 1 "$RUNS"); do
   for mode in normal slow; do
     extra=()
@@ -98,7 +99,13 @@ rates = [float(x) for x in re.findall(r"input_rows_per_s=([0-9.]+)", err)]
 rates = [x for x in rates if x > 0][1:-1]
 rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(base + ".time").read())
 median = statistics.median(rates) if rates else 0.0
-print(f"{mode},{run},{float(end) - float(start):.2f},{rss.group(1) if rss else ''},{median:.0f},{len(rates)}")
+out = open(base + ".out", errors="replace").read()
+commits = re.search(r"commits=(\d+)", out)
+events = re.search(r"messages=(\d+)", out)
+wall = float(end) - float(start)
+rate = int(events.group(1)) / wall if events else 0.0
+print(f"{mode},{run},{wall:.2f},{rate:.0f},{rss.group(1) if rss else ''},{median:.0f},{len(rates)},"
+      f"{commits.group(1) if commits else ''}")
 EOF
     tail -n1 "$OUT/runs.csv" >&2
     rm -rf "$data"
@@ -113,14 +120,14 @@ rows = list(csv.DictReader(open(path)))
 def med(mode, key):
     vals = [float(r[key]) for r in rows if r["mode"] == mode and r[key]]
     return statistics.median(vals) if vals else float("nan")
-normal, slow = med("normal", "median_rate_eps"), med("slow", "median_rate_eps")
+normal, slow = med("normal", "rate_eps"), med("slow", "rate_eps")
 ratio = slow / normal if normal else 0.0
 print(f"# Slow commits: --commit-delay {delay}, --roll-interval {roll}, {int(events):,} events, -w 2\n")
-print("| mode | read rate (median, events/s) | wall (median, s) | peak RSS (median, MB) |")
-print("|---|---|---|---|")
+print("| mode | read rate (median, events/s) | wall (median, s) | progress-line rate (median) | commits (median) | peak RSS (median, MB) |")
+print("|---|---|---|---|---|---|")
 for mode in ("normal", "slow"):
-    print(f"| {mode} | {med(mode, 'median_rate_eps'):,.0f} | {med(mode, 'wall_s'):.2f} | "
-          f"{med(mode, 'peak_rss_kb') / 1024:.0f} |")
+    print(f"| {mode} | {med(mode, 'rate_eps'):,.0f} | {med(mode, 'wall_s'):.2f} | "
+          f"{med(mode, 'progress_rate_eps'):,.0f} | {med(mode, 'commits'):.0f} | {med(mode, 'peak_rss_kb') / 1024:.0f} |")
 print(f"\nread rate slow / normal: **{ratio:.2f}** "
       f"({'PASS' if ratio >= 0.90 else 'FAIL'}: at least 0.90 means reading went on while commits were slow)")
 EOF
