@@ -152,3 +152,36 @@ fn scaling_script_smoke_run() {
     }
     assert!(summary.contains("| streamlake `-w 2` | 40,000 |"), "{summary}");
 }
+
+/// `scripts/bench/slow_commit.sh` cannot rot: one run of each mode on 20,000 events, with the
+/// binary under test (the flag it needs, `--commit-delay`, exists only with `crash-points`, the
+/// feature the test command builds with). The script's verdict is a benchmark's and not judged
+/// here (exit 0 for PASS, 1 for FAIL); that both modes ran, read every event and committed is.
+#[cfg(feature = "crash-points")]
+#[test]
+fn slow_commit_script_smoke_run() {
+    let Some(brokers) = common::brokers() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("results");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new("bash")
+        .arg(root.join("scripts/bench/slow_commit.sh"))
+        .args(["--events", "20000", "--runs", "1", "--delay", "50ms", "--roll", "200ms", "--out"])
+        .arg(&out)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &brokers)
+        .env("STREAMLAKE_DEBUG_BIN", env!("CARGO_BIN_EXE_streamlake"))
+        .output()
+        .unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(matches!(o.status.code(), Some(0 | 1)), "slow_commit.sh did not finish its runs:\n{text}");
+    let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let modes: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(modes, ["normal", "slow"], "{csv}");
+    for r in &rows {
+        assert_eq!(r[2], "20000", "every event read: {csv}");
+        assert!(r[8].parse::<u64>().is_ok_and(|c| c >= 1), "the run committed: {csv}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("read rate slow / normal"), "{summary}");
+}

@@ -77,7 +77,7 @@ log "loading $EVENTS events into $TOPIC (3 partitions)"
 "$BIN" produce --topic "$TOPIC" --count "$EVENTS" --rate max --seed 42 >"$OUT/logs/produce.out" 2>&1 \
   || { tail "$OUT/logs/produce.out" >&2; exit 1; }
 
-echo "mode,run,wall_s,rate_eps,peak_rss_kb,progress_rate_eps,progress_lines,commits" >"$OUT/runs.csv"
+echo "mode,run,events,wall_s,rate_eps,peak_rss_kb,progress_rate_eps,progress_lines,commits" >"$OUT/runs.csv"
 for r in $(seq 1 "$RUNS"); do
   for mode in normal slow; do
     extra=()
@@ -104,7 +104,7 @@ commits = re.search(r"commits=(\d+)", out)
 events = re.search(r"messages=(\d+)", out)
 wall = float(end) - float(start)
 rate = int(events.group(1)) / wall if events else 0.0
-print(f"{mode},{run},{wall:.2f},{rate:.0f},{rss.group(1) if rss else ''},{median:.0f},{len(rates)},"
+print(f"{mode},{run},{events.group(1) if events else ''},{wall:.2f},{rate:.0f},{rss.group(1) if rss else ''},{median:.0f},{len(rates)},"
       f"{commits.group(1) if commits else ''}")
 EOF
     tail -n1 "$OUT/runs.csv" >&2
