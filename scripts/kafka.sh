@@ -6,6 +6,8 @@
 #   scripts/kafka.sh stop     stop the broker of this state dir (SIGTERM, then SIGKILL after ~30 s)
 #   scripts/kafka.sh status   exit 0 and print the address if running, exit 3 if not
 #                             (the secured listeners' addresses go to stderr)
+#   scripts/kafka.sh fetch    only fetch the jars (first time; nothing when present), e.g. while
+#                             something else builds; `start` does it too
 #   scripts/kafka.sh acl-deny-read USER TOPIC
 #                             add a DENY Read ACL for User:USER on TOPIC (over the PLAINTEXT listener)
 #
@@ -69,7 +71,7 @@ log() { printf '[kafka.sh] %s\n' "$*" >&2; }
 die() { printf '[kafka.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    echo "usage: $0 start|stop|status | $0 acl-deny-read USER TOPIC" >&2
+    echo "usage: $0 start|stop|status|fetch | $0 acl-deny-read USER TOPIC" >&2
     exit 2
 }
 
@@ -601,6 +603,16 @@ cmd_start() {
     echo "$addr"
 }
 
+cmd_fetch() {
+    require_tools
+    mkdir -p "$STATE_DIR"
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$LOCK_FILE"
+        flock -w 180 9 || die "could not lock $LOCK_FILE"
+    fi
+    fetch_libs
+}
+
 cmd_stop() {
     local pid t0
     if [[ -d "$STATE_DIR" ]] && command -v flock >/dev/null 2>&1; then
@@ -677,7 +689,7 @@ cmd_acl_deny_read() { # $1 = user name (principal User:$1), $2 = topic
 }
 
 case "${1:-}" in
-    start | stop | status)
+    start | stop | status | fetch)
         [[ $# -eq 1 ]] || usage
         "cmd_$1"
         ;;

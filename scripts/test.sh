@@ -187,29 +187,132 @@ ensure_duckdb_s3_venv() {
     echo "$want" >"$stamp"
 }
 
+# Background setup jobs. The downloads (pip, Maven) wait on the network and the SeaweedFS build
+# mostly on one core, so they run beside the cargo builds (fmt, clippy, building the tests) instead
+# of before them; everything is waited for, and checked, before the first test starts. Each job
+# runs in its own process group (set -m) so that an early exit stops it with its children, and
+# writes to its own log, printed when it is waited for. A job that fails stops the run at the next
+# check, with its log.
+BG_DIR=""
+BG_NAMES=()
+declare -A BG_PID=() BG_T0=() BG_TITLE=() BG_RC=()
+
+bg_start() { # $1 = name, $2 = title, rest = command (a function of this script or a program)
+    local name="$1" title="$2"
+    shift 2
+    [[ -n "$BG_DIR" ]] || BG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/streamlake-test-setup.XXXXXX")"
+    set -m
+    ("$@") </dev/null >"$BG_DIR/$name.log" 2>&1 &
+    BG_PID[$name]=$!
+    set +m
+    BG_T0[$name]="$(date +%s)"
+    BG_TITLE[$name]="$title"
+    BG_NAMES+=("$name")
+    info "started in the background: $title (log: $BG_DIR/$name.log)"
+}
+
+bg_fail() { # $1 = name: prints its log and fails the run
+    local name="$1"
+    printf '\n---- log of the background step "%s" (%s) ----\n' "${BG_TITLE[$name]}" "$BG_DIR/$name.log" >&2
+    tail -n 80 "$BG_DIR/$name.log" >&2 || true
+    printf -- '---- end of log ----\n' >&2
+    CURRENT_STEP="${BG_TITLE[$name]}"
+    die "background step failed: ${BG_TITLE[$name]} (exit ${BG_RC[$name]}, after $(($(date +%s) - BG_T0[$name])) s)"
+}
+
+# Fails the run now if a background job has already failed (between the foreground steps, so a
+# broken download does not wait for the whole build to be reported).
+bg_check() {
+    local name rc
+    for name in "${BG_NAMES[@]}"; do
+        [[ -n "${BG_RC[$name]:-}" ]] && continue
+        kill -0 "${BG_PID[$name]}" 2>/dev/null && continue
+        rc=0
+        wait "${BG_PID[$name]}" || rc=$?
+        BG_RC[$name]=$rc
+        ((rc == 0)) || bg_fail "$name"
+    done
+}
+
+# Waits for every background job, prints its log and duration; fails on the first that failed.
+bg_wait_all() {
+    local name rc t_wait
+    ((${#BG_NAMES[@]})) || return 0
+    section "setup: waiting for the background steps"
+    for name in "${BG_NAMES[@]}"; do
+        t_wait="$(date +%s)"
+        if [[ -z "${BG_RC[$name]:-}" ]]; then
+            rc=0
+            wait "${BG_PID[$name]}" || rc=$?
+            BG_RC[$name]=$rc
+        fi
+        ((BG_RC[$name] == 0)) || bg_fail "$name"
+        printf -- '---- %s ----\n' "${BG_TITLE[$name]}"
+        cat "$BG_DIR/$name.log"
+        printf '[test.sh] ok: %s (started %d s ago; waited %d s for it here)\n' "${BG_TITLE[$name]}" \
+            "$(($(date +%s) - BG_T0[$name]))" "$(($(date +%s) - t_wait))"
+    done
+    BG_NAMES=()
+    rm -rf "$BG_DIR"
+    BG_DIR=""
+}
+
+# Stops background jobs still running (an early exit): each job's whole process group.
+bg_stop_all() {
+    local name
+    for name in "${BG_NAMES[@]}"; do
+        [[ -n "${BG_RC[$name]:-}" ]] && continue
+        kill -TERM -- "-${BG_PID[$name]}" 2>/dev/null || true
+    done
+}
+
+timed() { # $1 = what, rest = command: runs it (a failure ends the job) and says how long it took
+    local what="$1" t0
+    shift
+    t0="$(date +%s)"
+    "$@"
+    info "$what: done in $(($(date +%s) - t0)) s"
+}
+
+python_venvs() {
+    timed "python venv (.venv)" ensure_venv
+    timed "duckdb+httpfs venv" ensure_duckdb_s3_venv
+}
+
+# One job for both Maven users: concurrent Maven runs would share one local repository.
+java_downloads() {
+    timed "Kafka jars" env KAFKA_STATE_DIR="$TEST_KAFKA_STATE_DIR" bash "$SCRIPT_DIR/kafka.sh" fetch
+    timed "Spark + Delta Lake" ensure_spark_delta
+}
+
+# Builds the pinned SeaweedFS once (4-6 min on 2 cores), then finds it cached. Niced: the cargo
+# builds in the foreground come first, it takes the slack.
+ensure_s3_server() {
+    local bin
+    bin="$(nice -n 10 bash "$SCRIPT_DIR/s3.sh" build)" || die "could not build the S3 test server (scripts/s3.sh build)"
+    info "S3 test server binary: $bin"
+}
+
+s3_server_build() {
+    timed "S3 test server" ensure_s3_server
+}
+
+# The part of the setup the cargo builds need, in the foreground; the rest in the background.
 setup() {
     local t0
     t0="$(date +%s)"
-    section "setup: tools, system packages, python venv"
+    section "setup: tools, system packages (background: python venvs, jars, S3 server)"
     ensure_base_tools
     ensure_apt_packages
     ensure_rust_tools
-    ensure_venv
-    ensure_duckdb_s3_venv
-    ensure_spark_delta
-    ensure_s3_server
-    info "setup done in $(($(date +%s) - t0)) s"
+    bg_start venvs "python venvs (pip)" python_venvs
+    bg_start java "Kafka, Spark and Delta jars (pip, Maven)" java_downloads
+    bg_start s3 "S3 test server (SeaweedFS, Go)" s3_server_build
+    info "foreground setup done in $(($(date +%s) - t0)) s"
 }
 
 # ---------------------------------------------------------------------------------------------
 # S3 (SeaweedFS)
-
-ensure_s3_server() { # builds the pinned SeaweedFS once (4-6 min on 2 cores), then finds it cached
-    local t0 bin
-    t0="$(date +%s)"
-    bin="$(bash "$SCRIPT_DIR/s3.sh" build)" || die "could not build the S3 test server (scripts/s3.sh build)"
-    info "S3 test server binary: $bin ($(($(date +%s) - t0)) s)"
-}
 
 start_s3() {
     section "S3 server (SeaweedFS)"
@@ -261,6 +364,7 @@ on_exit() {
     local rc=$? failed_step="$CURRENT_STEP"
     trap '' INT TERM # let the cleanup finish
     trap - EXIT
+    bg_stop_all
     stop_kafka
     stop_s3
     if ((rc == 0)); then
@@ -324,18 +428,27 @@ main() {
     trap 'exit 143' TERM
     setup
     if ((setup_only)); then
+        bg_wait_all
         info "--setup-only: done"
         return 0
     fi
 
     export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
     step "cargo fmt --check" cargo fmt --check
+    bg_check
     step "cargo clippy (ci profile, all targets, -D warnings)" \
         cargo clippy --profile ci --all-targets -- -D warnings
+    bg_check
     # The reliability tests kill the job at named crash points (src/crash.rs), which exist only
     # in builds with the `crash-points` feature: the tests run such a build, and clippy checks it too.
     step "cargo clippy (ci profile, all targets, crash points, -D warnings)" \
         cargo clippy --profile ci --all-targets --features crash-points -- -D warnings
+    bg_check
+    # The same command as the test step below, without running: the build overlaps the background
+    # setup, and the test step's time is the tests'.
+    step "cargo test --no-run (build the tests)" \
+        cargo test --profile ci --features crash-points --no-run ${cargo_args[@]+"${cargo_args[@]}"}
+    bg_wait_all
 
     start_kafka
     start_s3
