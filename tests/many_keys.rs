@@ -32,6 +32,7 @@ use common::job::Job;
 use common::ledger::{self, Records};
 use common::limits::{limit_open_files, open_files_limit_of};
 use common::scenario::{future_limit_ms, now_ms};
+use common::scratch::ScratchDir;
 use common::windows::{oracle_windows, window_differences};
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -170,7 +171,7 @@ fn verify(scenario: &str, loaded: &Loaded, out: &Path) {
 fn hundred_thousand_ids_under_ulimit_1024() {
     let Some(brokers) = brokers() else { return };
     let loaded = load(&brokers, "many-keys", 20);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = ScratchDir::new();
     let out = tmp.path().join("parquet");
     run_to_completion(&brokers, &loaded.topic, &out, "many-keys run");
     verify("many-keys", &loaded, &out);
@@ -222,7 +223,7 @@ fn chaos_plan() -> Vec<Option<(&'static str, u32)>> {
 fn hundred_thousand_ids_under_ulimit_1024_survive_sigkills() {
     let Some(brokers) = brokers() else { return };
     let loaded = load(&brokers, "many-keys-chaos", 21);
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = ScratchDir::new();
     let out = tmp.path().join("parquet");
     let seed: u64 = std::env::var("STREAMLAKE_CHAOS_SEED")
         .ok()

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod process;
 pub mod s3;
 pub mod scenario;
+pub mod scratch;
 pub mod secure;
 pub mod windows;
 
