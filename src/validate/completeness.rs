@@ -17,7 +17,7 @@
 //! The window size is read from the aggregates (`window_end − window_start`), 10 s without any.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::audit::{Problem, ProblemKind};
 use super::discover::{is_hidden, PartValue};
 use super::scan::parallel_map;
+use super::source::ParquetSource;
 use crate::format::aggregate_columns::{AVG_VALUE, COUNT, SUM, WINDOW_END, WINDOW_START};
 use crate::format::checkpoint::WindowsEntry;
 use crate::format::{self, IDENTITY_FILE};
@@ -353,8 +354,8 @@ fn micros(column: &ArrayRef) -> Option<Vec<Option<i64>>> {
     Some(ints.as_primitive::<Int64Type>().iter().map(|v| v.map(|v| (v * mul).div_euclid(div))).collect())
 }
 
-fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
-    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<ParquetSource>, String> {
+    let f = super::source::open(path).map_err(|e| format!("cannot open: {e}"))?;
     ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| format!("cannot read Parquet: {e}"))
 }
 

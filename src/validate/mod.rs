@@ -22,6 +22,7 @@ pub mod remote;
 pub mod report;
 pub mod scan;
 pub mod schedule;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -7,7 +7,6 @@
 //! order and agree to the last bit.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::discover::{DataFile, PartValue};
 use super::error::ValidateError;
+use super::source::ParquetSource;
 
 /// The columns a report is about, from the dataflow file (`validate --dataflow`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,15 +110,15 @@ impl Acc {
     }
 }
 
-fn open_reader(file: &DataFile) -> Result<ParquetRecordBatchReaderBuilder<File>, ValidateError> {
-    let f =
-        File::open(&file.path).map_err(|source| ValidateError::Open { path: file.path.clone(), source })?;
+fn open_reader(file: &DataFile) -> Result<ParquetRecordBatchReaderBuilder<ParquetSource>, ValidateError> {
+    let f = super::source::open(&file.path)
+        .map_err(|source| ValidateError::Open { path: file.path.clone(), source })?;
     ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|source| ValidateError::Parquet { path: file.path.clone(), source })
 }
 
 /// The projection that reads just the top-level columns named in `names` (those the file has).
-fn projection(builder: &ParquetRecordBatchReaderBuilder<File>, names: &[&str]) -> ProjectionMask {
+fn projection(builder: &ParquetRecordBatchReaderBuilder<ParquetSource>, names: &[&str]) -> ProjectionMask {
     let schema = builder.parquet_schema();
     let roots: Vec<usize> = schema
         .root_schema()

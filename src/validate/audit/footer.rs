@@ -2,7 +2,6 @@
 //! (see docs/format.md), or for a file `streamlake compact` merged, that of each file it replaced.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 
 use parquet::file::metadata::ParquetMetaDataReader;
 
@@ -27,7 +26,8 @@ pub(super) struct FileMeta {
 /// The footer of `file`: its own metadata, or, for a file `streamlake compact` merged, that of
 /// each file it was merged from (named by its path in the table then).
 pub(super) fn read_meta(file: &AuditFile) -> Result<Vec<(Option<String>, FileMeta)>, String> {
-    let f = File::open(&file.path).map_err(|e| format!("cannot open {}: {e}", file.rel))?;
+    let f =
+        crate::validate::source::open(&file.path).map_err(|e| format!("cannot open {}: {e}", file.rel))?;
     let meta = ParquetMetaDataReader::new()
         .parse_and_finish(&f)
         .map_err(|e| format!("cannot read the Parquet footer of {}: {e}", file.rel))?;
