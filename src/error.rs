@@ -59,6 +59,11 @@ pub enum SourceError {
          committed stays valid. If the topic was recreated, its offsets name other records: use a new RUN_ID"
     )]
     TopicGone { topic: String, brokers: String, partition: i32, offset: i64 },
+    #[error(
+        "could not start a thread for {what}: {source}. The system is out of threads or memory for \
+         their stacks: lower -w, or raise the limit (ulimit -u)"
+    )]
+    Thread { what: &'static str, source: std::io::Error },
 }
 
 impl SourceError {

@@ -276,6 +276,13 @@ fn oracle_in(cluster: Cluster, format: &str, lake: Lake) -> Option<Done> {
         println!("[oracle {cluster:?}] read back {objects} objects from {prefix}");
     }
 
+    // 3 partitions over 2 workers (in one process or two) split 2:1: the worker with two reads
+    // each on a thread of its own (src/ingest/lanes.rs), so these clusters check that path.
+    let splits = matches!(cluster, Cluster::Workers(2) | Cluster::Processes(2));
+    let split_said =
+        outputs.iter().any(|o| String::from_utf8_lossy(&o.stderr).contains("on a thread of its own"));
+    assert_eq!(split_said, splits, "{cluster:?}: whether a worker split its partitions over threads");
+
     let run_dir = out_dir.join("run_oracle");
     // Raw rows: exactly the produced events minus the quarantined ones.
     let mut want = exp.raw.clone();

@@ -46,6 +46,9 @@ impl PreparedSource {
         }
         let mine = added_partitions(self.worker(), self.peers, known, now);
         self.index.resize(now, None);
+        // The balance may have changed with the count (`super::lanes`); the added partitions get
+        // their own queues if so (the others keep how they are read).
+        self.split = super::lanes::split_by_partition(now, self.peers, self.parts.len() + mine.len());
         tracing::info!(worker = self.worker(), topic = %topic, from = known, to = now, mine = ?mine, "partitions added to the topic");
         let mut tpl = TopicPartitionList::new();
         for p in mine {

@@ -8,6 +8,7 @@
 //! - [`watermark`]: the watermark, a pure function;
 //! - [`preagg`]: pre-aggregation of each poll batch, and the partition's open window shares;
 //! - [`partition`]: one partition's read state and the entry its commit records;
+//! - [`lanes`]: balance, one thread per partition when partitions do not divide evenly;
 //! - [`roll`]: when a worker rolls (multiples of `--roll-interval` on the wall clock);
 //! - [`commit_stage`]: the worker's commits, on a thread of their own beside the reading;
 //! - [`reader`], [`poll`], [`broker`]: the worker's reader, which applies all of the above with
@@ -21,6 +22,7 @@ pub mod commit_stage;
 pub mod consumer;
 pub mod discovery;
 pub mod health;
+pub mod lanes;
 pub mod partition;
 pub mod poll;
 pub mod preagg;

@@ -16,6 +16,7 @@ use super::commit_stage::{CommitStage, Done, Job, Staged};
 use super::consumer::{create_consumer, needs_consumer};
 use super::discovery::DiscoveryClock;
 use super::health::BrokerHealth;
+use super::lanes::split_by_partition;
 use super::partition::Part;
 use super::preagg::{BatchDeltas, WindowShares};
 use super::restore::{check_position, default_start, skip_entry, Totals};
@@ -28,6 +29,7 @@ use crate::kafka::client::{fetch_metadata, partition_count};
 use crate::kafka::context::KafkaContext;
 use crate::kafka::group::GroupCommits;
 use crate::observe::counters::SourceCounters;
+use crate::parse::json::RecordParser;
 use crate::sink::checkpoint::PartitionEntry;
 use crate::sink::commit::{CommitProtocol, LocalFs, Roll};
 use crate::sink::object::commit::ObjectCommit;
@@ -38,6 +40,9 @@ pub struct PreparedSource {
     pub(super) settings: SourceSettings,
     /// Batch reads of the consumer's queue; declared before `consumer` so it is dropped first.
     pub(super) reader: Option<BatchReader>,
+    /// Each partition's own queue when the worker splits (`super::lanes`), indexed as `parts`;
+    /// also dropped before `consumer`.
+    pub(super) part_readers: Vec<Option<BatchReader>>,
     /// Group offsets for lag tools; also dropped before `consumer`.
     group: Option<GroupCommits>,
     pub(super) consumer: Option<BaseConsumer<KafkaContext>>,
@@ -57,6 +62,10 @@ pub struct PreparedSource {
     pub(super) lost_offsets: bool,
     /// A "maybe gone" error of the last batch: (partition, offset), checked against metadata.
     pub(super) maybe_gone: Option<(i32, i64)>,
+    /// Whether this worker parses each partition on a thread of its own (`super::lanes`).
+    pub(super) split: bool,
+    /// The lanes' parsers, one per partition (made on the first split batch).
+    pub(super) lane_parsers: Vec<RecordParser>,
 }
 
 impl PreparedSource {
@@ -107,8 +116,10 @@ impl PreparedSource {
             None
         };
         let now = Instant::now();
+        let split = split_by_partition(partitions, peers, owned.len());
         let mut src = PreparedSource {
             reader: consumer.as_ref().map(|c| BatchReader::new(c, settings.max_batch)),
+            part_readers: Vec::new(),
             group: consumer.as_ref().map(|c| GroupCommits::new(c, &settings.group, &topic)),
             discovery: DiscoveryClock::new(settings.partition_discovery, settings.available_now, now),
             settings,
@@ -123,7 +134,17 @@ impl PreparedSource {
             health: BrokerHealth::new(now),
             lost_offsets: false,
             maybe_gone: None,
+            split,
+            lane_parsers: Vec::new(),
         };
+        if src.split {
+            tracing::info!(
+                worker,
+                partitions = owned.len(),
+                "{partitions} partitions do not divide evenly over {peers} workers: this worker parses each of its \
+                 partitions on a thread of its own"
+            );
+        }
         let starting = src.settings.starting;
         let mut tpl = TopicPartitionList::new();
         for p in owned {
@@ -288,6 +309,15 @@ impl PreparedSource {
             self.index.resize(p as usize + 1, None);
         }
         self.index[p as usize] = Some(self.parts.len());
+        let own_queue = if self.split {
+            Some(
+                BatchReader::for_partition(consumer, &topic, p, self.settings.max_batch)
+                    .map_err(|e| KafkaError::client(format!("giving partition {p} a queue of its own"), e))?,
+            )
+        } else {
+            None
+        };
+        self.part_readers.push(own_queue);
         self.parts.push(Part {
             partition: p,
             files: self.protocol.open(p, start),
@@ -414,6 +444,14 @@ pub(super) struct BatchCounts {
 }
 
 impl BatchCounts {
+    /// Adds a lane's counts (`super::lanes`).
+    pub fn merge(&mut self, other: BatchCounts) {
+        self.got += other.got;
+        self.late += other.late;
+        self.quarantined += other.quarantined;
+        self.bytes += other.bytes;
+    }
+
     pub fn add_to(&self, counters: &SourceCounters) {
         counters.messages.fetch_add(self.got as u64, Ordering::Relaxed);
         counters.bytes.fetch_add(self.bytes, Ordering::Relaxed);

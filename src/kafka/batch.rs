@@ -44,6 +44,38 @@ impl BatchReader {
         BatchReader { queue, buf: vec![std::ptr::null_mut(); max.max(1)] }
     }
 
+    /// A reader of `partition`'s own queue: from now on its fetched records go there instead of
+    /// to the consumer's queue, so another thread can read them (`ingest::lanes`).
+    ///
+    /// Made before the partition is assigned, so that no record of it ever reaches the
+    /// consumer's queue: librdkafka keeps a queue forwarded by the application as it is (it
+    /// marks it, and starting the partition's fetch does not forward a marked queue again).
+    pub fn for_partition<C: ConsumerContext>(
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+        partition: i32,
+        max: usize,
+    ) -> Result<Self, KafkaError> {
+        let name = std::ffi::CString::new(topic).map_err(|_| KafkaError::Subscription(topic.to_string()))?;
+        // SAFETY: the client pointer is valid while `consumer` lives and `name` is a C string;
+        // the returned handle holds its own reference to the queue and is destroyed in Drop.
+        let queue = unsafe {
+            rdsys::rd_kafka_queue_get_partition(consumer.client().native_ptr(), name.as_ptr(), partition)
+        };
+        if queue.is_null() {
+            return Err(KafkaError::Subscription(format!("{topic} [{partition}]: no partition queue")));
+        }
+        // SAFETY: `queue` is valid; a null destination stops the forwarding.
+        unsafe { rdsys::rd_kafka_queue_forward(queue, std::ptr::null_mut()) };
+        Ok(BatchReader { queue, buf: vec![std::ptr::null_mut(); max.max(1)] })
+    }
+
+    /// How many messages (and events) wait in the queue now.
+    pub fn queued(&self) -> usize {
+        // SAFETY: `queue` is valid (see `new`).
+        unsafe { rdsys::rd_kafka_queue_length(self.queue) }
+    }
+
     /// Takes what is queued now (up to the batch size, without waiting) and calls `f` for each
     /// message in queue order. Every message is freed, also when `f` fails; the first failure
     /// stops the batch and is returned, and the messages after it are dropped unread: the caller
@@ -89,6 +121,33 @@ impl BatchReader {
     }
 }
 
+impl BatchReader {
+    /// Takes what is queued now (up to the batch size, without waiting) and hands `f` the whole
+    /// batch at once, in queue order, so that it can split the work (`ingest::lanes`). Every
+    /// message is freed after `f` returns, also when it fails. Returns the batch's length.
+    pub fn read_slice<E>(
+        &mut self,
+        f: impl FnOnce(&[BatchMessage<'_>]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        // SAFETY: `queue` is valid (see `new`); librdkafka writes at most `buf.len()` pointers.
+        let n = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(self.queue, 0, self.buf.as_mut_ptr(), self.buf.len())
+        };
+        // A refused call reads as an empty batch, as in `read`.
+        let Ok(n) = usize::try_from(n) else { return Ok(0) };
+        // SAFETY: `BatchMessage` is a transparent wrapper of a reference, and the first `n`
+        // pointers are valid, non-null messages we own until they are destroyed below, after the
+        // slice's last use.
+        let batch = unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<BatchMessage<'_>>(), n) };
+        let result = f(batch);
+        for &msg in &self.buf[..n] {
+            // SAFETY: each message returned by the batch call is destroyed exactly once.
+            unsafe { rdsys::rd_kafka_message_destroy(msg) };
+        }
+        result.map(|()| n)
+    }
+}
+
 /// Why [`BatchReader::read_within`] returned early.
 #[derive(Debug)]
 pub enum ReadError<E> {
@@ -99,7 +158,13 @@ pub enum ReadError<E> {
 }
 
 /// One message of a batch, valid during the callback that receives it.
+#[repr(transparent)]
 pub struct BatchMessage<'a>(&'a rdsys::rd_kafka_message_t);
+
+// SAFETY: a message handed out by librdkafka is not touched by it again until we destroy it,
+// and a `BatchMessage` only reads it; so threads may read one batch at once (`ingest::lanes`),
+// which `read_slice` allows only until it destroys the batch.
+unsafe impl Sync for BatchMessage<'_> {}
 
 impl<'a> BatchMessage<'a> {
     fn bytes(&self) -> Option<&'a [u8]> {
@@ -136,6 +201,10 @@ impl<'a> BatchMessage<'a> {
         self.0.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
     }
 }
+
+// SAFETY: librdkafka's queues are locked internally, and a reader is used by one thread at a
+// time (`&mut self`); a partition's reader moves to its lane's thread for a batch.
+unsafe impl Send for BatchReader {}
 
 impl Drop for BatchReader {
     fn drop(&mut self) {

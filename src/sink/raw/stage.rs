@@ -27,7 +27,7 @@ use std::sync::Arc;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use super::budget::WorkerBudget;
+use super::budget::{WorkerBudget, PUBLISH_BYTES};
 use super::columns::{ColBuilder, BATCH_ROWS};
 use super::folders::FolderIndex;
 use super::key_file::KeyFile;
@@ -72,8 +72,9 @@ pub struct PartitionFiles {
     /// Bytes of a row in the buffer besides its strings: fixed-width values, string offsets, the
     /// folder number.
     row_bytes: usize,
-    /// Bytes this partition holds in the budget.
+    /// Bytes this partition holds, `unpublished` of them not yet added to the budget's count.
     held: usize,
+    unpublished: usize,
     /// File slots this partition holds.
     pub(super) slots: usize,
     /// Whether the interval created a folder (the run folder is then synced at commit).
@@ -141,6 +142,7 @@ impl PartitionFiles {
             buffer: RowBuffer::new(),
             row_bytes,
             held: 0,
+            unpublished: 0,
             slots: 0,
             new_dirs: false,
             quarantine: Vec::new(),
@@ -164,12 +166,28 @@ impl PartitionFiles {
 
     /// Whether the worker holds its whole `--sink-buffer-mib` share: time to commit.
     pub fn over_budget(&self) -> bool {
-        self.budget.full()
+        self.budget.full_with(self.unpublished)
     }
 
+    /// Counts `bytes` as held; the worker's count learns of them in steps of `PUBLISH_BYTES`.
+    #[inline]
     fn hold(&mut self, bytes: usize) {
         self.held += bytes;
-        self.budget.hold(bytes);
+        self.unpublished += bytes;
+        if self.unpublished >= PUBLISH_BYTES {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        self.budget.hold(std::mem::take(&mut self.unpublished));
+    }
+
+    /// Gives `bytes` of what this partition holds back.
+    fn release(&mut self, bytes: usize) {
+        self.publish();
+        self.held -= bytes;
+        self.budget.release(bytes);
     }
 
     pub(super) fn create_file(&self, path: &Path) -> Result<File, SinkError> {
@@ -267,9 +285,10 @@ impl PartitionFiles {
                     std::mem::replace(&mut file.batch_bytes, 0) + std::mem::replace(&mut file.held, now);
                 bytes += now;
             }
-            self.held = self.held + bytes - released;
-            self.budget.hold(bytes);
-            self.budget.release(released);
+            self.hold(bytes);
+            if released > 0 {
+                self.release(released);
+            }
             return Ok(());
         }
         if self.buffer.builders.is_empty() {
@@ -302,8 +321,8 @@ impl PartitionFiles {
         self.folders.clear();
         self.index.clear();
         self.new_dirs = false;
-        self.budget.release(self.held);
-        self.held = 0;
+        let held = self.held;
+        self.release(held);
     }
 }
 
@@ -312,7 +331,7 @@ impl Drop for PartitionFiles {
     /// bytes back; its in-progress files are removed by the next start's cleanup.
     fn drop(&mut self) {
         self.budget.closed(self.slots);
-        self.budget.release(self.held);
+        self.budget.release(self.held - self.unpublished);
     }
 }
 
@@ -442,7 +461,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let budget = Arc::new(WorkerBudget::new(SinkLimits { open_files: 4, buffer_bytes: 1 << 30 }));
         let mut files = PartitionFiles::new(layout(tmp.path()), budget.clone(), 0, 0);
-        stage(&mut files, 100, 10);
+        stage(&mut files, 5_000, 10); // beyond PUBLISH_BYTES, so the worker's count has them
         assert!(budget.open_files() == 4 && budget.held() > 0);
         drop(files);
         assert_eq!((budget.open_files(), budget.held()), (0, 0));
