@@ -81,6 +81,7 @@ pub struct CommitStage {
     jobs: Option<SyncSender<(Job, Instant)>>,
     done: Receiver<Result<Done, SinkError>>,
     in_flight: bool,
+    worker: usize,
 }
 
 impl CommitStage {
@@ -111,7 +112,7 @@ impl CommitStage {
                 path: format!("worker {worker}").into(),
                 source,
             })?;
-        Ok(CommitStage { jobs: Some(jobs), done, in_flight: false })
+        Ok(CommitStage { jobs: Some(jobs), done, in_flight: false, worker })
     }
 
     /// Whether a job is in flight.
@@ -123,8 +124,9 @@ impl CommitStage {
     /// ([`Self::wait`]): with one in flight this panics, as a broken ordering rule must.
     pub fn submit(&mut self, job: Job) -> Result<(), SinkError> {
         assert!(!self.in_flight, "a worker submits a commit only when none is in flight");
-        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
-        jobs.send((job, Instant::now())).map_err(|_| stopped())?;
+        let worker = self.worker;
+        let jobs = self.jobs.as_ref().ok_or(SinkError::CommitThreadStopped { worker })?;
+        jobs.send((job, Instant::now())).map_err(|_| SinkError::CommitThreadStopped { worker })?;
         self.in_flight = true;
         Ok(())
     }
@@ -137,7 +139,9 @@ impl CommitStage {
         match self.done.try_recv() {
             Ok(result) => self.finished(result).map(Some),
             Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => self.finished(Err(stopped())).map(Some),
+            Err(TryRecvError::Disconnected) => {
+                self.finished(Err(SinkError::CommitThreadStopped { worker: self.worker })).map(Some)
+            }
         }
     }
 
@@ -156,7 +160,11 @@ impl CommitStage {
                     "still waiting for the last commit (a slow disk or object store): reading is \
                      paused until it finishes, so the topic's lag grows meanwhile"
                 ),
-                Err(RecvTimeoutError::Disconnected) => return self.finished(Err(stopped())).map(Some),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self
+                        .finished(Err(SinkError::CommitThreadStopped { worker: self.worker }))
+                        .map(Some)
+                }
             }
         }
     }
@@ -167,15 +175,6 @@ impl CommitStage {
             self.jobs = None;
         }
         result
-    }
-}
-
-/// The stage stopped without a result: its thread panicked (the panic is in the log).
-fn stopped() -> SinkError {
-    SinkError::Io {
-        doing: "commit (the commit thread stopped; see the panic above)",
-        path: "commit stage".into(),
-        source: std::io::Error::other("commit thread stopped"),
     }
 }
 

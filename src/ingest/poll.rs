@@ -174,7 +174,7 @@ impl PreparedSource {
         if self.split {
             let lanes = read_lanes(&ctx, parts, &mut self.part_readers, &mut self.lane_parsers, parser)?;
             for lane in lanes {
-                any_message |= lane.counts.got > 0;
+                any_message |= lane.any_record;
                 counts.merge(lane.counts);
                 for (error, partition, offset, detail) in lane.errors {
                     errors.on(error, partition, error_position(parts, index, partition, offset), detail)?;
@@ -302,6 +302,8 @@ type LaneError = (KafkaError, i32, i64, String);
 #[derive(Default)]
 struct LaneResult {
     counts: BatchCounts,
+    /// Whether the queue gave any record (also one before the resume point): the broker is there.
+    any_record: bool,
     errors: Vec<LaneError>,
 }
 
@@ -368,6 +370,7 @@ fn read_lane(
         for m in batch {
             match m.polled() {
                 Polled::Record { offset, payload, .. } => {
+                    lane.any_record = true;
                     ctx.record(part, parser, offset, payload, &mut lane.counts)?;
                 }
                 Polled::Error { error, partition, offset, detail } => {

@@ -111,7 +111,8 @@ impl PreparedSource {
         let protocol: Arc<dyn CommitProtocol> = Arc::from(protocol);
         let stage = CommitStage::start(worker, protocol.clone(), settings.commit_delay)?;
         let consumer = if needs_consumer(!owned.is_empty(), settings.available_now) {
-            Some(create_consumer(&settings)?)
+            let split = split_by_partition(partitions, peers, owned.len());
+            Some(create_consumer(&settings, if split { owned.len() } else { 0 })?)
         } else {
             None
         };
@@ -292,8 +293,16 @@ impl PreparedSource {
             None => None,
         };
         let start = entry.as_ref().map_or_else(|| default_start(starting, low, high), |e| e.next_offset);
-        for path in self.protocol.clean(p, start)? {
-            tracing::warn!(partition = p, path = %path, "removed an uncommitted file left by an earlier run");
+        let removed = self.protocol.clean(p, start)?;
+        if !removed.is_empty() {
+            // One line, not one per file: a crash mid-commit of 100,000 folders leaves that many.
+            let shown = removed.len().min(5);
+            tracing::warn!(
+                partition = p,
+                removed = removed.len(),
+                first = ?&removed[..shown],
+                "removed the uncommitted files an earlier run left (written after its last checkpoint entry)"
+            );
         }
         let restored = entry.is_some();
         let e = match entry.take() {

@@ -240,6 +240,47 @@ mod tests {
         protocol_suite(&LocalFs::new(layout, SinkLimits::default()), |rel| root.join(rel).exists());
     }
 
+    /// A restart after a crash mid-commit of many folders: the clean runs on several threads and
+    /// ends with one `syncfs` (`raw::remove_uncommitted`); it must still remove exactly the files
+    /// past the committed position, in every folder.
+    #[test]
+    fn a_clean_of_many_folders_removes_exactly_the_uncommitted_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec();
+        let layout = RawLayout::new(
+            tmp.path().to_path_buf(),
+            "t",
+            "r",
+            "uid1",
+            0,
+            spec.schema.clone(),
+            spec.partition.clone(),
+        );
+        let protocol = LocalFs::new(layout, SinkLimits::default());
+        let mut parser = parser(&spec);
+        let keys = 1_500; // folders: several cleaning threads' worth
+        let mut write = |files: &mut dyn StagedFiles, first: i64| {
+            for i in first..first + keys {
+                let json = format!(r#"{{"id":{},"value":1.5,"ts":"2024-01-01T00:00:00Z"}}"#, i - first);
+                parser.parse(Some(json.as_bytes())).unwrap();
+                files.append(&parser, json.as_bytes()).unwrap();
+            }
+        };
+        let mut files = protocol.open(0, 0);
+        write(files.as_mut(), 0);
+        let committed = files.make_durable(keys).unwrap();
+        protocol.record(&entry_for(&committed, 0)).unwrap();
+        write(files.as_mut(), keys);
+        let orphans = files.make_durable(2 * keys).unwrap();
+        assert_eq!((committed.files.len(), orphans.files.len()), (keys as usize, keys as usize));
+        let removed = protocol.clean(0, keys).unwrap();
+        assert_eq!(removed.len(), orphans.files.len());
+        let root = tmp.path();
+        assert!(orphans.files.iter().all(|f| !root.join(f).exists()), "every orphan is gone");
+        assert!(committed.files.iter().all(|f| root.join(f).exists()), "every committed file stays");
+        assert!(protocol.clean(0, keys).unwrap().is_empty(), "a second clean finds nothing");
+    }
+
     /// A writer of run `r` on `store` (a local folder standing in for the bucket), with its own
     /// spool folder.
     fn object_writer(

@@ -20,6 +20,13 @@ pub mod raw;
 /// Errors writing output.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The commit stage's thread ended without a result: it panicked (`ingest::commit_stage`).
+    #[error(
+        "worker {worker}'s commit thread stopped without reporting its commit: it panicked (the panic is in the \
+         log above). What it had not recorded is not committed: a restart resumes at the last checkpoint entry \
+         and removes the files it left"
+    )]
+    CommitThreadStopped { worker: usize },
     #[error(
         "cannot {doing} {path}: {source}; check that the output folder is writable and the disk has room"
     )]

@@ -199,8 +199,7 @@ pub fn remove_uncommitted(
     next_offset: i64,
 ) -> Result<Vec<PathBuf>, SinkError> {
     let run_dir = &layout.run_dir;
-    let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(run_dir) else { return Ok(removed) };
+    let Ok(entries) = fs::read_dir(run_dir) else { return Ok(Vec::new()) };
     let prefix_tmp = format::part_in_progress_prefix(partition);
     let suffix_tmp = format::in_progress_suffix(&layout.run_uid);
     // The run folder itself holds the files of a dataset without folders (`partition_by = "none"`).
@@ -213,15 +212,68 @@ pub fn remove_uncommitted(
             || (name.starts_with('_') && name != format::QUARANTINE_DIR);
         (!skip).then_some(dir)
     }));
+    // Many folders: one `syncfs` at the end instead of an fsync per folder (as a commit does);
+    // opened first, so that it reports the write-back errors of the removals.
+    let many = cfg!(target_os = "linux") && dirs.len() > make_durable::SYNC_EACH_MAX;
+    let fs_handle = if many { Some(fs::File::open(run_dir).map_err(io_err("open", run_dir))?) } else { None };
+    let threads = CLEAN_THREADS.min(dirs.len().div_ceil(CLEAN_DIRS_PER_THREAD)).max(1);
+    let per_thread = dirs.len().div_ceil(threads);
+    let (prefix_tmp, suffix_tmp) = (prefix_tmp.as_str(), suffix_tmp.as_str());
+    let removed = std::thread::scope(|scope| -> Result<Vec<PathBuf>, SinkError> {
+        let mut cleaners = Vec::with_capacity(threads);
+        for chunk in dirs.chunks(per_thread) {
+            let cleaner = std::thread::Builder::new()
+                .name("clean-uncommitted".into())
+                .spawn_scoped(scope, move || {
+                    clean_folders(chunk, layout, partition, next_offset, prefix_tmp, suffix_tmp, !many)
+                })
+                .map_err(io_err("start a thread to clean", run_dir))?;
+            cleaners.push(cleaner);
+        }
+        let mut removed = Vec::new();
+        let mut failed = None;
+        for cleaner in cleaners {
+            match cleaner.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+                Ok(paths) => removed.extend(paths),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        failed.map_or(Ok(removed), Err)
+    })?;
+    if let Some(handle) = fs_handle.filter(|_| !removed.is_empty()) {
+        make_durable::syncfs(&handle, run_dir)?;
+    }
+    Ok(removed)
+}
+
+/// Threads that clean a run folder's subfolders at once. Removing a file waits for the disk
+/// (more so on a file system mounted with `discard`), and a crash in the middle of a commit of
+/// 100,000 folders leaves 100,000 files per partition: one at a time, a restart spent 146 s on
+/// them before it read anything (tests/many_keys.rs).
+const CLEAN_THREADS: usize = 8;
+/// Folders below which one more cleaning thread costs more than it saves.
+const CLEAN_DIRS_PER_THREAD: usize = 256;
+
+/// [`remove_uncommitted`] in `dirs`; each folder that changed is synced when `sync_each`.
+fn clean_folders(
+    dirs: &[PathBuf],
+    layout: &RawLayout,
+    partition: i32,
+    next_offset: i64,
+    prefix_tmp: &str,
+    suffix_tmp: &str,
+    sync_each: bool,
+) -> Result<Vec<PathBuf>, SinkError> {
+    let mut removed = Vec::new();
     for dir in dirs {
-        let Ok(files) = fs::read_dir(&dir) else { continue };
+        let Ok(files) = fs::read_dir(dir) else { continue };
         let mut changed = false;
         for file in files.flatten() {
             if !file.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
             let fname = file.file_name().to_string_lossy().into_owned();
-            let ours_in_progress = fname.starts_with(&prefix_tmp) && fname.ends_with(&suffix_tmp);
+            let ours_in_progress = fname.starts_with(prefix_tmp) && fname.ends_with(suffix_tmp);
             let beyond = parse_part_file_name(&fname)
                 .is_some_and(|(p, start, _)| p == partition && start >= next_offset);
             let path = file.path();
@@ -238,8 +290,8 @@ pub fn remove_uncommitted(
                 changed = true;
             }
         }
-        if changed {
-            sync_dir(&dir)?;
+        if changed && sync_each {
+            sync_dir(dir)?;
         }
     }
     Ok(removed)

@@ -272,7 +272,7 @@ impl PartitionFiles {
 /// Makes everything written to `dir`'s file system durable, and reports a write-back error seen
 /// since `handle` was opened (Linux ≥ 5.8). Only used on Linux: elsewhere every file is fsynced.
 #[cfg(target_os = "linux")]
-fn syncfs(handle: &File, dir: &Path) -> Result<(), SinkError> {
+pub(super) fn syncfs(handle: &File, dir: &Path) -> Result<(), SinkError> {
     use std::os::fd::AsRawFd;
     // SAFETY: the descriptor stays open for the duration of the call; syncfs reads nothing else.
     if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
@@ -282,6 +282,6 @@ fn syncfs(handle: &File, dir: &Path) -> Result<(), SinkError> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn syncfs(_: &File, _: &Path) -> Result<(), SinkError> {
+pub(super) fn syncfs(_: &File, _: &Path) -> Result<(), SinkError> {
     unreachable!("syncfs is only used on Linux")
 }
