@@ -46,8 +46,9 @@ impl PreparedSource {
         }
         let mine = added_partitions(self.worker(), self.peers, known, now);
         self.index.resize(now, None);
-        // The balance may have changed with the count (`super::lanes`); the added partitions get
-        // their own queues if so (the others keep how they are read).
+        // The balance may have changed with the count (`super::lanes`): the added partitions get
+        // their own queues if the worker splits now; the others keep how they are read (a queue
+        // of its own stays one, and `read_batch` reads every such queue whatever the split).
         self.split = super::lanes::split_by_partition(now, self.peers, self.parts.len() + mine.len());
         tracing::info!(worker = self.worker(), topic = %topic, from = known, to = now, mine = ?mine, "partitions added to the topic");
         let mut tpl = TopicPartitionList::new();

@@ -171,7 +171,9 @@ impl PreparedSource {
             }
             Ok(())
         })?;
-        if self.split {
+        // Not `self.split`: a partition given its own queue keeps it, also after added partitions
+        // made the split even (its records never go to the consumer's queue again).
+        if self.part_readers.iter().any(Option::is_some) {
             let lanes = read_lanes(&ctx, parts, &mut self.part_readers, &mut self.lane_parsers, parser)?;
             for lane in lanes {
                 any_message |= lane.any_record;
