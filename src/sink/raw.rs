@@ -216,30 +216,14 @@ pub fn remove_uncommitted(
     // opened first, so that it reports the write-back errors of the removals.
     let many = cfg!(target_os = "linux") && dirs.len() > make_durable::SYNC_EACH_MAX;
     let fs_handle = if many { Some(fs::File::open(run_dir).map_err(io_err("open", run_dir))?) } else { None };
-    let threads = CLEAN_THREADS.min(dirs.len().div_ceil(CLEAN_DIRS_PER_THREAD)).max(1);
-    let per_thread = dirs.len().div_ceil(threads);
     let (prefix_tmp, suffix_tmp) = (prefix_tmp.as_str(), suffix_tmp.as_str());
-    let removed = std::thread::scope(|scope| -> Result<Vec<PathBuf>, SinkError> {
-        let mut cleaners = Vec::with_capacity(threads);
-        for chunk in dirs.chunks(per_thread) {
-            let cleaner = std::thread::Builder::new()
-                .name("clean-uncommitted".into())
-                .spawn_scoped(scope, move || {
-                    clean_folders(chunk, layout, partition, next_offset, prefix_tmp, suffix_tmp, !many)
-                })
-                .map_err(io_err("start a thread to clean", run_dir))?;
-            cleaners.push(cleaner);
-        }
-        let mut removed = Vec::new();
-        let mut failed = None;
-        for cleaner in cleaners {
-            match cleaner.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
-                Ok(paths) => removed.extend(paths),
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        failed.map_or(Ok(removed), Err)
-    })?;
+    let threads = CLEAN_THREADS.min(dirs.len().div_ceil(CLEAN_DIRS_PER_THREAD));
+    let mut removed = Vec::new();
+    for paths in crate::util::fanout::map(&dirs, threads, |dir| {
+        clean_folder(dir, layout, partition, next_offset, prefix_tmp, suffix_tmp, !many)
+    }) {
+        removed.extend(paths?);
+    }
     if let Some(handle) = fs_handle.filter(|_| !removed.is_empty()) {
         make_durable::syncfs(&handle, run_dir)?;
     }
@@ -254,9 +238,9 @@ const CLEAN_THREADS: usize = 8;
 /// Folders below which one more cleaning thread costs more than it saves.
 const CLEAN_DIRS_PER_THREAD: usize = 256;
 
-/// [`remove_uncommitted`] in `dirs`; each folder that changed is synced when `sync_each`.
-fn clean_folders(
-    dirs: &[PathBuf],
+/// [`remove_uncommitted`] in `dir`, which is synced if it changed and `sync_each`.
+fn clean_folder(
+    dir: &Path,
     layout: &RawLayout,
     partition: i32,
     next_offset: i64,
@@ -265,34 +249,32 @@ fn clean_folders(
     sync_each: bool,
 ) -> Result<Vec<PathBuf>, SinkError> {
     let mut removed = Vec::new();
-    for dir in dirs {
-        let Ok(files) = fs::read_dir(dir) else { continue };
-        let mut changed = false;
-        for file in files.flatten() {
-            if !file.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            let fname = file.file_name().to_string_lossy().into_owned();
-            let ours_in_progress = fname.starts_with(prefix_tmp) && fname.ends_with(suffix_tmp);
-            let beyond = parse_part_file_name(&fname)
-                .is_some_and(|(p, start, _)| p == partition && start >= next_offset);
-            let path = file.path();
-            if beyond && !written_by(&path, layout, partition) {
-                tracing::warn!(
-                    path = %path.display(), partition, next_offset,
-                    "a file beyond the committed position does not carry this run's identity; it was left alone"
-                );
-                continue;
-            }
-            if ours_in_progress || beyond {
-                fs::remove_file(&path).map_err(io_err("remove uncommitted file", &path))?;
-                removed.push(path);
-                changed = true;
-            }
+    let Ok(files) = fs::read_dir(dir) else { return Ok(removed) };
+    let mut changed = false;
+    for file in files.flatten() {
+        if !file.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
         }
-        if changed && sync_each {
-            sync_dir(dir)?;
+        let fname = file.file_name().to_string_lossy().into_owned();
+        let ours_in_progress = fname.starts_with(prefix_tmp) && fname.ends_with(suffix_tmp);
+        let beyond =
+            parse_part_file_name(&fname).is_some_and(|(p, start, _)| p == partition && start >= next_offset);
+        let path = file.path();
+        if beyond && !written_by(&path, layout, partition) {
+            tracing::warn!(
+                path = %path.display(), partition, next_offset,
+                "a file beyond the committed position does not carry this run's identity; it was left alone"
+            );
+            continue;
         }
+        if ours_in_progress || beyond {
+            fs::remove_file(&path).map_err(io_err("remove uncommitted file", &path))?;
+            removed.push(path);
+            changed = true;
+        }
+    }
+    if changed && sync_each {
+        sync_dir(dir)?;
     }
     Ok(removed)
 }
