@@ -15,4 +15,4 @@ export STREAMLAKE_CHAOS_KILLS="$KILLS"
 if [[ -n "${2:-}" ]]; then
     export STREAMLAKE_CHAOS_SEED="$2"
 fi
-exec bash "$SCRIPT_DIR/test.sh" --test reliability -- chaos_kills --nocapture
+exec bash "$SCRIPT_DIR/test.sh" --test integration -- reliability::chaos_kills --nocapture

@@ -4,8 +4,8 @@
 #   scripts/test.sh                      setup + fmt + clippy + tests
 #   scripts/test.sh --setup-only         only install what the tests need (apt packages, .venv), then exit
 #   scripts/test.sh [CARGO_ARGS] [-- TEST_ARGS]
-#                                        e.g. scripts/test.sh --test e2e -- --nocapture
-#                                        => cargo test --profile ci --features crash-points --test e2e -- --test-threads=2 --nocapture
+#                                        e.g. scripts/test.sh --test integration -- reliability:: --nocapture
+#                                        => cargo test --profile ci --features crash-points --test integration -- --test-threads=2 reliability:: --nocapture
 #
 # The `ci` profile (Cargo.toml) is `release` without LTO and debug info: linking ~25 test binaries
 # with thin LTO and debug info took most of a fresh run once delta-rs joined the dependencies.

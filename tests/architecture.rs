@@ -254,7 +254,7 @@ fn no_cycle_between_top_level_modules() {
             graph.entry(from.as_str()).or_default().insert(to.as_str());
         }
     }
-    // The graph itself, for `cargo test --test architecture -- --nocapture`.
+    // The graph itself, for `cargo test --test integration -- architecture:: --nocapture`.
     for (from, to) in &graph {
         println!("{from} -> {}", to.iter().copied().collect::<Vec<_>>().join(", "));
     }

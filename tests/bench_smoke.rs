@@ -3,7 +3,7 @@
 //! ran, read every event, and that streamlake's dataset holds exactly the events loaded. It does
 //! not judge the timings: benchmarks measure, tests do not time things.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

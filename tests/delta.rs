@@ -15,7 +15,7 @@
 //! The oracle tests with Delta, on disk and on S3, are in tests/oracle.rs; a crash completed by a
 //! two-process restart, compaction and vacuum on S3 in tests/s3_output.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::ledger::Records;
-use common::scenario::*;
-use common::*;
+use crate::common::ledger::Records;
+use crate::common::scenario::*;
+use crate::common::*;
 use object_store::ObjectStoreExt as _;
 use rand::{Rng, SeedableRng};
 use streamlake::sink::delta::snapshot::{read_at, Seen};

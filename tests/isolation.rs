@@ -9,16 +9,14 @@
 //! Every accepted outcome ends with the ledger (a plain consumer's view of the topic against
 //! the visible files) and `validate --audit`, as in `tests/reliability.rs`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::job::Job;
-use common::ledger;
-use common::secure::Secure;
-use common::*;
+use crate::common::job::Job;
+use crate::common::ledger;
+use crate::common::secure::Secure;
+use crate::common::*;
 
 const RUN: &str = "run_t";
 const T0: i64 = 1_750_000_000_000;

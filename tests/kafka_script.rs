@@ -1,7 +1,7 @@
 //! `scripts/kafka.sh`: start twice gives one broker at one address, status tells, stop leaves no
 //! broker process behind. Uses its own state folder and port, beside the test suite's broker.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -6,7 +6,7 @@
 //! `STREAMLAKE_TEST_KAFKA_SECURE_DIR`, `STREAMLAKE_TEST_SASL_SSL_BROKERS` and
 //! `STREAMLAKE_TEST_SSL_BROKERS`. Under CI (or `STREAMLAKE_REQUIRE_KAFKA=1`) a missing one fails.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::ledger::{audit_ok, check, consume_topic_with};
-use common::secure::Secure;
-use common::*;
+use crate::common::ledger::{audit_ok, check, consume_topic_with};
+use crate::common::secure::Secure;
+use crate::common::*;
 
 /// `kafka-consumer-groups --describe --group G` (Kafka's own tool, from the broker's jars), the
 /// rows of `topic`: (partition, current offset, log end offset, lag). `None` while the group has

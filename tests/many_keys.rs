@@ -21,20 +21,18 @@
 //! idle timeout is set beyond the test's length, so no record can be late: the oracle counts
 //! every good record.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::job::Job;
-use common::ledger::{self, Records};
-use common::limits::{limit_open_files, open_files_limit_of};
-use common::scenario::{future_limit_ms, now_ms};
-use common::scratch::ScratchDir;
-use common::windows::{oracle_windows, window_differences};
-use common::*;
+use crate::common::job::Job;
+use crate::common::ledger::{self, Records};
+use crate::common::limits::{limit_open_files, open_files_limit_of};
+use crate::common::scenario::{future_limit_ms, now_ms};
+use crate::common::scratch::ScratchDir;
+use crate::common::windows::{oracle_windows, window_differences};
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 const IDS: u32 = 100_000;

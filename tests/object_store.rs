@@ -2,7 +2,7 @@
 //! scripts/s3.sh) and against the local file system: the same contract for both, and clear
 //! errors for the mistakes users make with object storage, before anything is written.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use streamlake::storage::{Created, LocalStore, ObjectStoreRoot, ObjectUrl, Store, StoreError};

@@ -7,8 +7,6 @@
 //! Nothing here measures time: the tests wait (with a generous deadline) for states the job must
 //! reach, then compare counts.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const T0_MS: i64 = 1_740_787_200_000; // 2025-03-01T00:00:00Z
 const PARTITIONS: i32 = 3;

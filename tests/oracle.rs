@@ -12,15 +12,15 @@
 //! through the S3 API, the files are checked on a copy read back through it, and the Delta readers,
 //! Spark through s3a among them, read the store).
 
-mod common;
+use crate::common;
 
-use common::delta;
+use crate::common::delta;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 
 const T0_MS: i64 = 1_740_787_200_000; // 2025-03-01T00:00:00Z
 const PARTITIONS: i32 = 3;

@@ -3,15 +3,13 @@
 //! cluster on localhost gives the same answer as one worker; a dying process stops the others)
 //! and `scripts/up.sh` (start, stop by itself, resume exactly once).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::compose::*;
-use common::*;
+use crate::common::compose::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");

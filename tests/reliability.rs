@@ -8,17 +8,15 @@
 //! Crash windows are hit with named crash points (`STREAMLAKE_CRASH_AT`, feature `crash-points`,
 //! which the test command enables). `docs/reliability.md` lists the scenarios.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::job::Job;
-use common::ledger::{self, Records};
-use common::scenario::*;
-use common::*;
+use crate::common::job::Job;
+use crate::common::ledger::{self, Records};
+use crate::common::scenario::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 const RUN: &str = "run_t";

@@ -7,18 +7,18 @@
 //! server the other tests share, and gives the job a short lease (`--object-lease 3s`), so that a
 //! restart after a kill waits seconds, not the default 30 s, for the dead process's lease.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::job::Job;
-use common::ledger;
-use common::s3::OwnS3;
-use common::scenario::*;
-use common::*;
+use crate::common::job::Job;
+use crate::common::ledger;
+use crate::common::s3::OwnS3;
+use crate::common::scenario::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 
 const LEASE: Duration = Duration::from_secs(3);

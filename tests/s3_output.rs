@@ -4,7 +4,7 @@
 //! is refused, two processes that share no folder write one run, `validate --audit` and
 //! `--incremental` read the dataset on the store, and pyarrow's S3 file system reads it unchanged.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::job::Job;
-use common::ledger;
-use common::scenario::{future_limit_ms, load, synthetic_stream};
-use common::*;
+use crate::common::job::Job;
+use crate::common::ledger;
+use crate::common::scenario::{future_limit_ms, load, synthetic_stream};
+use crate::common::*;
 use streamlake::storage::{ObjectStoreRoot, ObjectUrl, Store};
 
 /// Copies everything under `s3://bucket/prefix/` to `dest`, through the S3 API; returns how many

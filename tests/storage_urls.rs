@@ -2,11 +2,9 @@
 //! before anything is created (before this check, `run --output s3://lake/x` exited 0 after
 //! writing into a local folder named `s3:`).
 
-mod common;
-
 use std::path::Path;
 
-use common::bin;
+use crate::common::bin;
 
 /// Every entry below `dir`, for "nothing was created".
 fn entries(dir: &Path) -> Vec<String> {

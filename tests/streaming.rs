@@ -1,16 +1,14 @@
 //! The streaming job against a real broker: restarts (clean and SIGKILL), readers of the output
 //! (pandas as the seed DAG uses it, DuckDB), live mode, and a second dataflow with string keys.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-use common::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

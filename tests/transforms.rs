@@ -4,15 +4,13 @@
 //! as pandas (the seed DAG's `pd.read_parquet(path)`) and DuckDB (`hive_partitioning=true`) read
 //! them, and `validate` and `validate --audit` passing on each dataset.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use arrow::array::{Int32Array, TimestampMicrosecondArray};
-use common::*;
 use streamlake::format::partition::{bucket_of_long, day_of, day_text, hour_of, hour_text};
 
 const EVENTS: i64 = 3000;

@@ -17,11 +17,8 @@ use streamlake::validate::audit::ProblemKind;
 use streamlake::validate::discover::PartValue;
 use streamlake::validate::{self, Status, ValidateArgs};
 
-mod common;
-mod validate_cli;
-
-use validate_cli::fixture::*;
-use validate_cli::{dag, report_files, validate_json, validate_text};
+use crate::validate_cli::fixture::*;
+use crate::validate_cli::{dag, report_files, validate_json, validate_text};
 
 // ---------------------------------------------------------------------------------------------
 // The report

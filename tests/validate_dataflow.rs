@@ -2,11 +2,9 @@
 //! `dataflows/sensors.toml` (string key `sensor`, value `reading`, time `at`), written by the real
 //! job from a real broker, then validated and audited by the real binary with the same file.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const RECORDS: i64 = 900;

@@ -4,9 +4,6 @@
 //! `--incremental`). The reference for counts and means is the original platform's pandas code
 //! (`tests/py/dag_validate.py`), run on the same folder with `STREAMLAKE_TEST_PYTHON`.
 
-mod common;
-mod validate_cli;
-
 use std::cell::Cell as StdCell;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,18 +11,18 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::validate_cli::fixture::{self, args, assert_matches_oracle, audit_args, close, run_validate};
+use crate::validate_cli::*;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use common::*;
 use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 use streamlake::sink::raw::part_file_name;
 use streamlake::validate::audit::ProblemKind;
 use streamlake::validate::scan::Cell;
 use streamlake::validate::{self, Status, ValidateArgs};
-use validate_cli::fixture::{self, args, assert_matches_oracle, audit_args, close, run_validate};
-use validate_cli::*;
 
 const PARTITIONS: i32 = 3;
 const RUN_ID: &str = "e2e";
