@@ -413,6 +413,14 @@ start_kafka() {
     info "STREAMLAKE_TEST_SSL_BROKERS=$STREAMLAKE_TEST_SSL_BROKERS"
 }
 
+# The slowest units of the test build (its `--timings` report), so that a build that grows shows
+# why in the log. Informational: a report it cannot read does not fail the run.
+build_time_summary() {
+    local report="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/cargo-timings/cargo-timing.html"
+    [[ -f "$report" ]] || { info "no build timing report at $report"; return 0; }
+    python3 "$SCRIPT_DIR/build_timings.py" "$report" 12 || info "could not summarise $report"
+}
+
 # ---------------------------------------------------------------------------------------------
 # clippy, beside the tests
 
@@ -504,7 +512,8 @@ main() {
     # The same command as the test step below, without running: the build overlaps the background
     # setup, and the test step's time is the tests'.
     step "cargo test --no-run (build the tests)" \
-        cargo test --profile ci --features crash-points --no-run ${cargo_args[@]+"${cargo_args[@]}"}
+        cargo test --profile ci --features crash-points --no-run --timings ${cargo_args[@]+"${cargo_args[@]}"}
+    build_time_summary
     bg_wait_all
 
     start_kafka
