@@ -452,19 +452,18 @@ clippy_once_tests_run() {
 # in front of the tests, now in their slack, niced below them. Its log is printed, and a warning
 # fails the run, once the tests are done.
 tests_with_clippy_beside() {
-    local t0 rc test_pid
+    local t0 rc
     section "cargo test (ci profile: optimised, no LTO), with clippy beside it (-D warnings)"
     printf '$ %s\n' "$*"
     t0="$(date +%s)"
     set +e
     set -m
     "$@" &
-    test_pid=$!
+    TEST_PID=$!
     set +m
-    TEST_PID=$test_pid
     bg_start clippy "cargo clippy (ci profile, all targets, both feature sets, -D warnings)" \
-        clippy_once_tests_run "$test_pid"
-    wait "$test_pid"
+        clippy_once_tests_run "$TEST_PID"
+    wait "$TEST_PID"
     rc=$?
     TEST_PID=""
     set -e
